@@ -1,0 +1,127 @@
+"""How the walkers take apart and rebuild objects that have no fast path.
+
+Shared by the Cython walker and the pure-Python twin so the two can never disagree
+on what an object becomes. The dispatch order mirrors pickle's: builtin and numpy
+fast paths first (in the walkers), then plain instances (class + ``__dict__``),
+then ``copyreg.dispatch_table``, then ``__reduce_ex__(4)``.
+"""
+
+import copyreg
+import pickle
+import types
+
+from .errors import UnsupportedObjectError
+
+#: The class is a plain one: rebuilt as ``cls.__new__(cls)`` plus its ``__dict__``.
+KIND_INST = 1
+#: Anything else: taken apart with the reduce protocol.
+KIND_REDUCE = 2
+#: Classes, functions and other objects saved as a reference by name.
+KIND_GLOBAL = 3
+
+_HEAPTYPE = 1 << 9
+_object_reduce_ex = object.__reduce_ex__
+_object_reduce = object.__reduce__
+_object_getstate = getattr(object, "__getstate__", None)
+_GLOBAL_TYPES = (type, types.FunctionType, types.BuiltinFunctionType,
+                 types.MethodDescriptorType, types.WrapperDescriptorType)
+
+
+def classify(cls):
+    """Which way objects of ``cls`` are saved (the walkers cache the answer)."""
+    if issubclass(cls, _GLOBAL_TYPES):
+        return KIND_GLOBAL
+    if cls in copyreg.dispatch_table:
+        return KIND_REDUCE
+    if (cls.__reduce_ex__ is not _object_reduce_ex or cls.__reduce__ is not _object_reduce
+            or getattr(cls, "__getstate__", None) is not _object_getstate
+            or hasattr(cls, "__getnewargs_ex__") or hasattr(cls, "__getnewargs__")
+            or cls.__dictoffset__ == 0 or cls.__new__ is not object.__new__):
+        return KIND_REDUCE
+    # The nearest builtin base must be object itself, and no class may add __slots__:
+    # then __dict__ is the whole state, exactly what object.__reduce_ex__ would save.
+    for base in cls.__mro__:
+        if not base.__flags__ & _HEAPTYPE:
+            if base is not object:
+                return KIND_REDUCE
+            break
+        if "__slots__" in vars(base):
+            return KIND_REDUCE
+    return KIND_INST
+
+
+def global_ref(obj):
+    """(module, qualname) under which ``obj`` can be imported back, or raise."""
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if name is None:
+        raise UnsupportedObjectError(f"{obj!r:.80} has no name to be saved by reference")
+    module = pickle.whichmodule(obj, name)
+    try:
+        __import__(module)
+        found = __import__("sys").modules[module]
+        for part in name.split("."):
+            found = getattr(found, part)
+    except Exception:
+        found = None
+    if found is not obj:
+        what = "a lambda or a function defined inside another function" \
+            if "<" in name else f"not the object found at {module}.{name}"
+        raise UnsupportedObjectError(
+            f"{obj!r:.80} is saved by reference, but it is {what}; define it at module "
+            f"level, or save its data instead")
+    return module, name
+
+
+def reduce_object(obj):
+    """Return (callable, args, state, listitems, dictitems, state_setter) or
+    (None, global-name) for objects that reduce to a name."""
+    cls = type(obj)
+    reducer = copyreg.dispatch_table.get(cls)
+    try:
+        rv = reducer(obj) if reducer is not None else obj.__reduce_ex__(4)
+    except Exception as e:
+        raise UnsupportedObjectError(f"{type(e).__name__}: {e}") from None
+    if isinstance(rv, str):
+        return None, rv
+    if not isinstance(rv, tuple) or not 2 <= len(rv) <= 6:
+        raise UnsupportedObjectError(f"__reduce_ex__ returned {type(rv).__name__}, not a tuple of 2 to 6 items")
+    rv = rv + (None,) * (6 - len(rv))
+    func, args, state, listitems, dictitems, setter = rv
+    if not callable(func) or not isinstance(args, tuple):
+        raise UnsupportedObjectError("__reduce_ex__ returned a non-callable or non-tuple arguments")
+    if listitems is not None:
+        listitems = list(listitems)
+    if dictitems is not None:
+        dictitems = dict(dictitems)
+    return func, args, state, listitems, dictitems, setter
+
+
+def apply_state(obj, state, listitems, dictitems, setter):
+    """Rebuild like pickle's BUILD, APPENDS and SETITEMS opcodes."""
+    if listitems:
+        extend = getattr(obj, "extend", None)
+        if extend is not None:
+            extend(listitems)
+        else:
+            for x in listitems:
+                obj.append(x)
+    if dictitems:
+        for k, v in dictitems.items():
+            obj[k] = v
+    if state is None:
+        return
+    if setter is not None:
+        setter(obj, state)
+        return
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+        return
+    slotstate = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slotstate = state
+    if state:
+        obj.__dict__.update(state)
+    if slotstate:
+        for k, v in slotstate.items():
+            setattr(obj, k, v)
