@@ -43,6 +43,8 @@ cdef extern from "Python.h":
     unsigned long long PyLong_AsUnsignedLongLong(object) except? -1
     object PyLong_FromLongLong(long long)
     object PyLong_FromUnsignedLongLong(unsigned long long)
+    object PyLong_FromVoidPtr(void*)
+    PyObject* PyDict_SetDefault(object, object, object) except NULL
     PyObject* PyList_GET_ITEM_raw "PyList_GET_ITEM"(object, Py_ssize_t)
 
 # ext codes (docs/FORMAT.md); cdef copies of torpor.format for the C switch
@@ -373,11 +375,11 @@ cdef class Encoder:
 
     cdef Py_ssize_t _memoize(self, object obj) except -2:
         """-1 when ``obj`` is new (and now has the next index), else its index."""
-        i = self.memo.get(id(obj))
-        if i is not None:
-            return <Py_ssize_t>i
-        self.memo[id(obj)] = len(self.keep)
-        self.keep.append(obj)
+        cdef Py_ssize_t n = PyList_GET_SIZE(self.keep)
+        cdef Py_ssize_t i = <Py_ssize_t>(<object>PyDict_SetDefault(self.memo, PyLong_FromVoidPtr(<void*>obj), n))
+        if i != n:
+            return i
+        PyList_Append(self.keep, obj)
         return -1
 
     # -- values ---------------------------------------------------------------
@@ -408,9 +410,13 @@ cdef class Encoder:
             i = self._memoize(obj)
             if i >= 0:
                 return self._ext_uint(X_REF, i)
-            self._array_head(len(<list>obj))
-            if len(<list>obj):
-                self._push(obj, len(<list>obj), F_SEQ, obj)
+            i = len(<list>obj)
+            self._array_head(i)
+            if i and self._atomic_items(obj, i):
+                for i in range(i):
+                    self._value((<list>obj)[i])
+            elif i:
+                self._push(obj, i, F_SEQ, obj)
             return 0
         if t is dict:
             i = self._memoize(obj)
@@ -451,9 +457,28 @@ cdef class Encoder:
         self._str_head(n)
         return self._raw(p, n)
 
+    cdef bint _atomic_items(self, object items, Py_ssize_t n):
+        """True when every item is None, bool, int, float or str: such a container
+        cannot be part of a cycle, so its items are written at once, without a frame."""
+        cdef Py_ssize_t j
+        cdef object t
+        if n > 16:
+            return False
+        for j in range(n):
+            t = type(items[j])
+            if not (t is float or t is int or t is str or t is bool or t is _NoneType):
+                return False
+        return True
+
     cdef int _built(self, object obj, uint8_t code, object items, int kind) except -1:
         cdef Py_ssize_t i = self._memoize(obj)
         cdef Py_ssize_t n = len(items)
+        cdef Py_ssize_t j
+        if i < 0 and kind == F_SEQ and self._atomic_items(items, n):
+            self._marker(code, n)
+            for j in range(n):
+                self._value(items[j])
+            return 0
         if i >= 0:
             if id(obj) not in self.open:
                 return self._ext_uint(X_REF, i)
@@ -470,6 +495,8 @@ cdef class Encoder:
     cdef int _other(self, object obj, object t) except -1:
         cdef Py_ssize_t i
         cdef bytes b
+        if t in self.kinds:
+            return self._object(obj, t)
         if t is bytes:
             if len(<bytes>obj) < BYTES_OOB_MIN:
                 return self._bin(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj))
@@ -555,13 +582,17 @@ cdef class Encoder:
             return self._ext_uint(X_REF, i)
         if kind == KIND_INST:
             self._marker(X_INST, 2)
+            self._global(cls)
             d = obj.__dict__
-            seq = [cls, _RawMap(d) if d else None]
-            return self._push(seq, 2, F_REDUCE, obj)
+            if not d:
+                return self._b1(0xC0)
+            self._map_head(len(d))
+            return self._push(d, len(d), F_ATTRS, obj)
         return self._reduce(obj, -1)
 
     cdef int _global(self, object obj) except -1:
         cdef Py_ssize_t i = self._memoize(obj)
+        # (classes of instances come here directly, so this is their memo lookup)
         if i >= 0:
             return self._ext_uint(X_REF, i)
         try:

@@ -55,7 +55,11 @@ def global_ref(obj):
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
     if name is None:
         raise UnsupportedObjectError(f"{obj!r:.80} has no name to be saved by reference")
-    module = pickle.whichmodule(obj, name)
+    owner = getattr(obj, "__self__", None)
+    if isinstance(owner, type) and getattr(obj, "__module__", None) is None:
+        module = owner.__module__      # a classmethod of a builtin type (ZoneInfo._unpickle)
+    else:
+        module = pickle.whichmodule(obj, name)
     try:
         __import__(module)
         found = __import__("sys").modules[module]
@@ -63,8 +67,9 @@ def global_ref(obj):
             found = getattr(found, part)
     except Exception:
         found = None
-    if found is not obj:
-        what = "a lambda or a function defined inside another function" \
+    # bound classmethods are created anew on each attribute access: equal, not identical
+    if found is not obj and not (isinstance(owner, type) and found == obj):
+        what = "a lambda, or a function or class defined inside a function" \
             if "<" in name else f"not the object found at {module}.{name}"
         raise UnsupportedObjectError(
             f"{obj!r:.80} is saved by reference, but it is {what}; define it at module "

@@ -1,5 +1,7 @@
 """dump / load / dumps / loads / info / verify: the drop-in API."""
 
+import contextlib
+import gc
 import io
 import os
 import tempfile
@@ -58,10 +60,25 @@ def _dump_to(obj, f, codec, threads, header, shuffle, level, max_depth):
     try:
         w.write_header(header)
         enc = _impl().Encoder(w, max_depth)
-        enc.encode(obj)
+        with _gc_paused():
+            enc.encode(obj)
         w.finish({"globals": list(enc.globals), "memo": enc.n_memo})
     finally:
         w.close()
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Walking a graph allocates many objects (frames, memo entries, rebuilt objects)
+    that are all still alive at the end; cyclic GC passes over them meanwhile find
+    nothing to free and cost a large share of the time, so they wait until the end."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _atomic_write(path, write):
@@ -170,7 +187,8 @@ def _load_from(f, name, policy, mmap, threads, max_depth):
     finally:
         reader.close()
     dec = _impl().Decoder(policy, payloads, max_depth)
-    return dec.decode(stream)
+    with _gc_paused():
+        return dec.decode(stream)
 
 
 def loads(data, **kw):

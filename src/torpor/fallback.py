@@ -329,8 +329,13 @@ class Encoder:
             return self._ref(i)
         if kind == KIND_INST:
             self._marker(EXT_INST, 2)
+            self._global(cls)
             d = obj.__dict__
-            self._push([cls, _RawMap(d) if d else None], F_REDUCE, obj)
+            if not d:
+                self.out.append(0xC0)
+                return
+            pack_map_header(self.out, len(d))
+            self._push([x for kv in d.items() for x in kv], F_ATTRS, obj)
         else:
             self._reduce(obj, memoized=True)
 

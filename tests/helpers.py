@@ -1,0 +1,19 @@
+import numpy as np
+
+
+def assert_same_array(a, b):
+    """Values, type, dtype, shape, order and writeability must all match."""
+    assert type(b) is np.ndarray
+    assert b.dtype == a.dtype, (a.dtype, b.dtype)
+    assert b.dtype.itemsize == a.dtype.itemsize
+    assert b.shape == a.shape
+    if a.dtype.kind == "f" or a.dtype.kind == "c":
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a.tobytes() == np.ascontiguousarray(b).tobytes()
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        assert b.flags.c_contiguous == a.flags.c_contiguous
+        assert b.flags.f_contiguous == a.flags.f_contiguous
+    else:
+        assert b.flags.c_contiguous
+    assert b.flags.writeable

@@ -1,0 +1,182 @@
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import torpor
+from helpers import assert_same_array
+
+
+class Pipe(io.RawIOBase):
+    def __init__(self, data=b""):
+        self.b = io.BytesIO(data)
+        self.out = bytearray()
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return True
+
+    def readinto(self, mv):
+        chunk = self.b.read(len(mv))
+        mv[:len(chunk)] = chunk
+        return len(chunk)
+
+    def write(self, data):
+        self.out += data
+        return len(memoryview(data))
+
+
+def test_dump_load_path_and_fileobj(tmp_path, impl):
+    obj = {"x": np.arange(50_000.0), "y": [1, "two"]}
+    p = tmp_path / "o.torpor"
+    torpor.dump(obj, p)
+    torpor.dump(obj, str(tmp_path / "s.torpor"))
+    with open(tmp_path / "f.torpor", "wb") as f:
+        torpor.dump(obj, f)
+    for name in ("o.torpor", "s.torpor", "f.torpor"):
+        with open(tmp_path / name, "rb") as f:
+            out = torpor.load(f)
+        assert out["y"] == obj["y"]
+        assert_same_array(obj["x"], out["x"])
+
+
+def test_non_seekable_write_and_read(impl):
+    obj = {"arr": np.arange(3_000_000, dtype=np.int16), "s": "text"}
+    w = Pipe()
+    torpor.dump(obj, w)
+    out = torpor.load(io.BufferedReader(Pipe(bytes(w.out))))
+    assert out["s"] == "text"
+    assert_same_array(obj["arr"], out["arr"])
+    assert torpor.info(io.BufferedReader(Pipe(bytes(w.out))))["sections"]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_lz4_section_decodes_with_the_lz4_tool(tmp_path, shuffle):
+    """Each lz4 section is a valid lz4 stream: `lz4 -d` skips the chunk records
+    (skippable frames) and decodes the chunks, stored ones included."""
+    import shutil
+    lz4_tool = shutil.which("lz4")
+    assert lz4_tool, "the lz4 command-line tool is needed (.ci/run installs Debian's lz4)"
+    rng = np.random.default_rng(1)
+    a = np.concatenate([np.arange(1_500_000, dtype=np.int64),
+                        rng.integers(0, 2**62, 1_000_000)])      # compressible + not
+    p = tmp_path / "l.torpor"
+    torpor.dump(a, p, shuffle=shuffle)
+    sec = torpor.info(p)["sections"][0]
+    payload = p.read_bytes()[sec["payload_offset"]:sec["payload_offset"] + sec["length"]]
+    r = subprocess.run([lz4_tool, "-d", "-c"], input=payload, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    if shuffle:
+        assert len(r.stdout) == a.nbytes       # shuffled bytes: the filter is documented
+    else:
+        assert r.stdout == a.tobytes()
+
+
+def test_metadata_and_info(tmp_path):
+    p = tmp_path / "m.torpor"
+    torpor.dump({"a": np.zeros((10, 10000), np.float32)}, p, metadata={"user": "ann", "n": 3})
+    info = torpor.info(p)
+    assert info["metadata"] == {"user": "ann", "n": 3}
+    h = info["header"]
+    assert h["format"] == 1 and h["torpor"] == torpor.__version__ and h["python"] == sys.version.split()[0]
+    assert h["created"].endswith("+00:00")
+    arr = [s for s in info["sections"] if s["kind"] == "array"]
+    assert arr[0]["dtype"] == "<f4" and arr[0]["shape"] == [10, 10000] and arr[0]["order"] == "C"
+    assert arr[0]["payload_offset"] % 64 == 0
+
+
+def test_bad_metadata_and_options():
+    with pytest.raises(torpor.FormatError, match="metadata"):
+        torpor.dumps(1, metadata={"when": object()})
+    with pytest.raises(TypeError, match="dict"):
+        torpor.dumps(1, metadata=[1])
+    with pytest.raises(ValueError, match="compress"):
+        torpor.dumps(1, compress="zstd")
+    with pytest.raises(TypeError, match="file"):
+        torpor.dump(1, 12)
+
+
+class Boom:
+    def __reduce__(self):
+        raise KeyboardInterrupt
+
+
+def test_failed_save_keeps_old_file(tmp_path, impl):
+    import threading
+    p = tmp_path / "keep.torpor"
+    torpor.dump({"v": 1}, p)
+    before = p.read_bytes()
+    with pytest.raises(torpor.UnsupportedObjectError):
+        torpor.dump({"v": 2, "big": np.ones(3_000_000), "bad": threading.Lock()}, p)
+    with pytest.raises(KeyboardInterrupt):
+        torpor.dump([np.ones(3_000_000), Boom()], p)
+    assert p.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["keep.torpor"]
+    assert torpor.load(p) == {"v": 1}
+
+
+def test_save_to_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        torpor.dump(1, tmp_path / "nope" / "x.torpor")
+
+
+def test_save_keeps_file_mode(tmp_path):
+    p = tmp_path / "mode.torpor"
+    torpor.dump(1, p)
+    os.chmod(p, 0o640)
+    torpor.dump(2, p)
+    assert (p.stat().st_mode & 0o777) == 0o640
+
+
+def test_cli_info_and_verify(tmp_path):
+    p = tmp_path / "c.torpor"
+    torpor.dump({"a": np.arange(100_000)}, p, metadata={"who": "cli"})
+    r = subprocess.run([sys.executable, "-m", "torpor", "info", str(p)], capture_output=True, text=True)
+    assert r.returncode == 0 and "who" in r.stdout and "array" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "torpor", "verify", str(p)], capture_output=True, text=True)
+    assert r.returncode == 0 and "OK" in r.stdout
+    p.write_bytes(p.read_bytes()[:-30])
+    r = subprocess.run([sys.executable, "-m", "torpor", "verify", str(p)], capture_output=True, text=True)
+    assert r.returncode == 1 and "truncated" in r.stderr
+
+
+def test_compiled_walker_is_loaded_when_required():
+    """With TORPOR_REQUIRE_EXTENSION=1 (as CI sets it) the compiled walker and filters
+    must be the ones in use: a silently broken build fails here."""
+    code = "import torpor, torpor._codec as c; print(torpor.implementation, c.NATIVE_FILTERS)"
+    env = dict(os.environ, TORPOR_REQUIRE_EXTENSION="1")
+    env.pop("TORPOR_PUREPYTHON", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["cython", "True"], out.stderr
+
+
+def test_purepython_env_selects_fallback():
+    code = "import torpor, torpor._codec as c; print(torpor.implementation, c.NATIVE_FILTERS)"
+    env = dict(os.environ, TORPOR_PUREPYTHON="1")
+    env.pop("TORPOR_REQUIRE_EXTENSION", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["python", "False"], out.stderr
+
+
+def test_files_cross_implementations(tmp_path):
+    """A file written by one walker loads in the other with equal results."""
+    from torpor import fallback
+    obj = {"a": [1, (2, 3), {"x": np.arange(10)}], "s": {"q"}, "big": np.ones((100, 1000))}
+    code = ("import sys, torpor; torpor.dump({obj}, sys.argv[1])")
+    env = dict(os.environ, TORPOR_PUREPYTHON="1")
+    env.pop("TORPOR_REQUIRE_EXTENSION", None)
+    p = tmp_path / "py.torpor"
+    src = ("import sys, numpy as np, torpor; torpor.dump({'a': [1, (2, 3), {'x': np.arange(10)}], "
+           "'s': {'q'}, 'big': np.ones((100, 1000))}, sys.argv[1]); print(torpor.implementation)")
+    r = subprocess.run([sys.executable, "-c", src, str(p)], env=env, capture_output=True, text=True)
+    assert r.stdout.strip() == "python", r.stderr
+    assert torpor.info(p)["header"]["implementation"] == "python"
+    out = torpor.load(p)
+    assert out["a"][:2] == obj["a"][:2] and out["s"] == obj["s"]
+    assert_same_array(obj["big"], out["big"])
+    assert fallback is not None

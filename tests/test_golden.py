@@ -1,0 +1,35 @@
+"""Every golden file ever written (tests/golden/v*_*.torpor) must keep loading, to
+the same object, in both implementations."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import torpor
+from golden.make_golden import golden_object
+from helpers import assert_same_array
+
+FILES = sorted((pathlib.Path(__file__).parent / "golden").glob("v*_*.torpor"))
+
+
+def test_there_are_golden_files_for_the_current_version():
+    assert any(f.name.startswith(f"v{torpor.FORMAT_VERSION}_") for f in FILES)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_golden_file_loads(impl, path):
+    want = golden_object()
+    got = torpor.load(path)
+    assert torpor.info(path)["metadata"]["golden"] is True
+    assert torpor.verify(path) > 0
+    assert got["scalars"] == want["scalars"]
+    assert got["containers"] == want["containers"]
+    assert got["shared"][0] is got["shared"][1] and got["shared"][0] == want["shared"][0]
+    assert got["cycle"]["self"] is got["cycle"]
+    assert got["stdlib"] == want["stdlib"] and got["stdlib"][3].maxlen == 4
+    for k in ("small_array", "big_array", "fortran", "structured"):
+        assert_same_array(want[k], got[k])
+    assert type(got["scalar"]) is np.float16 and got["scalar"] == want["scalar"]
+    assert list(got["objects"]) == list(want["objects"])
+    assert got["big_bytes"] == want["big_bytes"]

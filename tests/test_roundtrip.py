@@ -1,0 +1,278 @@
+import collections
+import dataclasses
+import datetime
+import decimal
+import enum
+import fractions
+import math
+import pathlib
+import uuid
+import zoneinfo
+
+import numpy as np
+import pytest
+
+import torpor
+
+
+class Color(enum.Enum):
+    RED = 1
+    BLUE = 2
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+@dataclasses.dataclass
+class Box:
+    lo: tuple
+    hi: tuple
+    label: str = "box"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Frozen:
+    a: int
+    b: list
+
+
+class Plain:
+    def __init__(self, name, child=None):
+        self.name = name
+        self.child = child
+
+
+class Mesh:
+    pass
+
+
+class WithSetstate:
+    def __init__(self):
+        self.x = 1
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.restored = True
+
+
+SCALARS = [
+    None, True, False, 0, 1, -1, 127, 128, -32, -33, 255, 256, 65535, 65536, 2**32, 2**63 - 1,
+    -2**63, 2**64 - 1, 2**64, -2**63 - 1, 10**100, -10**100, 0.0, -0.0, 1.5, float("inf"),
+    -float("inf"), 1e-310, complex(1, -2), "", "a", "é€𝄞", "x" * 40, "y" * 300, "z" * 70000,
+    "\udc80lone", b"", b"\x00\xff", b"q" * 300000, bytearray(b"ab"), bytearray(300000),
+]
+
+
+@pytest.mark.parametrize("value", SCALARS, ids=lambda v: f"{type(v).__name__}:{repr(v)[:20]}")
+def test_scalars(roundtrip, value):
+    out = roundtrip(value)
+    assert type(out) is type(value)
+    assert out == value
+    if isinstance(value, float):
+        assert math.copysign(1, out) == math.copysign(1, value)
+
+
+def test_nan(roundtrip):
+    out = roundtrip([float("nan"), np.float32("nan")])
+    assert math.isnan(out[0]) and type(out[1]) is np.float32 and np.isnan(out[1])
+
+
+def test_containers(roundtrip):
+    value = {"list": [1, [2, [3]]], "tuple": (1, (2,), ()), "set": {1, 2, "a"},
+             "frozenset": frozenset({(1, 2), "b"}), 1: "int key", (1, 2): "tuple key",
+             None: "none key", 2.5: [], "empty": {}, "nested": {"a": {"b": {"c": [{}]}}}}
+    out = roundtrip(value)
+    assert out == value
+    assert type(out["tuple"][2]) is tuple and type(out["frozenset"]) is frozenset
+
+
+def test_shared_references_stay_shared(roundtrip):
+    a = [1]
+    b = [a, a]
+    d = {"x": a, "y": b, "t": (a, a), "s": "shared-string"}
+    out = roundtrip([b, d, d])
+    assert out[0][0] is out[0][1]
+    assert out[1] is out[2]
+    assert out[1]["x"] is out[0][0]
+    assert out[1]["t"][0] is out[1]["t"][1] is out[0][0]
+
+
+def test_cycles(roundtrip):
+    d = {}
+    d["self"] = d
+    lst = []
+    lst.append(lst)
+    out = roundtrip({"d": d, "l": lst})
+    assert out["d"]["self"] is out["d"]
+    assert out["l"][0] is out["l"]
+
+
+def test_cycle_through_tuple(roundtrip):
+    inner = []
+    t = (inner, "x")
+    inner.append(t)
+    out = roundtrip([t, inner])
+    assert out[0][0][0] is out[0]
+    assert out[1] is out[0][0]
+
+
+def test_cycle_through_nested_tuples(roundtrip):
+    lst = []
+    t2 = (lst,)
+    t1 = (t2, [t2])
+    lst.append(t1)
+    out = roundtrip(t1)
+    assert out[0][0][0] is out
+    assert out[1][0] is out[0]
+
+
+def test_cycle_through_objects(roundtrip):
+    parent = Plain("parent")
+    parent.child = Plain("child", parent)
+    out = roundtrip(parent, allow=["test_roundtrip.Plain"])
+    assert out.child.child is out
+    assert type(out) is Plain
+
+
+def test_deep_nesting_list(roundtrip):
+    root = cur = []
+    for _ in range(1_000_000):
+        nxt = []
+        cur.append(nxt)
+        cur = nxt
+    out = roundtrip(root)
+    depth = 0
+    while out:
+        out = out[0]
+        depth += 1
+    assert depth == 1_000_000
+
+
+def test_deep_nesting_dict_and_tuple(roundtrip):
+    d = {}
+    cur = d
+    for i in range(50_000):
+        cur["k"] = {}
+        cur = cur["k"]
+    t = ()
+    for i in range(50_000):
+        t = (t, i)
+    out_d, out_t = roundtrip([d, t])
+    n = 0
+    while out_d:
+        out_d = out_d["k"]
+        n += 1
+    assert n == 50_000
+    assert out_t[1] == 49_999 and out_t[0][1] == 49_998
+
+
+STDLIB = [
+    datetime.date(2024, 2, 29), datetime.time(13, 14, 15, 16),
+    datetime.datetime(2020, 1, 2, 3, 4, 5, 6),
+    datetime.datetime(2020, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+    datetime.datetime(2020, 6, 1, 12, tzinfo=datetime.timezone(datetime.timedelta(hours=-5), "EST")),
+    datetime.datetime(2021, 3, 28, 1, 30, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+    datetime.timedelta(days=-3, seconds=5, microseconds=7), datetime.timezone.utc,
+    decimal.Decimal("3.14159265358979323846"), decimal.Decimal("-Infinity"),
+    fractions.Fraction(22, 7), uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    pathlib.PurePosixPath("/a/b"), pathlib.PureWindowsPath("C:/x/y"), pathlib.Path("rel/p"),
+    range(3, 30, 4), slice(1, None, -1),
+    collections.OrderedDict([("b", 1), ("a", 2)]), collections.Counter("abracadabra"),
+    collections.deque([1, 2, 3], maxlen=5), collections.deque("xy"),
+]
+
+
+@pytest.mark.parametrize("value", STDLIB, ids=lambda v: type(v).__name__)
+def test_stdlib_types_load_safely(roundtrip, value):
+    out = roundtrip(value)       # no allow= needed: these are safe stdlib types
+    assert type(out) is type(value)
+    assert out == value
+    if isinstance(value, collections.deque):
+        assert out.maxlen == value.maxlen
+    if isinstance(value, datetime.datetime):
+        assert out.tzinfo == value.tzinfo and out.utcoffset() == value.utcoffset()
+
+
+def test_defaultdict_keeps_factory(roundtrip):
+    dd = collections.defaultdict(list, {"a": [1]})
+    out = roundtrip(dd)
+    assert type(out) is collections.defaultdict and out.default_factory is list
+    assert out == dd
+    out["new"].append(1)
+
+
+def test_user_types_need_allow(roundtrip):
+    values = [Color.BLUE, Point(1, 2), Box((0, 0), (1, 1)), Frozen(1, [2]), Plain("p")]
+    with pytest.raises(torpor.UnsafeLoadError):
+        roundtrip(values)
+    out = roundtrip(values, allow=["test_roundtrip.*"])
+    assert out[0] is Color.BLUE
+    assert type(out[1]) is Point and out[1] == Point(1, 2)
+    assert out[2] == Box((0, 0), (1, 1))
+    assert out[3] == Frozen(1, [2])
+    assert type(out[4]) is Plain and out[4].name == "p"
+
+
+def test_setstate_is_called(roundtrip):
+    out = roundtrip(WithSetstate(), allow=[WithSetstate])
+    assert out.x == 1 and out.restored is True
+
+
+def test_classes_and_functions_by_reference(roundtrip):
+    out = roundtrip([int, dict, Plain, math.sqrt], allow=["test_roundtrip.Plain", "math.sqrt"])
+    assert out == [int, dict, Plain, math.sqrt]
+
+
+def test_numpy_scalars_and_dtypes(roundtrip):
+    values = [np.float32(1.5), np.int8(-3), np.uint64(2**64 - 1), np.complex64(1 + 2j),
+              np.bool_(True), np.datetime64("2020-01-01T12:00", "ms"), np.timedelta64(5, "s"),
+              np.str_("héllo"), np.bytes_(b"ab"), np.dtype(">i4"),
+              np.dtype([("a", "<f4"), ("b", [("c", ">i2", (2,))])]), np.dtype(object),
+              np.void(b"\x01\x02")]
+    out = roundtrip(values)
+    for a, b in zip(values, out):
+        assert type(b) is type(a), (a, b)
+        if isinstance(a, np.dtype):
+            assert a == b
+        else:
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_object_array(roundtrip):
+    shared = [1, 2]
+    arr = np.empty((2, 3), dtype=object, order="F")
+    arr[0, 0] = shared
+    arr[1, 2] = shared
+    arr[0, 1] = "s"
+    arr[1, 0] = arr          # an object array that contains itself
+    out = roundtrip(arr)
+    assert out.dtype == object and out.shape == (2, 3) and out.flags.f_contiguous
+    assert out[0, 0] is out[1, 2] and out[0, 0] == [1, 2]
+    assert out[1, 0] is out and out[0, 1] == "s" and out[1, 1] is None
+
+
+def test_unsupported_object_names_path(roundtrip):
+    import threading
+    lock = threading.Lock()
+    m = Mesh()
+    m.handle = lock
+    with pytest.raises(torpor.UnsupportedObjectError) as ei:
+        roundtrip({"models": [1, 2, 3, {"mesh": m}]})
+    msg = str(ei.value)
+    assert "lock" in msg
+    assert "root['models'][3]['mesh'].handle" in msg
+    assert ei.value.path == "root['models'][3]['mesh'].handle"
+
+
+def test_lambda_is_unsupported(roundtrip):
+    with pytest.raises(torpor.UnsupportedObjectError, match="lambda"):
+        roundtrip({"f": lambda x: x})
+
+
+def test_str_subclass_and_int_subclass(roundtrip):
+    class MyInt(int):
+        pass
+    with pytest.raises(torpor.UnsupportedObjectError):
+        roundtrip(MyInt(3))            # local class: not importable by name
+    out = roundtrip([Color.RED, True], allow=["test_roundtrip.Color"])
+    assert out == [Color.RED, True] and type(out[1]) is bool
