@@ -1,0 +1,122 @@
+"""Measure the issue's targets in one process run, peers interleaved:
+
+    python -m benchmarks.measure [--mb 1024] [--atoms 500000] [--repeat 3]
+
+Prints a table of best-of-N times, file sizes and ratios to pickle, and the peak
+resident memory of a save measured in a fresh subprocess.
+"""
+
+import argparse
+import gc
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import torpor
+from benchmarks.workloads import WORKLOAD_CLASSES, array_heavy, object_heavy
+
+
+def best(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def peak_save_rss(mb):
+    """Peak RSS of a child that builds the workload, then saves it: reported as
+    (rss after building, peak rss) so the save's own overhead is their difference."""
+    code = f"""
+import resource, sys, tempfile, os, torpor
+from benchmarks.workloads import array_heavy
+ws = array_heavy({mb})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+d = tempfile.mkdtemp()
+torpor.dump(ws, os.path.join(d, "x.torpor"))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before, after)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = map(int, out.stdout.split())
+    return before * 1024, after * 1024
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=int, default=1024)
+    ap.add_argument("--atoms", type=int, default=500_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    d = tempfile.mkdtemp()
+    tp, pp, tr = (os.path.join(d, n) for n in ("t.torpor", "p.pkl", "r.torpor"))
+    rows = []
+    ws = array_heavy(a.mb)
+    live = sum(x.nbytes for x in _arrays(ws))
+
+    def pickle_dump():
+        with open(pp, "wb") as f:
+            pickle.dump(ws, f, protocol=5)
+
+    def pickle_load():
+        with open(pp, "rb") as f:
+            return pickle.load(f)
+    t_save, p_save, t_load, p_load, t_mmap = [], [], [], [], []
+    for _ in range(a.repeat):         # interleaved, so drift hits both alike
+        t_save.append(best(lambda: torpor.dump(ws, tp), 1))
+        p_save.append(best(pickle_dump, 1))
+        t_load.append(best(lambda: torpor.load(tp, allow=WORKLOAD_CLASSES), 1))
+        p_load.append(best(pickle_load, 1))
+    torpor.dump(ws, tr, compress=None)
+    t_mmap = best(lambda: torpor.load(tr, mmap=True, allow=WORKLOAD_CLASSES), a.repeat)
+    ts, ps = os.path.getsize(tp), os.path.getsize(pp)
+    rows.append(("array-heavy save", min(t_save), min(p_save)))
+    rows.append(("array-heavy load", min(t_load), min(p_load)))
+    rows.append(("array-heavy mmap load (compress=None)", t_mmap, min(p_load)))
+    del ws
+    gc.collect()
+    before, peak = peak_save_rss(a.mb)
+
+    objs = object_heavy(a.atoms)
+    pk = pickle.dumps(objs, protocol=5)
+    tb = torpor.dumps(objs)
+    o_save_t, o_save_p, o_load_t, o_load_p = [], [], [], []
+    for _ in range(a.repeat):
+        o_save_t.append(best(lambda: torpor.dumps(objs), 1))
+        o_save_p.append(best(lambda: pickle.dumps(objs, protocol=5), 1))
+        o_load_t.append(best(lambda: torpor.loads(tb, allow=WORKLOAD_CLASSES), 1))
+        o_load_p.append(best(lambda: pickle.loads(pk), 1))
+    rows.append(("object-heavy dumps", min(o_save_t), min(o_save_p)))
+    rows.append(("object-heavy loads", min(o_load_t), min(o_load_p)))
+
+    print(f"torpor {torpor.__version__} ({torpor.implementation}), Python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cores; array-heavy {live / 2**20:.0f} MiB live, "
+          f"{a.atoms} atoms; best of {a.repeat}")
+    print(f"{'measure':<40}{'torpor s':>10}{'pickle s':>10}{'ratio':>8}")
+    for name, t, p in rows:
+        print(f"{name:<40}{t:>10.3f}{p:>10.3f}{t / p:>8.3f}")
+    print(f"array-heavy file size: torpor {ts / 2**20:.0f} MiB, pickle {ps / 2**20:.0f} MiB, "
+          f"pickle/torpor {ps / ts:.2f}x")
+    print(f"object-heavy size: torpor {len(tb) / 2**20:.1f} MiB, pickle {len(pk) / 2**20:.1f} MiB")
+    print(f"array-heavy save peak RSS: {peak / 2**20:.0f} MiB, after building the data "
+          f"{before / 2**20:.0f} MiB: save overhead {(peak - before) / 2**20:.0f} MiB")
+
+
+def _arrays(ws):
+    import numpy as np
+    out = list(ws["volumes"].values())
+    for g in ws["geometries"]:
+        out += [g.points, g.normals]
+    for m in ws["meshes"]:
+        out += [m.vertices, m.faces]
+    return [x for x in out if isinstance(x, np.ndarray)]
+
+
+if __name__ == "__main__":
+    main()
