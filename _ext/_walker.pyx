@@ -27,7 +27,7 @@ import numpy as np
 from torpor import _arrays
 from torpor._reduce import KIND_GLOBAL, KIND_INST, apply_state, classify, global_ref, reduce_object
 from torpor.errors import CorruptFileError, TorporError, UnsupportedObjectError
-from torpor.fallback import UNFILLED, _RawMap, _ReduceTail
+from torpor.fallback import UNFILLED, _ReduceTail
 from torpor.format import (ARRAY_OOB_MIN, AT_MARKERS, BYTES_OOB_MIN, FRAME_SIZE, MARKERS,
                            MAX_DEPTH, MEMO_MARKERS)
 
@@ -425,12 +425,6 @@ cdef class Encoder:
             self._map_head(len(<dict>obj))
             if len(<dict>obj):
                 self._push(obj, len(<dict>obj), F_MAP, obj)
-            return 0
-        if t is _RawMap:
-            d = (<object>obj).d
-            self._map_head(len(d))
-            if len(d):
-                self._push(d, len(d), F_ATTRS, d)
             return 0
         try:
             return self._other(obj, t)

@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 
 
@@ -17,3 +19,28 @@ def assert_same_array(a, b):
     else:
         assert b.flags.c_contiguous
     assert b.flags.writeable
+
+
+class Pipe(io.RawIOBase):
+    """A non-seekable stream, like a pipe or a socket: reads come in pieces of at
+    most ``piece`` bytes, writes are collected in ``out``."""
+
+    def __init__(self, data=b"", piece=1 << 30):
+        self.b = io.BytesIO(data)
+        self.piece = piece
+        self.out = bytearray()
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return True
+
+    def readinto(self, mv):
+        chunk = self.b.read(min(len(mv), self.piece))
+        mv[:len(chunk)] = chunk
+        return len(chunk)
+
+    def write(self, data):
+        self.out += data
+        return len(memoryview(data))

@@ -7,28 +7,7 @@ import numpy as np
 import pytest
 
 import torpor
-from helpers import assert_same_array
-
-
-class Pipe(io.RawIOBase):
-    def __init__(self, data=b""):
-        self.b = io.BytesIO(data)
-        self.out = bytearray()
-
-    def readable(self):
-        return True
-
-    def writable(self):
-        return True
-
-    def readinto(self, mv):
-        chunk = self.b.read(len(mv))
-        mv[:len(chunk)] = chunk
-        return len(chunk)
-
-    def write(self, data):
-        self.out += data
-        return len(memoryview(data))
+from helpers import Pipe, assert_same_array
 
 
 def test_dump_load_path_and_fileobj(tmp_path, impl):
@@ -165,9 +144,7 @@ def test_purepython_env_selects_fallback():
 
 def test_files_cross_implementations(tmp_path):
     """A file written by one walker loads in the other with equal results."""
-    from torpor import fallback
     obj = {"a": [1, (2, 3), {"x": np.arange(10)}], "s": {"q"}, "big": np.ones((100, 1000))}
-    code = ("import sys, torpor; torpor.dump({obj}, sys.argv[1])")
     env = dict(os.environ, TORPOR_PUREPYTHON="1")
     env.pop("TORPOR_REQUIRE_EXTENSION", None)
     p = tmp_path / "py.torpor"
@@ -179,4 +156,3 @@ def test_files_cross_implementations(tmp_path):
     out = torpor.load(p)
     assert out["a"][:2] == obj["a"][:2] and out["s"] == obj["s"]
     assert_same_array(obj["big"], out["big"])
-    assert fallback is not None

@@ -5,26 +5,12 @@ import numpy as np
 import pytest
 
 import torpor
+from helpers import Pipe
 
 
 def small_file():
     return torpor.dumps({"a": [1, 2.5, "x", (3, None)], "arr": np.arange(6000, dtype=np.int32),
                          "b": b"q" * 10}, metadata={"k": "v"})
-
-
-class Pipe(io.RawIOBase):
-    """A readable, non-seekable stream (like a socket or a pipe)."""
-
-    def __init__(self, data):
-        self.b = io.BytesIO(data)
-
-    def readable(self):
-        return True
-
-    def readinto(self, mv):
-        chunk = self.b.read(min(len(mv), 1000))
-        mv[:len(chunk)] = chunk
-        return len(chunk)
 
 
 def test_every_truncated_prefix_is_detected(impl):
@@ -38,7 +24,7 @@ def test_truncated_prefixes_in_sequence(impl):
     data = small_file()
     for n in range(0, len(data), 7):
         with pytest.raises(torpor.FormatError):
-            torpor.load(io.BufferedReader(Pipe(data[:n])))
+            torpor.load(io.BufferedReader(Pipe(data[:n], piece=1000)))
 
 
 @pytest.mark.parametrize("seed", range(4))

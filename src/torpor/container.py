@@ -476,9 +476,7 @@ class Reader:
 
     def _read_chunks(self, dest, raw, codec, entry, itemsize):
         src = self.src
-        dest_view = dest if isinstance(dest, memoryview) else memoryview(dest)
-        if isinstance(dest, np.ndarray):
-            dest_view = memoryview(dest)
+        dest_view = memoryview(dest)
         pool = None
         inflight = collections.deque()
         done = 0

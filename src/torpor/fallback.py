@@ -36,14 +36,6 @@ _npgeneric = np.generic
 _npdtype = np.dtype
 
 
-class _RawMap:
-    """An instance's __dict__, written as a map that takes no memo index."""
-    __slots__ = ("d",)
-
-    def __init__(self, d):
-        self.d = d
-
-
 class _ReduceTail:
     """The state, list items and dict items of a reduced object; written as three
     nils when a cycle already rebuilt the object (its rebuild carried them)."""
@@ -82,7 +74,7 @@ class Encoder:
             bytearray: self._bytearray, list: self._list, tuple: self._tuple,
             dict: self._dict, set: self._set, frozenset: self._frozenset,
             _ndarray: self._ndarray, _memmap: self._ndarray, _npdtype: self._dtype,
-            _RawMap: self._rawmap, _ReduceTail: self._reduce_tail,
+            _ReduceTail: self._reduce_tail,
         }
 
     @property
@@ -243,12 +235,6 @@ class Encoder:
         pack_map_header(self.out, len(obj))
         if obj:
             self._push([x for kv in obj.items() for x in kv], F_MAP, obj)
-
-    def _rawmap(self, raw):
-        d = raw.d
-        pack_map_header(self.out, len(d))
-        if d:
-            self._push([x for kv in d.items() for x in kv], F_ATTRS, d)
 
     def _set(self, obj):
         i = self._memoize(obj)
