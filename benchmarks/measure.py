@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import torpor
+from benchmarks.peers import pickle_load, pickle_save
 from benchmarks.workloads import WORKLOAD_CLASSES, array_heavy, object_heavy
 
 
@@ -35,6 +36,7 @@ def peak_save_rss(mb):
     (rss after building, peak rss) so the save's own overhead is their difference."""
     code = f"""
 import resource, sys, tempfile, os, torpor
+from benchmarks.peers import pickle_load, pickle_save
 from benchmarks.workloads import array_heavy
 ws = array_heavy({mb})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -60,19 +62,12 @@ def main():
     ws = array_heavy(a.mb)
     live = sum(x.nbytes for x in _arrays(ws))
 
-    def pickle_dump():
-        with open(pp, "wb") as f:
-            pickle.dump(ws, f, protocol=5)
-
-    def pickle_load():
-        with open(pp, "rb") as f:
-            return pickle.load(f)
     t_save, p_save, t_load, p_load, t_mmap = [], [], [], [], []
     for _ in range(a.repeat):         # interleaved, so drift hits both alike
         t_save.append(best(lambda: torpor.dump(ws, tp), 1))
-        p_save.append(best(pickle_dump, 1))
+        p_save.append(best(lambda: pickle_save(ws, pp), 1))
         t_load.append(best(lambda: torpor.load(tp, allow=WORKLOAD_CLASSES), 1))
-        p_load.append(best(pickle_load, 1))
+        p_load.append(best(lambda: pickle_load(pp), 1))
     torpor.dump(ws, tr, compress=None)
     t_mmap = best(lambda: torpor.load(tr, mmap=True, allow=WORKLOAD_CLASSES), a.repeat)
     ts, ps = os.path.getsize(tp), os.path.getsize(pp)

@@ -6,7 +6,6 @@ both with torpor and pickle, restores them, checks they are equal and prints
 what happened."""
 
 import os
-import pickle
 import sys
 import tempfile
 import time
@@ -16,6 +15,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 
 import torpor  # noqa: E402
+from benchmarks.peers import pickle_load, pickle_save  # noqa: E402
 from benchmarks.workloads import WORKLOAD_CLASSES, array_heavy, object_heavy  # noqa: E402
 
 
@@ -31,16 +31,8 @@ def main():
     path, ppath = os.path.join(d, "session.torpor"), os.path.join(d, "session.pkl")
     _, t_save = timed(lambda: torpor.dump(state, path, metadata={"app": "demo", "user": "you"}))
     back, t_load = timed(lambda: torpor.load(path, allow=WORKLOAD_CLASSES))
-
-    def psave():
-        with open(ppath, "wb") as f:
-            pickle.dump(state, f, protocol=5)
-
-    def pload():
-        with open(ppath, "rb") as f:
-            return pickle.load(f)
-    _, p_save = timed(psave)
-    _, p_load = timed(pload)
+    _, p_save = timed(lambda: pickle_save(state, ppath))
+    _, p_load = timed(lambda: pickle_load(ppath))
 
     ws, wb = state["workspace"], back["workspace"]
     for k, v in ws["volumes"].items():
