@@ -36,7 +36,6 @@ def peak_save_rss(mb):
     (rss after building, peak rss) so the save's own overhead is their difference."""
     code = f"""
 import resource, sys, tempfile, os, torpor
-from benchmarks.peers import pickle_load, pickle_save
 from benchmarks.workloads import array_heavy
 ws = array_heavy({mb})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
