@@ -25,8 +25,9 @@ import struct
 import numpy as np
 
 from torpor import _arrays
-from torpor._reduce import KIND_GLOBAL, KIND_INST, apply_state, classify, global_ref, reduce_object
-from torpor.errors import CorruptFileError, TorporError, UnsupportedObjectError
+from torpor._reduce import (KIND_GLOBAL, KIND_INST, apply_state, classify, cycle_segments, global_ref,
+                            override_reduction, reduce_object)
+from torpor.errors import CorruptFileError, CycleError, TorporError, UnsupportedObjectError
 from torpor.fallback import UNFILLED, _ReduceTail
 from torpor.format import (ARRAY_OOB_MIN, AT_MARKERS, BYTES_OOB_MIN, FRAME_SIZE, MARKERS,
                            MAX_DEPTH, MEMO_MARKERS)
@@ -108,6 +109,8 @@ cdef class Encoder:
     cdef dict kinds
     cdef public dict globals
     cdef list stack
+    cdef object override
+    cdef set overridden
 
     def __cinit__(self):
         self.cap = 1 << 16
@@ -120,9 +123,11 @@ cdef class Encoder:
         if self.buf != NULL:
             PyMem_Free(self.buf)
 
-    def __init__(self, sink, max_depth=MAX_DEPTH):
+    def __init__(self, sink, max_depth=MAX_DEPTH, reducer_override=None):
         self.sink = sink
         self.max_depth = max_depth
+        self.override = reducer_override
+        self.overridden = set()
         self.memo = {}
         self.keep = []
         self.strtab = {}
@@ -347,24 +352,34 @@ cdef class Encoder:
         self.stack.append(fr)
         return 0
 
-    def path(self):
+    def path_parts(self):
         cdef _EFrame fr
-        parts = ["root"]
+        parts = []
         for fr in self.stack:
             i = fr.pos - 1
             if fr.kind == F_SEQ:
-                parts.append(f"[{i}]")
+                part = f"[{i}]"
             elif fr.kind == F_SET:
-                parts.append(f"{{item {i}}}")
+                part = f"{{item {i}}}"
             elif fr.kind == F_FLAT:
-                parts.append(f".flat[{i - 3}]" if i >= 3 else ".<array header>")
+                part = f".flat[{i - 3}]" if i >= 3 else ".<array header>"
             elif fr.kind == F_MAP:
-                parts.append(f"[{fr.lastkey!r:.60}]" if i % 2 else f".<key {fr.lastkey!r:.60}>")
+                part = f"[{fr.lastkey!r:.60}]" if i % 2 else f".<key {fr.lastkey!r:.60}>"
             elif fr.kind == F_ATTRS:
-                parts.append(f".{fr.lastkey}" if i % 2 else f".<attribute name {fr.lastkey!r:.60}>")
-            elif fr.kind == F_REDUCE:
-                parts.append((".<reduce callable>", ".<reduce args>", ".<state>")[min(i, 2)])
-        return "".join(parts)
+                part = f".{fr.lastkey}" if i % 2 else f".<attribute name {fr.lastkey!r:.60}>"
+            else:
+                part = (".<reduce callable>", ".<reduce args>", ".<state>")[min(i, 2)]
+            parts.append((fr.owner, part))
+        return parts
+
+    def path(self):
+        return "root" + "".join(p for _, p in self.path_parts())
+
+    def _cycle_error(self, obj):
+        segments = cycle_segments(self.path_parts(), obj, self.overridden)
+        names = " -> ".join(type(o).__qualname__ for o, _ in segments)
+        return CycleError(f"reference cycle through reducer_override objects: {names}",
+                          cycle=segments)
 
     def _error(self, obj, reason):
         t = type(obj)
@@ -572,8 +587,24 @@ cdef class Encoder:
         i = self._memoize(obj)
         if i >= 0:
             if id(obj) in self.open:
+                if id(obj) in self.overridden:
+                    raise self._cycle_error(obj)
                 return self._reduce(obj, i)
             return self._ext_uint(X_REF, i)
+        if self.override is not None:
+            try:
+                rv = self.override(obj)
+            except TorporError:
+                raise
+            except Exception as e:
+                raise self._error(obj, f"{type(e).__name__}: {e}") from e
+            if rv is not None:
+                try:
+                    rv = override_reduction(rv)
+                except UnsupportedObjectError as e:
+                    raise self._error(obj, str(e)) from None
+                self.overridden.add(id(obj))
+                return self._reduce(obj, -1, rv)
         if kind == KIND_INST:
             self._marker(X_INST, 2)
             self._global(cls)
@@ -598,11 +629,12 @@ cdef class Encoder:
         self._str(module)
         return self._str(name)
 
-    cdef int _reduce(self, object obj, Py_ssize_t at) except -1:
-        try:
-            rv = reduce_object(obj)
-        except UnsupportedObjectError as e:
-            raise self._error(obj, str(e)) from None
+    cdef int _reduce(self, object obj, Py_ssize_t at, object rv=None) except -1:
+        if rv is None:
+            try:
+                rv = reduce_object(obj)
+            except UnsupportedObjectError as e:
+                raise self._error(obj, str(e)) from None
         if rv[0] is None:
             module = getattr(obj, "__module__", None) or __import__("pickle").whichmodule(obj, rv[1])
             self.globals[f"{module}.{rv[1]}"] = None

@@ -98,3 +98,51 @@ def test_load_objects(benchmark, objects, lib):
     else:
         data = pickle.dumps(objects, protocol=5)
         benchmark(pickle.loads, data)
+
+
+# --- sessions (issue: State API) ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seg_session():
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    import segmentation
+    return segmentation, segmentation.build(1024 if FULL else 16)
+
+
+@pytest.mark.parametrize("lib", ["torpor", "pickle"])
+def test_session_save(benchmark, tmp_path, seg_session, lib):
+    mod, s = seg_session
+    p = tmp_path / "s"
+    if lib == "torpor":
+        benchmark(s.save, p, include_maps=True)
+        t = torpor.Session("segmentation")
+        t.restore(p)
+        mod.check_equal(s, t)
+    else:
+        def save():
+            with open(p, "wb") as f:
+                pickle.dump(s.state_managers, f, protocol=5)
+        benchmark(save)
+
+
+@pytest.mark.parametrize("lib", ["torpor", "pickle"])
+def test_session_restore(benchmark, tmp_path, seg_session, lib):
+    mod, s = seg_session
+    p = tmp_path / "s"
+    if lib == "torpor":
+        s.save(p, include_maps=True)
+
+        def restore():
+            t = torpor.Session("segmentation")
+            t.restore(p)
+            return t
+        mod.check_equal(s, benchmark(restore))
+    else:
+        with open(p, "wb") as f:
+            pickle.dump(s.state_managers, f, protocol=5)
+
+        def load():
+            with open(p, "rb") as f:
+                return pickle.load(f)
+        benchmark(load)

@@ -11,13 +11,20 @@ __version__ = "0.1.0"
 from ._impl import IMPLEMENTATION as implementation  # noqa: E402
 from ._safety import register_safe_class, unregister_safe_class  # noqa: E402
 from .api import dump, dumps, info, load, loads, verify  # noqa: E402
-from .errors import (CorruptFileError, FormatError, TorporError,  # noqa: E402
-                     UnsafeLoadError, UnsupportedObjectError)
+from .errors import (CorruptFileError, CycleError, FormatError, RestoreError,  # noqa: E402
+                     TorporError, UnsafeLoadError, UnsupportedObjectError)
 from .format import FORMAT_VERSION  # noqa: E402
+from .state import (State, StateManager, register_snapshot_methods,  # noqa: E402
+                    unregister_snapshot_methods)
+from . import session  # noqa: E402  (torpor.session.save / sdump / standard_metadata)
+from .session import Session, open_session  # noqa: E402
 
 __all__ = [
     "dump", "dumps", "load", "loads", "info", "verify",
     "TorporError", "FormatError", "CorruptFileError", "UnsafeLoadError",
-    "UnsupportedObjectError", "register_safe_class", "unregister_safe_class",
+    "UnsupportedObjectError", "CycleError", "RestoreError",
+    "register_safe_class", "unregister_safe_class",
+    "State", "StateManager", "Session", "session", "open_session",
+    "register_snapshot_methods", "unregister_snapshot_methods",
     "implementation", "FORMAT_VERSION", "__version__",
 ]

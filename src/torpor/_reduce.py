@@ -130,3 +130,31 @@ def apply_state(obj, state, listitems, dictitems, setter):
     if slotstate:
         for k, v in slotstate.items():
             setattr(obj, k, v)
+
+
+def override_reduction(rv):
+    """Check what an encoder's ``reducer_override`` hook returned: a
+    (callable, args) pair, padded to the 6 items ``reduce_object`` returns."""
+    if not isinstance(rv, tuple) or len(rv) != 2 or not callable(rv[0]) \
+            or not isinstance(rv[1], tuple):
+        raise UnsupportedObjectError(
+            f"reducer_override must return None or a (callable, args tuple) pair, "
+            f"not {rv!r:.80}")
+    return rv[0], rv[1], None, None, None, None
+
+
+def cycle_segments(parts, obj, overridden):
+    """Cut the walker's current path (``(owner, part)`` pairs, outermost first)
+    at each overridden object from ``obj`` on: ``[(owner, [part, ...]), ...]``,
+    where each owner's parts lead to the next owner and the last back to ``obj``."""
+    segments = []
+    started = False
+    for owner, part in parts:
+        if owner is obj:
+            started = True
+        if not started:
+            continue
+        if id(owner) in overridden and (not segments or segments[-1][0] is not owner):
+            segments.append((owner, []))
+        segments[-1][1].append(part)
+    return segments

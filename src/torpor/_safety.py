@@ -61,7 +61,7 @@ def unregister_safe_class(cls):
 class Policy:
     """What one ``load`` call may resolve."""
 
-    def __init__(self, trusted=False, allow=()):
+    def __init__(self, trusted=False, allow=(), extra=None):
         if isinstance(allow, str):
             allow = [allow]
         exact, patterns = set(), []
@@ -78,11 +78,16 @@ class Policy:
                     f"allow= takes 'module.qualname' strings, glob patterns such as "
                     f"'mypkg.models.*', or classes; got {type(a).__name__}")
         self.trusted = bool(trusted)
+        # "module.qualname" -> object: names this one load resolves to objects of
+        # its own (the session restorer), without importing anything
+        self.extra = dict(extra or {})
         self.exact = frozenset(exact)
         self.patterns = tuple(re.compile(fnmatch.translate(p)) for p in patterns)
 
     def allows(self, module, qualname):
         name = f"{module}.{qualname}"
+        if name in self.extra:
+            return True
         if self.trusted or name in SAFE_GLOBALS or name in self.exact or name in _registered:
             return True
         if module.startswith("numpy.") or module == "numpy":
@@ -104,6 +109,8 @@ class Policy:
         if not self.allows(module, qualname):
             raise unsafe_error([f"{module}.{qualname}"], source)
         name = f"{module}.{qualname}"
+        if name in self.extra:
+            return self.extra[name]
         if name in _registered:
             return _registered[name]
         return import_global(module, qualname)
@@ -131,7 +138,7 @@ def unsafe_error(names, source="the file"):
         f"{source} refers to {listed}, which torpor will not import or call by default "
         f"because loading it could run arbitrary code. If you trust this file, pass "
         f"allow=[{', '.join(repr(n) for n in names)}] (glob patterns such as "
-        f"'mypkg.models.*' work too) or trusted=True to torpor.load.",
+        f"'mypkg.models.*' work too) or trusted=True to the call that loads it (torpor.load, Session.restore).",
         names)
 
 

@@ -44,25 +44,42 @@ def dump(obj, file, *, compress="lz4", threads=None, metadata=None, shuffle=True
     ``shuffle``: byte-shuffle numeric arrays before compressing (see
     benchmarks/README.md for why it is on by default).
     """
+    _dump(obj, file, compress=compress, threads=threads, metadata=metadata, shuffle=shuffle,
+          level=level, max_depth=max_depth)
+
+
+def _dump(obj, file, *, compress="lz4", threads=None, metadata=None, shuffle=True, level=0,
+          max_depth=MAX_DEPTH, reducer_override=None, toc_extra=None):
+    """dump() with the hooks the session layer needs: ``reducer_override`` (see
+    fallback.Encoder) and ``toc_extra()``, a dict merged into the table of
+    contents once the graph is written."""
     codec = _codec_of(compress)
     header = container.make_header(metadata, _impl().IMPLEMENTATION, codec)
+
+    def write(f):
+        _dump_to(obj, f, codec, threads, header, shuffle, level, max_depth,
+                 reducer_override, toc_extra)
+
     if _is_path(file):
-        _atomic_write(os.fspath(file), lambda f: _dump_to(obj, f, codec, threads, header,
-                                                         shuffle, level, max_depth))
+        _atomic_write(os.fspath(file), write)
     else:
         if not hasattr(file, "write"):
             raise TypeError(f"file must be a path or a binary file object with write(), not {type(file).__name__}")
-        _dump_to(obj, file, codec, threads, header, shuffle, level, max_depth)
+        write(file)
 
 
-def _dump_to(obj, f, codec, threads, header, shuffle, level, max_depth):
+def _dump_to(obj, f, codec, threads, header, shuffle, level, max_depth,
+             reducer_override=None, toc_extra=None):
     w = container.Writer(f, codec=codec, threads=threads, shuffle=shuffle, level=level)
     try:
         w.write_header(header)
-        enc = _impl().Encoder(w, max_depth)
+        enc = _impl().Encoder(w, max_depth, reducer_override)
         with _gc_paused():
             enc.encode(obj)
-        w.finish({"globals": list(enc.globals), "memo": enc.n_memo})
+        extra = {"globals": list(enc.globals), "memo": enc.n_memo}
+        if toc_extra is not None:
+            extra.update(toc_extra())
+        w.finish(extra)
     finally:
         w.close()
 
@@ -164,13 +181,18 @@ def load(file, *, mmap=False, trusted=False, allow=(), threads=None, max_depth=M
         return _load_from(o.f, o.name, policy, mmap, threads, max_depth)
 
 
-def _load_from(f, name, policy, mmap, threads, max_depth):
+def _load_from(f, name, policy, mmap, threads, max_depth, before_decode=None):
+    """Read and rebuild. ``before_decode(header, toc)`` runs once both are known
+    and before any object is rebuilt (for a stream: after its last section)."""
     src = container.open_source(f, name)
     header = container.read_header(src)
     toc = None
     mm = None
+    if before_decode is None:
+        before_decode = _refuse_session
     if src.size is not None:
         toc = container.read_toc(src)
+        before_decode(header, toc)
         globals_ = toc.get("globals", [])
         if isinstance(globals_, list) and all(isinstance(g, str) for g in globals_):
             policy.check_all(globals_, name)        # name every refused class at once
@@ -183,12 +205,22 @@ def _load_from(f, name, policy, mmap, threads, max_depth):
         raise FormatError(f"mmap=True needs a seekable file on disk; {name} is a stream")
     reader = container.Reader(src, threads=threads, mmap=mm)
     try:
-        stream, payloads, _, toc = reader.read_all(toc)
+        stream, payloads, _, toc2 = reader.read_all(toc)
     finally:
         reader.close()
+    if toc is None:
+        before_decode(header, toc2)
     dec = _impl().Decoder(policy, payloads, max_depth)
     with _gc_paused():
         return dec.decode(stream)
+
+
+def _refuse_session(header, toc):
+    if "session" in toc:
+        raise FormatError(
+            "this is a torpor session file (written by Session.save): restore it with "
+            "torpor.Session(...).restore(file), or read its snapshot tree with "
+            "torpor.open_session(file)")
 
 
 def loads(data, **kw):

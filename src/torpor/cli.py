@@ -1,4 +1,4 @@
-"""``torpor info FILE`` and ``torpor verify FILE``."""
+"""``torpor info FILE``, ``torpor verify FILE`` and ``torpor dump FILE`` (a session file)."""
 
 import argparse
 import json
@@ -45,6 +45,12 @@ def _verify(args):
     return 0
 
 
+def _dump(args):
+    from .session import sdump
+    sdump(None, args.file)
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="torpor", description="Inspect torpor files.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -55,6 +61,10 @@ def main(argv=None):
     pv = sub.add_parser("verify", help="check every checksum without loading anything")
     pv.add_argument("file")
     pv.set_defaults(func=_verify)
+    pd = sub.add_parser("dump", help="print a session file's managers and named objects "
+                                     "without restoring it (nothing from the file runs)")
+    pd.add_argument("file")
+    pd.set_defaults(func=_dump)
     args = p.parse_args(argv)
     try:
         return args.func(args)

@@ -10,6 +10,8 @@ __all__ = [
     "CorruptFileError",
     "UnsafeLoadError",
     "UnsupportedObjectError",
+    "CycleError",
+    "RestoreError",
 ]
 
 
@@ -44,3 +46,20 @@ class UnsupportedObjectError(TorporError, TypeError):
         super().__init__(message)
         self.path = path
         self.obj_type = obj_type
+
+
+class CycleError(TorporError):
+    """Objects saved through snapshots (``torpor.State`` and registered snapshot
+    methods) reference each other in a cycle, so none of them can be restored
+    before the others. Raised at save time. ``cycle`` lists the objects on the
+    cycle, each with the path inside its snapshot that leads to the next one."""
+
+    def __init__(self, message, cycle=()):
+        super().__init__(message)
+        self.cycle = list(cycle)
+
+
+class RestoreError(TorporError):
+    """A session could not be restored: a class the file needs is not loaded, a
+    snapshot is newer than the code, or a ``restore_snapshot`` raised. The
+    session is left exactly as it was before ``restore`` was called."""

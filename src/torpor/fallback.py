@@ -17,8 +17,9 @@ from . import _arrays
 from ._msgpack import (Reader, pack_array_header, pack_bin, pack_ext, pack_float,
                        pack_int, pack_map_header, pack_str_bytes, read_uint_payload,
                        uint_payload)
-from ._reduce import KIND_GLOBAL, KIND_INST, apply_state, classify, global_ref, reduce_object
-from .errors import CorruptFileError, TorporError, UnsupportedObjectError
+from ._reduce import (KIND_GLOBAL, KIND_INST, apply_state, classify, cycle_segments, global_ref,
+                      override_reduction, reduce_object)
+from .errors import CorruptFileError, CycleError, TorporError, UnsupportedObjectError
 from .format import (ARRAY_OOB_MIN, AT_MARKERS, BYTES_OOB_MIN, EXT_BIGINT, EXT_BYTEARRAY,
                      EXT_BYTEARRAY_OOB, EXT_BYTES_OOB, EXT_COMPLEX, EXT_DTYPE, EXT_FROZENSET,
                      EXT_GLOBAL, EXT_INST, EXT_NDARRAY, EXT_NDARRAY_INLINE, EXT_NPSCALAR,
@@ -57,9 +58,14 @@ class Encoder:
     bytes; ``sink.add_array(arr, fortran)`` and ``sink.add_bytes(obj)`` receive large
     payloads out of band and return their section index."""
 
-    def __init__(self, sink, max_depth=MAX_DEPTH):
+    def __init__(self, sink, max_depth=MAX_DEPTH, reducer_override=None):
         self.sink = sink
         self.max_depth = max_depth
+        # reducer_override(obj) -> None or (callable, args): called once per object
+        # without a fast path, before the default reduction (as pickle's hook is).
+        # The session layer uses it to save State objects through their snapshots.
+        self.override = reducer_override
+        self.overridden = set()   # ids of objects the hook reduced
         self.out = bytearray()
         self.memo = {}          # id(obj) -> memo index (the object's unique name)
         self.keep = []          # memoized objects, alive so their ids stay unique
@@ -123,24 +129,35 @@ class Encoder:
         except (ValueError, TypeError, OverflowError, MemoryError) as e:
             raise self._error(obj, f"{type(e).__name__}: {e}") from e
 
-    def path(self):
-        """Where the object being written sits in the graph, as Python syntax."""
-        parts = ["root"]
+    def path_parts(self):
+        """(owner, path step) for each open container, outermost first."""
+        parts = []
         for seq, pos, kind, owner, _ in self.stack:
             i = pos - 1
             if kind == F_SEQ:
-                parts.append(f"[{i}]")
+                part = f"[{i}]"
             elif kind == F_SET:
-                parts.append(f"{{item {i}}}")
+                part = f"{{item {i}}}"
             elif kind == F_FLAT:
-                parts.append(f".flat[{i - 3}]" if i >= 3 else ".<array header>")
+                part = f".flat[{i - 3}]" if i >= 3 else ".<array header>"
             elif kind == F_MAP:
-                parts.append(f"[{seq[i - 1]!r:.60}]" if i % 2 else f".<key {seq[i]!r:.60}>")
+                part = f"[{seq[i - 1]!r:.60}]" if i % 2 else f".<key {seq[i]!r:.60}>"
             elif kind == F_ATTRS:
-                parts.append(f".{seq[i - 1]}" if i % 2 else f".<attribute name {seq[i]!r:.60}>")
-            elif kind == F_REDUCE:
-                parts.append((".<reduce callable>", ".<reduce args>", ".<state>")[min(i, 2)])
-        return "".join(parts)
+                part = f".{seq[i - 1]}" if i % 2 else f".<attribute name {seq[i]!r:.60}>"
+            else:
+                part = (".<reduce callable>", ".<reduce args>", ".<state>")[min(i, 2)]
+            parts.append((owner, part))
+        return parts
+
+    def path(self):
+        """Where the object being written sits in the graph, as Python syntax."""
+        return "root" + "".join(p for _, p in self.path_parts())
+
+    def _cycle_error(self, obj):
+        segments = cycle_segments(self.path_parts(), obj, self.overridden)
+        names = " -> ".join(type(o).__qualname__ for o, _ in segments)
+        return CycleError(f"reference cycle through reducer_override objects: {names}",
+                          cycle=segments)
 
     def _error(self, obj, reason):
         t = type(obj)
@@ -311,8 +328,24 @@ class Encoder:
         i = self._memoize(obj)
         if i is not None:
             if id(obj) in self.open:
+                if id(obj) in self.overridden:
+                    raise self._cycle_error(obj)
                 return self._reduce(obj, memoized=True, at=i)
             return self._ref(i)
+        if self.override is not None:
+            try:
+                rv = self.override(obj)
+            except TorporError:
+                raise
+            except Exception as e:
+                raise self._error(obj, f"{type(e).__name__}: {e}") from e
+            if rv is not None:
+                try:
+                    rv = override_reduction(rv)
+                except UnsupportedObjectError as e:
+                    raise self._error(obj, str(e)) from None
+                self.overridden.add(id(obj))
+                return self._reduce(obj, memoized=True, rv=rv)
         if kind == KIND_INST:
             self._marker(EXT_INST, 2)
             self._global(cls)
@@ -338,11 +371,12 @@ class Encoder:
         self._str(module)
         self._str(name)
 
-    def _reduce(self, obj, memoized, at=None):
-        try:
-            rv = reduce_object(obj)
-        except UnsupportedObjectError as e:
-            raise self._error(obj, str(e)) from None
+    def _reduce(self, obj, memoized, at=None, rv=None):
+        if rv is None:
+            try:
+                rv = reduce_object(obj)
+            except UnsupportedObjectError as e:
+                raise self._error(obj, str(e)) from None
         if rv[0] is None:       # reduces to a global name: a module-level singleton
             module = getattr(obj, "__module__", None) or __import__("pickle").whichmodule(obj, rv[1])
             self.globals[f"{module}.{rv[1]}"] = None
