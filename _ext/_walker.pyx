@@ -111,6 +111,8 @@ cdef class Encoder:
     cdef list stack
     cdef object override
     cdef set overridden
+    cdef object wants
+    cdef dict wanted
 
     def __cinit__(self):
         self.cap = 1 << 16
@@ -128,6 +130,8 @@ cdef class Encoder:
         self.max_depth = max_depth
         self.override = reducer_override
         self.overridden = set()
+        self.wants = getattr(reducer_override, "wants", None)
+        self.wanted = {}
         self.memo = {}
         self.keep = []
         self.strtab = {}
@@ -591,20 +595,8 @@ cdef class Encoder:
                     raise self._cycle_error(obj)
                 return self._reduce(obj, i)
             return self._ext_uint(X_REF, i)
-        if self.override is not None:
-            try:
-                rv = self.override(obj)
-            except TorporError:
-                raise
-            except Exception as e:
-                raise self._error(obj, f"{type(e).__name__}: {e}") from e
-            if rv is not None:
-                try:
-                    rv = override_reduction(rv)
-                except UnsupportedObjectError as e:
-                    raise self._error(obj, str(e)) from None
-                self.overridden.add(id(obj))
-                return self._reduce(obj, -1, rv)
+        if self.override is not None and self._overridden(obj):
+            return 0
         if kind == KIND_INST:
             self._marker(X_INST, 2)
             self._global(cls)
@@ -619,7 +611,11 @@ cdef class Encoder:
         cdef Py_ssize_t i = self._memoize(obj)
         # (classes of instances come here directly, so this is their memo lookup)
         if i >= 0:
+            if id(obj) in self.open and id(obj) in self.overridden:
+                raise self._cycle_error(obj)
             return self._ext_uint(X_REF, i)
+        if self.override is not None and self._overridden(obj):
+            return 0
         try:
             module, name = global_ref(obj)
         except UnsupportedObjectError as e:
@@ -628,6 +624,33 @@ cdef class Encoder:
         self._marker(X_GLOBAL, 2)
         self._str(module)
         return self._str(name)
+
+    cdef bint _overridden(self, object obj) except -1:
+        """Ask the reducer_override hook about a new (just memoized) object; if
+        it gives a reduction, write it and return True."""
+        cdef object cls, want
+        if self.wants is not None:
+            cls = type(obj)
+            want = self.wanted.get(cls)
+            if want is None:
+                want = self.wanted[cls] = bool(self.wants(cls))
+            if not want:
+                return False
+        try:
+            rv = self.override(obj)
+        except TorporError:
+            raise
+        except Exception as e:
+            raise self._error(obj, f"{type(e).__name__}: {e}") from e
+        if rv is None:
+            return False
+        try:
+            rv = override_reduction(rv)
+        except UnsupportedObjectError as e:
+            raise self._error(obj, str(e)) from None
+        self.overridden.add(id(obj))
+        self._reduce(obj, -1, rv)
+        return True
 
     cdef int _reduce(self, object obj, Py_ssize_t at, object rv=None) except -1:
         if rv is None:
@@ -717,6 +740,7 @@ cdef class Decoder:
     cdef list memo
     cdef list strtab
     cdef set callables
+    cdef frozenset producers
     cdef const unsigned char* p
     cdef Py_ssize_t pos, end
 
@@ -727,6 +751,7 @@ cdef class Decoder:
         self.memo = []
         self.strtab = []
         self.callables = set()
+        self.producers = getattr(policy, "producers", frozenset())
 
     def decode(self, data):
         cdef const unsigned char[::1] view
@@ -1052,6 +1077,8 @@ cdef class Decoder:
             self.fail("reduce arguments are not a tuple")
         if self.memo[fr.slot] is _UNFILLED:
             obj = func(*args)
+            if id(func) in self.producers:
+                self.callables.add(id(obj))
             self.memo[fr.slot] = obj
             fr.phase = 1
         else:

@@ -146,3 +146,45 @@ def test_session_restore(benchmark, tmp_path, seg_session, lib):
             with open(p, "rb") as f:
                 return pickle.load(f)
         benchmark(load)
+
+
+# --- module dumps (issue: dill's API) ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def namespace():
+    from benchmarks.measure_module import build
+    return build(500 if FULL else 8, 500_000 if FULL else 5_000)
+
+
+@pytest.mark.parametrize("lib", ["torpor", "dill"])
+def test_module_save(benchmark, tmp_path, namespace, lib):
+    import sys
+    import types
+    p = tmp_path / "m"
+    if lib == "torpor":
+        benchmark(torpor.dump_module, p, module=namespace)
+        back = types.ModuleType("back")
+        torpor.load_module(p, module=back, trusted=True, allow=WORKLOAD_CLASSES)
+        _check_objects(namespace.models, back.models)
+        assert back.analysis.run(np.ones(3)) == {"run 1": 0.0}
+        assert type(back.analysis).method == "least squares"
+    else:
+        import dill
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
+        benchmark(dill.dump_module, str(p), module=namespace)
+
+
+@pytest.mark.parametrize("lib", ["torpor", "dill"])
+def test_module_load(benchmark, tmp_path, namespace, lib):
+    import sys
+    import types
+    p = tmp_path / "m"
+    if lib == "torpor":
+        torpor.dump_module(p, module=namespace)
+        benchmark(lambda: torpor.load_module(p, module=types.ModuleType("t"), trusted=True,
+                                             allow=WORKLOAD_CLASSES))
+    else:
+        import dill
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), 100_000))
+        dill.dump_module(str(p), module=namespace)
+        benchmark(lambda: dill.load_module(str(p), module=types.ModuleType("bench_ns")))

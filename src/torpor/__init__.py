@@ -18,6 +18,14 @@ from .state import (State, StateManager, register_snapshot_methods,  # noqa: E40
                     unregister_snapshot_methods)
 from . import session  # noqa: E402  (torpor.session.save / sdump / standard_metadata)
 from .session import Session, open_session  # noqa: E402
+from .modules import (dump_module, dump_session, load_module,  # noqa: E402
+                      load_module_asdict, load_session)
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext torpor``: the %torpor_save and %torpor_load magics."""
+    from .ipython import load_ipython_extension as load
+    load(ipython)
 
 __all__ = [
     "dump", "dumps", "load", "loads", "info", "verify",
@@ -26,5 +34,6 @@ __all__ = [
     "register_safe_class", "unregister_safe_class",
     "State", "StateManager", "Session", "session", "open_session",
     "register_snapshot_methods", "unregister_snapshot_methods",
+    "dump_module", "load_module", "load_module_asdict", "dump_session", "load_session",
     "implementation", "FORMAT_VERSION", "__version__",
 ]

@@ -61,7 +61,7 @@ def unregister_safe_class(cls):
 class Policy:
     """What one ``load`` call may resolve."""
 
-    def __init__(self, trusted=False, allow=(), extra=None):
+    def __init__(self, trusted=False, allow=(), extra=None, producers=()):
         if isinstance(allow, str):
             allow = [allow]
         exact, patterns = set(), []
@@ -81,6 +81,9 @@ class Policy:
         # "module.qualname" -> object: names this one load resolves to objects of
         # its own (the session restorer), without importing anything
         self.extra = dict(extra or {})
+        # ids of extra builders whose results may in turn be called or instantiated
+        # (load_module's code loader: it returns classes and functions)
+        self.producers = frozenset(id(p) for p in producers)
         self.exact = frozenset(exact)
         self.patterns = tuple(re.compile(fnmatch.translate(p)) for p in patterns)
 

@@ -46,6 +46,15 @@ class _Saver:
         self.classes = {}     # class name -> version, of every snapshot written
         self.count = 0
 
+    def wants(self, cls):
+        return self._find(cls)[1] is not None
+
+    def _find(self, cls):
+        found = self.cache.get(cls)
+        if found is None:
+            found = self.cache[cls] = state.find_methods(cls, self.table)
+        return found
+
     def __call__(self, obj):
         cls = type(obj)
         found = self.cache.get(cls)

@@ -49,7 +49,7 @@ def dump(obj, file, *, compress="lz4", threads=None, metadata=None, shuffle=True
 
 
 def _dump(obj, file, *, compress="lz4", threads=None, metadata=None, shuffle=True, level=0,
-          max_depth=MAX_DEPTH, reducer_override=None, toc_extra=None):
+          max_depth=MAX_DEPTH, reducer_override=None, toc_extra=None, file_mode=None):
     """dump() with the hooks the session layer needs: ``reducer_override`` (see
     fallback.Encoder) and ``toc_extra()``, a dict merged into the table of
     contents once the graph is written."""
@@ -61,7 +61,7 @@ def _dump(obj, file, *, compress="lz4", threads=None, metadata=None, shuffle=Tru
                  reducer_override, toc_extra)
 
     if _is_path(file):
-        _atomic_write(os.fspath(file), write)
+        _atomic_write(os.fspath(file), write, file_mode)
     else:
         if not hasattr(file, "write"):
             raise TypeError(f"file must be a path or a binary file object with write(), not {type(file).__name__}")
@@ -98,19 +98,22 @@ def _gc_paused():
             gc.enable()
 
 
-def _atomic_write(path, write):
+def _atomic_write(path, write, file_mode=None):
     folder = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".torpor-tmp", dir=folder)
     try:
-        try:
-            mode = os.stat(path).st_mode & 0o7777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
+        if file_mode is not None:
+            mode = file_mode
+        else:
+            try:
+                mode = os.stat(path).st_mode & 0o7777
+            except FileNotFoundError:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

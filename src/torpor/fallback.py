@@ -66,6 +66,10 @@ class Encoder:
         # The session layer uses it to save State objects through their snapshots.
         self.override = reducer_override
         self.overridden = set()   # ids of objects the hook reduced
+        # reducer_override.wants(cls) -> bool, if the hook has it: False means the
+        # hook never reduces instances of cls, so it is not called for them
+        self.wants = getattr(reducer_override, "wants", None)
+        self.wanted = {}          # class -> cached wants(class)
         self.out = bytearray()
         self.memo = {}          # id(obj) -> memo index (the object's unique name)
         self.keep = []          # memoized objects, alive so their ids stay unique
@@ -332,20 +336,8 @@ class Encoder:
                     raise self._cycle_error(obj)
                 return self._reduce(obj, memoized=True, at=i)
             return self._ref(i)
-        if self.override is not None:
-            try:
-                rv = self.override(obj)
-            except TorporError:
-                raise
-            except Exception as e:
-                raise self._error(obj, f"{type(e).__name__}: {e}") from e
-            if rv is not None:
-                try:
-                    rv = override_reduction(rv)
-                except UnsupportedObjectError as e:
-                    raise self._error(obj, str(e)) from None
-                self.overridden.add(id(obj))
-                return self._reduce(obj, memoized=True, rv=rv)
+        if self.override is not None and self._overridden(obj):
+            return
         if kind == KIND_INST:
             self._marker(EXT_INST, 2)
             self._global(cls)
@@ -361,7 +353,11 @@ class Encoder:
     def _global(self, obj):
         i = self._memoize(obj)
         if i is not None:
+            if id(obj) in self.open and id(obj) in self.overridden:
+                raise self._cycle_error(obj)
             return self._ref(i)
+        if self.override is not None and self._overridden(obj):
+            return
         try:
             module, name = global_ref(obj)
         except UnsupportedObjectError as e:
@@ -370,6 +366,32 @@ class Encoder:
         self._marker(EXT_GLOBAL, 2)
         self._str(module)
         self._str(name)
+
+    def _overridden(self, obj):
+        """Ask the reducer_override hook about a new (just memoized) object; if
+        it gives a reduction, write it and return True."""
+        if self.wants is not None:
+            cls = type(obj)
+            want = self.wanted.get(cls)
+            if want is None:
+                want = self.wanted[cls] = bool(self.wants(cls))
+            if not want:
+                return False
+        try:
+            rv = self.override(obj)
+        except TorporError:
+            raise
+        except Exception as e:
+            raise self._error(obj, f"{type(e).__name__}: {e}") from e
+        if rv is None:
+            return False
+        try:
+            rv = override_reduction(rv)
+        except UnsupportedObjectError as e:
+            raise self._error(obj, str(e)) from None
+        self.overridden.add(id(obj))
+        self._reduce(obj, memoized=True, rv=rv)
+        return True
 
     def _reduce(self, obj, memoized, at=None, rv=None):
         if rv is None:
@@ -446,6 +468,9 @@ class Decoder:
         self.memo = []
         self.strtab = []
         self.callables = set()   # ids of objects resolved from a global (may be called)
+        # torpor's own per-load builders whose results may be called or
+        # instantiated in turn (a class rebuilt by load_module)
+        self.producers = getattr(policy, "producers", frozenset())
 
     def decode(self, data):
         try:
@@ -647,6 +672,8 @@ class Decoder:
         slot = fr[3]
         if self.memo[slot] is UNFILLED:
             obj = func(*args)
+            if id(func) in self.producers:
+                self.callables.add(id(obj))
             self.memo[slot] = obj
             fr[5] = True          # this frame built the object: it applies the state
         else:
