@@ -109,3 +109,29 @@ def object_heavy(n_atoms=500_000, seed=0):
 
 
 WORKLOAD_CLASSES = ["benchmarks.workloads.*"]
+
+
+def mixed(n_entries=20_000, seed=0):
+    """An experiment log: a list of dicts of small arrays, strings and numbers,
+    with a shared config dict referenced from every run."""
+    rng = np.random.default_rng(seed)
+    config = {"lr": 1e-3, "batch": 64, "optimizer": "adam", "tags": ["baseline", "v2"]}
+    runs = []
+    for i in range(n_entries):
+        runs.append({
+            "run": i, "name": f"run-{i:06d}", "status": ("ok", "failed", "killed")[i % 3],
+            "loss": rng.standard_normal(32).astype(np.float32).cumsum(),
+            "metrics": {"acc": float(rng.uniform()), "f1": float(rng.uniform()), "steps": int(rng.integers(1e6))},
+            "hist": rng.integers(0, 100, 16, dtype=np.int32),
+            "notes": "" if i % 5 else f"checkpoint at step {i * 100}",
+            "config": config,
+        })
+    return {"config": config, "runs": runs, "summary": {"n": n_entries, "seed": seed}}
+
+
+def incompressible(total_mb=256, seed=0):
+    """Random float64 arrays: compression cannot win here."""
+    rng = np.random.default_rng(seed)
+    n = max(1, total_mb // 16)
+    per = (total_mb << 20) // n // 8
+    return {f"sample_{i}": rng.standard_normal(per) for i in range(n)}
