@@ -56,11 +56,7 @@ class _Saver:
         return found
 
     def __call__(self, obj):
-        cls = type(obj)
-        found = self.cache.get(cls)
-        if found is None:
-            found = self.cache[cls] = state.find_methods(cls, self.table)
-        key, methods = found
+        key, methods = self._find(type(obj))
         if methods is None:
             return None
         self.count += 1
