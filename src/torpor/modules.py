@@ -34,6 +34,7 @@ import warnings
 import numpy as np
 
 from . import _safety, api
+from ._session_io import Opaque
 from .errors import FormatError, TorporError, UnsafeLoadError, UnsupportedObjectError
 
 __all__ = ["dump_module", "load_module", "load_module_asdict", "dump_session",
@@ -429,11 +430,10 @@ def _python_minor(v):
 class _Loader:
     """The per-load stand-ins for make_code / import_module / module_attribute."""
 
-    def __init__(self, target, trusted, describe, allow_modules=()):
+    def __init__(self, target, trusted, describe):
         self.target = target            # the dict code is bound to
         self.trusted = trusted
         self.describe = describe
-        self.allow_modules = allow_modules
         self.classes = []
 
     def make_code(self, kind, name, qualname, module, signature, blob, deps, buffers):
@@ -465,7 +465,7 @@ class _Loader:
         if mod is not None:
             return mod
         top = name.partition(".")[0]
-        if self.trusted or top in sys.stdlib_module_names or top in self.allow_modules:
+        if self.trusted or top in sys.stdlib_module_names:
             import importlib
             try:
                 return importlib.import_module(name)
@@ -487,15 +487,10 @@ class _Loader:
             raise FormatError(f"the file refers to {module}.{attr}, which {module} does not have here") from None
 
 
-class _ClassStandIn:
+class _ClassStandIn(Opaque):
     """Instances of a class saved by value, as load_module_asdict shows them
-    without running the class's code: the attributes only."""
-
-    def __setstate__(self, state):
-        if isinstance(state, dict):
-            self.__dict__.update(state)
-        else:
-            self.__dict__["torpor_state"] = state
+    without running the class's code: the attributes only (kept as
+    open_session's Opaque stand-ins keep them)."""
 
     def __repr__(self):
         return f"<{self.torpor_descriptor.module}.{self.torpor_descriptor.qualname} instance (class not loaded)>"
