@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import torpor
-from golden.make_golden import golden_object
+from golden.make_golden import golden_extras, golden_object
 from helpers import assert_same_array
 
 FILES = sorted((pathlib.Path(__file__).parent / "golden").glob("v*_*.torpor"))
@@ -33,3 +33,33 @@ def test_golden_file_loads(impl, path):
     assert type(got["scalar"]) is np.float16 and got["scalar"] == want["scalar"]
     assert list(got["objects"]) == list(want["objects"])
     assert got["big_bytes"] == want["big_bytes"]
+    if torpor.info(path)["metadata"].get("extras"):
+        for k, v in golden_extras().items():
+            assert_same_array(v, got["extras"][k])
+
+
+def _chunk_modes(path):
+    """The mode byte of every chunk record of every compressed section."""
+    from torpor import _codec
+    data = path.read_bytes()
+    modes = set()
+    for s in torpor.info(path)["sections"]:
+        if s["codec"] == "raw":
+            continue
+        pos, end = s["payload_offset"], s["payload_offset"] + s["length"]
+        while pos < end:
+            magic, _, stored, _, mode, *_ = _codec.CHUNK_RECORD.unpack_from(data, pos)
+            assert magic == _codec.CHUNK_MAGIC
+            modes.add(mode)
+            pos += _codec.CHUNK_RECORD_SIZE + stored
+    return modes
+
+
+def test_golden_files_cover_every_chunk_mode():
+    from torpor.format import MODE_DELTA, MODE_PACKED, MODE_SHUFFLED, MODE_STORED
+    golden = pathlib.Path(__file__).parent / "golden"
+    seen = set()
+    for path in golden.glob("v1_*.torpor"):
+        seen |= _chunk_modes(path)
+    assert {MODE_STORED, MODE_PACKED, MODE_SHUFFLED, MODE_DELTA} <= seen
+    assert MODE_DELTA in _chunk_modes(golden / "v1_lz4_filters.torpor")

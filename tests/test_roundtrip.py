@@ -276,3 +276,39 @@ def test_str_subclass_and_int_subclass(roundtrip):
         roundtrip(MyInt(3))            # local class: not importable by name
     out = roundtrip([Color.RED, True], allow=["test_roundtrip.Color"])
     assert out == [Color.RED, True] and type(out[1]) is bool
+
+
+def test_many_shared_objects_keep_their_identity(roundtrip):
+    """Enough objects to grow the encoder's address table many times over: every
+    shared one comes back shared, every distinct one distinct."""
+    leaves = [[i] for i in range(60_000)]
+    tuples = [(i, "t") for i in range(20_000)]
+    graph = {"a": leaves, "b": leaves[::-1], "t": tuples, "t2": tuples[::2]}
+    out = roundtrip(graph)
+    assert out["a"] == leaves and out["t"] == tuples
+    assert all(x is y for x, y in zip(out["a"], out["b"][::-1]))
+    assert all(x is y for x, y in zip(out["t"][::2], out["t2"]))
+    assert len({id(x) for x in out["a"]}) == len(leaves)
+
+
+class FreshStrings:
+    """Its reduction's state is a str built anew on every call, held by nothing
+    but the walk: it dies right after it is written, and later strings reuse its
+    address. (Strings inside containers live on in the memo; this one does not.)"""
+    def __init__(self, i):
+        self.i = i
+        self.label = f"lab{i % 7}" if i % 2 else f"t{i}"
+
+    def __reduce__(self):
+        return (FreshStrings, (self.i,), "".join(["lab", str(self.i % 7)]) if self.i % 2
+                else "".join(["t", str(self.i)]))
+
+    def __setstate__(self, label):
+        self.label = label
+
+
+def test_equal_strings_at_reused_addresses(roundtrip):
+    objs = [FreshStrings(i) for i in range(3000)]
+    out = roundtrip(objs, trusted=True)
+    assert [o.i for o in out] == list(range(3000))
+    assert [o.label for o in out] == [o.label for o in objs]

@@ -56,9 +56,9 @@ def _dump(obj, file, *, compress="lz4", threads=None, metadata=None, shuffle=Tru
     codec = _codec_of(compress)
     header = container.make_header(metadata, _impl().IMPLEMENTATION, codec)
 
-    def write(f):
+    def write(f, sync_fd=None):
         _dump_to(obj, f, codec, threads, header, shuffle, level, max_depth,
-                 reducer_override, toc_extra)
+                 reducer_override, toc_extra, sync_fd)
 
     if _is_path(file):
         _atomic_write(os.fspath(file), write, file_mode)
@@ -69,8 +69,9 @@ def _dump(obj, file, *, compress="lz4", threads=None, metadata=None, shuffle=Tru
 
 
 def _dump_to(obj, f, codec, threads, header, shuffle, level, max_depth,
-             reducer_override=None, toc_extra=None):
-    w = container.Writer(f, codec=codec, threads=threads, shuffle=shuffle, level=level)
+             reducer_override=None, toc_extra=None, sync_fd=None):
+    w = container.Writer(f, codec=codec, threads=threads, shuffle=shuffle, level=level,
+                         sync_fd=sync_fd)
     try:
         w.write_header(header)
         enc = _impl().Encoder(w, max_depth, reducer_override)
@@ -115,7 +116,7 @@ def _atomic_write(path, write, file_mode=None):
                 os.umask(umask)
                 mode = 0o666 & ~umask
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            write(f, fd)        # the writer starts writeback early (see container.Writer)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)

@@ -32,6 +32,10 @@ _u64 = struct.Struct("<Q")
 _footer = struct.Struct("<QQ8s")
 _toc_head = struct.Struct("<4sIQ")
 MAX_META = 16 << 20
+WRITEBACK_STEP = 32 << 20
+#: Chunks in flight per thread: enough that a worker never waits for the next chunk
+#: while the main thread writes (or reads), few enough to bound memory.
+PIPELINE_DEPTH = 2
 MAX_HEADER = 64 << 20
 
 
@@ -46,20 +50,48 @@ def _version():
 
 # --- writing ---------------------------------------------------------------------
 
+_STEP, _DONE = 0, 1
+
+
+class _Done:
+    """A chunk encoded on the calling thread, queued like a pool's future."""
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+    def cancel(self):
+        return False
+
+
 class Writer:
     """Writes a container to a binary file object, in one pass, never seeking."""
 
-    def __init__(self, f, codec=CODEC_LZ4, threads=None, shuffle=True, level=0):
+    def __init__(self, f, codec=CODEC_LZ4, threads=None, shuffle=True, level=0, sync_fd=None):
         self.f = f
         self.pos = 0
         self.codec = codec
-        self.shuffle = shuffle
-        self.level = level
         self.threads = default_threads() if threads is None else max(1, int(threads))
+        self.depth = PIPELINE_DEPTH * self.threads   # chunks that may wait to be written
+        self.encoder = _codec.ChunkEncoder(codec, filters=shuffle, level=level)
         self.sections = []
         self._pool = None
+        self._queue = collections.deque()    # (_STEP, callable) or (_DONE, future)
+        self._pending = 0                    # chunks in the queue
+        # For a file that will be fsynced: start the kernel's writeback of every
+        # WRITEBACK_STEP bytes as they are written, so the disk works while the
+        # next chunks compress and the closing fsync has only the tail to wait for.
+        self._sync_fd = sync_fd if _codec.start_writeback is not None else None
+        self._synced = 0
 
     def close(self):
+        for kind, item in self._queue:
+            if kind == _DONE:
+                item.cancel()
+        self._queue.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -69,6 +101,10 @@ class Writer:
         if n:
             self.f.write(buf)
             self.pos += n
+            if self._sync_fd is not None and self.pos - self._synced >= WRITEBACK_STEP:
+                self.f.flush()
+                _codec.start_writeback(self._sync_fd, self._synced, self.pos - self._synced)
+                self._synced = self.pos
 
     def write_header(self, header):
         body = _msgpack.packb(header)
@@ -80,62 +116,93 @@ class Writer:
         self._write(_u64.pack(_codec.checksum(pre + body)))
 
     # sections
-    def _section_header(self, kind, codec, raw_len, meta):
-        index = len(self.sections)
+    #
+    # Chunks of every section go to one thread pool as the walker hands them over,
+    # and come back to be written strictly in file order: ``_queue`` holds, in that
+    # order, pending chunk results and the small steps between them (a section
+    # header, the end of a section). So the small arrays that fill most workspaces
+    # compress in parallel too, not only the chunks of one big array, and no more
+    # than 2 * threads chunks are ever waiting, whatever the data size.
+
+    def _section_header(self, entry, meta):
         meta_b = _msgpack.packb(meta)
-        fixed = _section.pack(SECTION_MAGIC, kind, codec, 0, 0, index, len(meta_b), raw_len, 0)
+        fixed = _section.pack(SECTION_MAGIC, entry["kind"], entry["codec"], 0, 0, entry["index"],
+                              len(meta_b), entry["raw"], 0)
         head = fixed + meta_b
-        digest = _codec.checksum(head)
-        offset = self.pos
+        entry["checksum"] = _codec.checksum(head)
+        entry["offset"] = self.pos
         self._write(head)
-        self._write(_u64.pack(digest))
+        self._write(_u64.pack(entry["checksum"]))
         self._write(b"\0" * (-self.pos % ALIGN))
-        entry = {"kind": kind, "offset": offset, "payload": self.pos, "codec": codec,
-                 "raw": raw_len, "checksum": digest}
+        entry["payload"] = self.pos
+
+    def _new_section(self, kind, codec, raw_len, meta):
+        entry = {"kind": kind, "index": len(self.sections), "codec": codec, "raw": raw_len}
         entry.update({k: v for k, v in meta.items() if k != "chunks"})
         self.sections.append(entry)
-        return index, entry
+        return entry
+
+    def _end_section(self, entry):
+        entry["stored"] = self.pos - entry["payload"]
 
     def _pool_get(self):
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="torpor")
         return self._pool
 
+    def _drain(self, keep):
+        """Write queued steps in order until at most ``keep`` chunks are pending."""
+        q = self._queue
+        while q and self._pending > keep:
+            kind, item = q.popleft()
+            if kind == _STEP:
+                item()
+            else:
+                self._pending -= 1
+                self._write_chunk(item.result())
+        while q and q[0][0] == _STEP:
+            q.popleft()[1]()
+
     def _write_payload(self, kind, chunks, raw_len, itemsize, meta):
         """Write one section whose payload is the byte views yielded by ``chunks``."""
         codec = self.codec if raw_len else CODEC_RAW
+        entry = self._new_section(kind, codec, raw_len, meta)
+        q = self._queue
         if codec == CODEC_RAW:
             # Raw payloads are contiguous (so they can be memory-mapped): the chunk
             # checksums go into the header, which therefore needs them first.
             views = list(chunks)
             meta = dict(meta, chunks=[[len(v), _codec.checksum(v)] for v in views])
-            index, entry = self._section_header(kind, codec, raw_len, meta)
-            for v in views:
-                self._write(v)
-        else:
-            index, entry = self._section_header(kind, codec, raw_len, meta)
-            use_shuffle = self.shuffle and kind == KIND_ARRAY
-            args = (codec, itemsize, use_shuffle, self.level)
-            if raw_len <= CHUNK_SIZE or self.threads == 1:
-                for v in chunks:
-                    self._write_chunk(_codec.encode_chunk(v, *args))
+
+            def write_raw():
+                self._section_header(entry, meta)
+                for v in views:
+                    self._write(v)
+                self._end_section(entry)
+            q.append((_STEP, write_raw))
+            self._drain(self.depth)
+            return entry["index"]
+        q.append((_STEP, lambda: self._section_header(entry, meta)))
+        encode = self.encoder.encode
+        filters = kind == KIND_ARRAY
+        pool = self._pool_get() if self.threads > 1 else None
+        for v in chunks:
+            if pool is None:
+                q.append((_DONE, _Done(encode(v, itemsize, filters))))
             else:
-                pool = self._pool_get()
-                inflight = collections.deque()
-                for v in chunks:
-                    inflight.append(pool.submit(_codec.encode_chunk, v, *args))
-                    if len(inflight) >= 2 * self.threads:
-                        self._write_chunk(inflight.popleft().result())
-                while inflight:
-                    self._write_chunk(inflight.popleft().result())
-        entry["stored"] = self.pos - entry["payload"]
-        return index
+                q.append((_DONE, pool.submit(encode, v, itemsize, filters)))
+            self._pending += 1
+            self._drain(self.depth)
+        q.append((_STEP, lambda: self._end_section(entry)))
+        self._drain(self.depth)
+        return entry["index"]
 
     def _write_chunk(self, res):
-        mode, parts, stored, raw, digest = res
+        mode, parts, stored, raw, digest, buf = res
         self._write(_codec.CHUNK_RECORD.pack(_codec.CHUNK_MAGIC, 20, stored, raw, mode, 0, 0, digest))
         for p in parts:
             self._write(p)
+        self.encoder.release(buf)
 
     def stream_frame(self, data):
         return self._write_payload(KIND_STREAM, [memoryview(data)], len(data), 1, {})
@@ -159,6 +226,7 @@ class Writer:
         return self._write_payload(KIND_ARRAY, chunks, arr.nbytes, itemsize, meta)
 
     def finish(self, extra):
+        self._drain(0)
         toc = dict(extra, sections=[[s["kind"], s["offset"], s["payload"], s["stored"],
                                      s["raw"], s["codec"], s["checksum"],
                                      {k: v for k, v in s.items() if k in ("dtype", "shape", "order", "type")}]
@@ -230,6 +298,21 @@ class Source:
                 f"only {len(data)} were left")
         self.pos += n
         return data
+
+    def read_into(self, view, what="data"):
+        """Fill ``view`` from the stream (``readinto`` must exist)."""
+        n = len(view)
+        got = 0
+        while got < n:
+            more = self.f.readinto(view[got:])
+            if more is None:
+                raise FormatError(f"{self.name} is a non-blocking stream that had no data ready")
+            if not more:
+                raise CorruptFileError(
+                    f"{self.name} is truncated: {what} at byte {self.pos} needs {n} bytes, "
+                    f"only {got} were left")
+            got += more
+        self.pos += n
 
     def skip(self, n, what="padding"):
         if self.size is not None:
@@ -328,11 +411,18 @@ class Reader:
     def __init__(self, src, threads=None, mmap=None, verify_mapped=False):
         self.src = src
         self.threads = default_threads() if threads is None else max(1, int(threads))
+        self.depth = PIPELINE_DEPTH * self.threads   # chunks that may be decoding
         self.mmap = mmap
         self.verify_mapped = verify_mapped
+        self.decoder = _codec.ChunkDecoder()
+        self._inputs = []                     # input buffers ready for reuse
+        self._inflight = collections.deque()  # (future, input buffer), in file order
         self._pool = None
 
     def close(self):
+        for fut, _ in self._inflight:
+            fut.cancel()
+        self._inflight.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -369,6 +459,7 @@ class Reader:
         for e, t in zip(entries, toc["sections"]):
             if not isinstance(t, list) or len(t) < 7 or t[1] != e["offset"] or t[6] != e["checksum"]:
                 raise CorruptFileError(f"{src.name}: the table of contents does not match section {e['index']}")
+        self._wait_all()
         stream = frames[0] if len(frames) == 1 else b"".join(frames)
         return stream, payloads, entries, toc
 
@@ -408,7 +499,7 @@ class Reader:
             if isinstance(value, _MappedArray):
                 value = value.arr
         else:
-            self._read_chunks(dest, raw, codec, entry, _itemsize(kind, meta))
+            self._read_chunks(dest, raw, codec, entry, _itemsize(kind, meta), wait=kind != KIND_ARRAY)
         entry["stored"] = src.pos - entry["payload"]
         if kind == KIND_BYTES and meta.get("type") == "bytes":
             value = bytes(dest)         # one copy for immutable bytes, as pickle does
@@ -474,37 +565,69 @@ class Reader:
             _codec.verify(view[pos:pos + n], digest)
             pos += n
 
-    def _read_chunks(self, dest, raw, codec, entry, itemsize):
+    def _read_chunks(self, dest, raw, codec, entry, itemsize, wait):
+        """Read a compressed section's chunks and decode them into ``dest``. Chunks
+        of all sections share one pool and ``_inflight`` (at most 2 * threads), so
+        small arrays decode in parallel too; with ``wait`` the section is complete
+        on return, otherwise by the end of ``read_all``."""
         src = self.src
         dest_view = memoryview(dest)
-        pool = None
-        inflight = collections.deque()
+        decode = self.decoder.decode_into
         done = 0
-        try:
-            while done < raw:
-                rec = src.read(_codec.CHUNK_RECORD_SIZE, "a chunk record")
-                magic, size, stored, craw, mode, z1, z2, digest = _codec.CHUNK_RECORD.unpack(rec)
-                if magic != _codec.CHUNK_MAGIC or size != 20 or z1 or z2 or craw == 0 \
-                        or craw > MAX_CHUNK_RAW or craw > raw - done \
-                        or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec] + 64):
-                    raise CorruptFileError(f"{src.name}: damaged chunk record in section {entry['index']} at byte {src.pos - len(rec)}")
-                data = src.read(stored, "chunk data")
-                job = (dest_view, done, data, codec, mode, craw, itemsize, digest)
-                if raw <= CHUNK_SIZE or self.threads == 1:
-                    _codec.decode_chunk_into(*job)
-                else:
-                    if pool is None:
-                        pool = self._pool = self._pool or concurrent.futures.ThreadPoolExecutor(
-                            self.threads, thread_name_prefix="torpor")
-                    inflight.append(pool.submit(_codec.decode_chunk_into, *job))
-                    if len(inflight) >= 2 * self.threads:
-                        inflight.popleft().result()
-                done += craw
-            while inflight:
-                inflight.popleft().result()
-        finally:
-            for fut in inflight:
-                fut.cancel()
+        while done < raw:
+            rec = src.read(_codec.CHUNK_RECORD_SIZE, "a chunk record")
+            magic, size, stored, craw, mode, z1, z2, digest = _codec.CHUNK_RECORD.unpack(rec)
+            if magic != _codec.CHUNK_MAGIC or size != 20 or z1 or z2 or craw == 0 \
+                    or craw > MAX_CHUNK_RAW or craw > raw - done \
+                    or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec] + 64):
+                raise CorruptFileError(f"{src.name}: damaged chunk record in section {entry['index']} at byte {src.pos - len(rec)}")
+            buf, data = self._read_input(stored)
+            job = (dest_view, done, data, codec, mode, craw, itemsize, digest)
+            if self.threads == 1:
+                decode(*job)
+                if buf is not None:
+                    self._inputs.append(buf)
+            else:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        self.threads, thread_name_prefix="torpor")
+                self._inflight.append((self._pool.submit(decode, *job), buf))
+                if len(self._inflight) >= self.depth:
+                    self._finish(self._inflight.popleft())
+            done += craw
+        if wait:
+            self._wait_all()
+
+    def _wait_all(self):
+        while self._inflight:
+            self._finish(self._inflight.popleft())
+
+    def _finish(self, job):
+        fut, buf = job
+        fut.result()
+        if buf is not None:
+            self._inputs.append(buf)
+
+    def _read_input(self, n):
+        """Read a chunk's ``n`` stored bytes into a recycled buffer (see _codec's
+        docstring for why): returns (buffer, view of its first n bytes)."""
+        src = self.src
+        usual = _codec.lz4_bound(CHUNK_SIZE)
+        if src._readinto is None or (src.size is None and n > usual) \
+                or (src.size is not None and n > src.size - src.pos):
+            # src.read bounds a hostile length by the bytes there are, and says what is wrong
+            return None, src.read(n, "chunk data")
+        buf = None
+        while self._inputs:
+            b = self._inputs.pop()
+            if len(b) >= n:
+                buf = b
+                break
+        if buf is None:
+            buf = bytearray(max(n, usual))
+        view = memoryview(buf)[:n]
+        src.read_into(view, "chunk data")
+        return buf, view
 
 
 class _MappedArray:

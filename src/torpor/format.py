@@ -36,10 +36,11 @@ CODEC_BY_NAME = {None: CODEC_RAW, "none": CODEC_RAW, "raw": CODEC_RAW,
 MODE_STORED = 0           # the bytes as they are (inside a stored lz4 frame for lz4)
 MODE_PACKED = 1           # compressed by the section's codec
 MODE_SHUFFLED = 2         # byte-shuffled, then compressed
+MODE_DELTA = 3            # delta of little-endian words, byte-shuffled, then compressed
 
 #: Raw size of the chunks a payload is cut into. 4 MiB is the largest lz4 block, so
 #: every lz4 chunk is one frame holding one block.
-CHUNK_SIZE = 4 << 20
+CHUNK_SIZE = 2 << 20
 #: A chunk is stored uncompressed unless compression saves at least this fraction.
 MIN_SAVING = 0.03
 #: Largest raw size a single chunk may claim in a file (a bound for hostile input).

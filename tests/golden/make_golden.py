@@ -1,8 +1,16 @@
 """Writes the golden files of the current format version (tests/golden/v{N}_*.torpor).
 
-Run it once when a format version is released: ``python tests/golden/make_golden.py``.
-Never regenerate the files of an older version; tests/test_golden.py reads every
-file here back, so files written by any released version keep loading forever."""
+Run it when a format version is released or a writer starts producing something
+new inside a version: ``python tests/golden/make_golden.py``. It never overwrites a
+file that exists; tests/test_golden.py reads every file here back, so files
+written by any earlier torpor keep loading forever.
+
+The files of v1:
+- ``v1_lz4``, ``v1_gzip``, ``v1_raw``: the first writer (lz4 frames written by
+  python-lz4 with a content size; byte shuffle only).
+- ``v1_lz4_filters``: frames written by torpor's own lz4 framing (no content size),
+  chunks of 2 MiB, and the per-chunk filter choice, delta filter (mode 3) included.
+"""
 
 import collections
 import datetime
@@ -13,6 +21,15 @@ import sys
 import numpy as np
 
 HERE = pathlib.Path(__file__).parent
+
+
+def golden_extras():
+    """What files written since ``v1_lz4_filters`` hold besides (must stay as it is):
+    data that no filter helps (stored chunks) and a smooth field (the delta filter)."""
+    rng = np.random.default_rng(54321)
+    x = np.linspace(-1, 1, 64, dtype=np.float32)
+    return {"noise": rng.integers(0, 2**63, 40_000, dtype=np.int64),
+            "field": np.exp(-(x[:, None, None] ** 2 + x[None, :, None] ** 2 + x[None, None, :] ** 2) * 3)}
 
 
 def golden_object():
@@ -44,9 +61,16 @@ def main():
     import torpor
     version = torpor.FORMAT_VERSION
     obj = golden_object()
-    for compress in ("lz4", "gzip", None):
-        name = HERE / f"v{version}_{compress or 'raw'}.torpor"
-        torpor.dump(obj, name, compress=compress, metadata={"golden": True, "version": version})
+    files = {"lz4": "lz4", "gzip": "gzip", "raw": None, "lz4_filters": "lz4"}
+    for suffix, compress in files.items():
+        name = HERE / f"v{version}_{suffix}.torpor"
+        if name.exists():
+            print("kept", name)
+            continue
+        extras = suffix == "lz4_filters"
+        content = dict(obj, extras=golden_extras()) if extras else obj
+        torpor.dump(content, name, compress=compress,
+                    metadata={"golden": True, "version": version, "extras": extras})
         print("wrote", name)
 
 
