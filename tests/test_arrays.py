@@ -161,3 +161,35 @@ def test_array_over_4gib(tmp_path):
     del out
     info = torpor.info(p)
     assert info["sections"][0]["raw_length"] == a.nbytes
+
+
+def _rewrite_toc(path, edit):
+    """Rewrite a file's table of contents with ``edit(toc)`` applied and a valid
+    checksum: what a crafted file can do past the checksums."""
+    import struct
+
+    import msgpack
+    from torpor import _codec
+    data = bytearray(path.read_bytes())
+    offset, tlen, end = struct.unpack("<QQ8s", data[-24:])
+    toc = msgpack.unpackb(bytes(data[offset + 16:offset + 16 + tlen]), strict_map_key=False)
+    edit(toc)
+    body = msgpack.packb(toc)
+    new = (data[:offset] + struct.pack("<4sIQ", b"TTOC", 0, len(body)) + body
+           + struct.pack("<Q", _codec.checksum(body)) + struct.pack("<QQ8s", offset, len(body), end))
+    path.write_bytes(bytes(new))
+
+
+@pytest.mark.parametrize("field, value", [(2, 1 << 40), (2, 64), (3, 5), (1, 0)])
+def test_mmap_checks_the_table_of_contents(tmp_path, field, value):
+    """mmap=True maps raw arrays straight from their table-of-contents entries:
+    an entry pointing anywhere else is refused, never mapped."""
+    p = tmp_path / "t.torpor"
+    torpor.dump({"a": np.arange(100_000.0), "b": np.ones(50_000)}, p, compress=None)
+    assert_same_array(torpor.load(p, mmap=True)["a"], np.arange(100_000.0))
+
+    def edit(toc):
+        toc["sections"][1][field] = value           # the second array
+    _rewrite_toc(p, edit)
+    with pytest.raises(torpor.CorruptFileError):
+        torpor.load(p, mmap=True)

@@ -448,7 +448,11 @@ class Reader:
                 break
             if magic != SECTION_MAGIC:
                 raise CorruptFileError(f"{src.name} is damaged: expected a section at byte {at}")
-            entry, value = self._section(at, magic, toc, len(entries))
+            mapped = self._map_from_toc(at, toc, len(entries))
+            if mapped is not None:
+                entry, value = mapped
+            else:
+                entry, value = self._section(at, magic, toc, len(entries))
             entries.append(entry)
             if entry["kind"] == KIND_STREAM:
                 frames.append(value)
@@ -462,6 +466,29 @@ class Reader:
         self._wait_all()
         stream = frames[0] if len(frames) == 1 else b"".join(frames)
         return stream, payloads, entries, toc
+
+    def _map_from_toc(self, at, toc, index):
+        """With ``mmap``, a raw array section becomes a view of the mapping straight
+        from its table-of-contents entry (checksummed with the table), without
+        reading its header: a file of hundreds of arrays maps in milliseconds.
+        Returns None for every other section, which is read as usual."""
+        if self.mmap is None or toc is None or self.verify_mapped:
+            return None
+        ts = toc["sections"]
+        t = ts[index] if index < len(ts) else None
+        if not isinstance(t, list) or len(t) < 8 or t[0] != KIND_ARRAY or t[5] != CODEC_RAW \
+                or not all(type(x) is int for x in t[1:7]) or not isinstance(t[7], dict) or not t[4]:
+            return None
+        _, offset, payload, stored, raw, codec, digest, meta = t[:8]
+        if offset != at or payload % ALIGN or payload < at + SECTION_FIXED + 8 \
+                or stored != raw or payload + raw > toc["_offset"]:
+            raise CorruptFileError(f"{self.src.name}: the table of contents places section {index} outside the file")
+        _, value = self._allocate(KIND_ARRAY, raw, meta, index)
+        value = np.ndarray(value.shape, value.dtype, buffer=self.mmap, offset=payload, order=value.order)
+        self.src.seek(payload + raw)
+        entry = {"kind": KIND_ARRAY, "codec": codec, "index": index, "offset": offset,
+                 "payload": payload, "raw": raw, "checksum": digest, "meta": meta, "stored": stored}
+        return entry, value
 
     def _section(self, at, magic, toc, expected_index):
         src = self.src
