@@ -41,8 +41,12 @@ def dump(obj, file, *, compress="lz4", threads=None, metadata=None, shuffle=True
     ``load(..., mmap=True)`` maps without reading). ``threads``: compression
     threads (default: the number of cores, at most 8). ``metadata``: a dict of
     plain values stored in the header, readable with ``torpor.info`` alone.
-    ``shuffle``: byte-shuffle numeric arrays before compressing (see
-    benchmarks/README.md for why it is on by default).
+    ``shuffle``: let each chunk of an array be filtered before it is compressed
+    (byte shuffle, or delta then shuffle), whichever a trial on a sample of the
+    chunk finds smallest, or none (docs/FORMAT.md, "Chunk modes"); False
+    compresses every chunk as it is. ``level``: lz4's speed/size trade-off, 0 the
+    default fast compressor, negative values faster (acceleration ``1 - level``),
+    positive values lz4hc at that level (much slower, a little smaller).
     """
     _dump(obj, file, compress=compress, threads=threads, metadata=metadata, shuffle=shuffle,
           level=level, max_depth=max_depth)
