@@ -217,3 +217,32 @@ def test_writeback_hint(tmp_path):
     with open(p, "rb") as f:
         assert _codec.start_writeback(f.fileno(), 0, 10) is True
     assert _codec.start_writeback(-1, 0, 10) is False
+
+
+def test_files_match_with_and_without_the_native_lz4_binding(tmp_path):
+    """A process that cannot bind liblz4 (TORPOR_NO_NATIVE_LZ4=1) uses python-lz4's
+    calls: it reads what this one writes, and writes the same sections."""
+    import os
+    import subprocess
+    import sys
+    obj = {"field": _smooth(400_000, "<f4"), "ints": np.arange(300_000) % 1000, "s": "x"}
+    here = tmp_path / "native.torpor"
+    torpor.dump(obj, here)
+    there = tmp_path / "python.torpor"
+    code = (
+        "import sys, numpy as np, torpor, torpor._codec as c\n"
+        "assert not c.NATIVE_LZ4\n"
+        "obj = torpor.load(sys.argv[1])\n"
+        "torpor.dump(obj, sys.argv[2])\n"
+        "print(obj['s'], float(obj['field'].sum()))\n")
+    env = dict(os.environ, TORPOR_NO_NATIVE_LZ4="1")
+    r = subprocess.run([sys.executable, "-c", code, str(here), str(there)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "x"
+    out = torpor.load(there)
+    for k in ("field", "ints"):
+        assert_same_array(obj[k], out[k])
+    if _codec.NATIVE_LZ4:
+        strip = [(s["kind"], s["length"], s["raw_length"]) for s in torpor.info(here)["sections"]]
+        assert strip == [(s["kind"], s["length"], s["raw_length"]) for s in torpor.info(there)["sections"]]

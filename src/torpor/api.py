@@ -8,7 +8,7 @@ import tempfile
 
 from . import _safety, container
 from .errors import FormatError, TorporError
-from .format import CODEC_BY_NAME, CODEC_RAW, MAX_DEPTH
+from .format import CODEC_BY_NAME, MAX_DEPTH
 
 _COMPRESS_HELP = 'compress must be "lz4", "gzip" or None'
 

@@ -21,7 +21,7 @@ import numpy as np
 from . import _arrays, _codec, _msgpack
 from ._dtypes import decode_dtype, encode_dtype
 from .errors import CorruptFileError, FormatError
-from .format import (ALIGN, CHUNK_SIZE, CODEC_GZIP, CODEC_LZ4, CODEC_NAMES, CODEC_RAW,
+from .format import (ALIGN, CHUNK_SIZE, CODEC_LZ4, CODEC_NAMES, CODEC_RAW,
                      END_MAGIC, FOOTER_SIZE, FORMAT_VERSION, KIND_ARRAY, KIND_BYTES,
                      KIND_NAMES, KIND_STREAM, MAGIC, MAX_CHUNK_RAW, MAX_RATIO, MODE_STORED,
                      PREAMBLE_SIZE, SECTION_FIXED, SECTION_MAGIC, TOC_MAGIC)
