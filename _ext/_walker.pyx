@@ -840,6 +840,7 @@ cdef class Decoder:
     cdef list strtab
     cdef set callables
     cdef frozenset producers
+    cdef dict inst_classes    # class -> (its __new__, whether it has __setstate__)
     cdef const unsigned char* p
     cdef Py_ssize_t pos, end
 
@@ -850,6 +851,7 @@ cdef class Decoder:
         self.memo = []
         self.strtab = []
         self.callables = set()
+        self.inst_classes = {}
         self.producers = getattr(policy, "producers", frozenset())
 
     def decode(self, data):
@@ -1159,13 +1161,21 @@ cdef class Decoder:
         return 0
 
     cdef int _inst_class(self, _DFrame fr, object cls) except -1:
-        if not isinstance(cls, type) or id(cls) not in self.callables:
+        # checked and looked up once per class: a model with 500,000 atoms has one
+        # Atom class, and a failed getattr costs an AttributeError every time
+        if not isinstance(cls, type):
             self.fail("an instance's class is not a class reference")
-        obj = cls.__new__(cls)
+        info = self.inst_classes.get(cls)
+        if info is None:
+            if id(cls) not in self.callables:
+                self.fail("an instance's class is not a class reference")
+            info = self.inst_classes[cls] = (cls.__new__,
+                                             getattr(cls, "__setstate__", None) is not None)
+        obj = (<tuple>info)[0](cls)
         self.memo[fr.slot] = obj
         fr.target = obj
         fr.phase = 1
-        fr.items = {} if getattr(cls, "__setstate__", None) is not None else None
+        fr.items = {} if (<tuple>info)[1] else None
         return 0
 
     cdef int _reduce_build(self, _DFrame fr) except -1:
