@@ -261,18 +261,27 @@ cdef inline uint64_t _load_le(const uint8_t* p, Py_ssize_t k) noexcept nogil:
 cdef void _delta_shuffle(const uint8_t* s, uint8_t* d, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     # items are little-endian unsigned words of k = 2, 4 or 8 bytes; word i becomes
     # word[i] - word[i-1] (mod 2**(8k)), then its bytes are shuffled
-    cdef Py_ssize_t count = n // k, i, j
+    cdef Py_ssize_t count = n // k, i, j, b, stop
     cdef uint64_t w, prev = 0, x
-    cdef uint32_t w4, p4 = 0, x4
+    cdef uint32_t w4, p4 = 0
+    cdef uint32_t diff[2048]
     if k == 4:
-        for i in range(count):
-            w4 = _get32(s + 4 * i)
-            x4 = w4 - p4
-            p4 = w4
-            d[i] = x4 & 0xFF
-            d[count + i] = (x4 >> 8) & 0xFF
-            d[2 * count + i] = (x4 >> 16) & 0xFF
-            d[3 * count + i] = x4 >> 24
+        # per block that stays in L1: the differences (one subtraction each), then
+        # the byte scatter, which has no dependency between items
+        b = 0
+        while b < count:
+            stop = b + 2048 if b + 2048 < count else count
+            for i in range(b, stop):
+                w4 = _get32(s + 4 * i)
+                diff[i - b] = w4 - p4
+                p4 = w4
+            for i in range(b, stop):
+                w4 = diff[i - b]
+                d[i] = w4 & 0xFF
+                d[count + i] = (w4 >> 8) & 0xFF
+                d[2 * count + i] = (w4 >> 16) & 0xFF
+                d[3 * count + i] = w4 >> 24
+            b = stop
         return
     cdef uint64_t mask = 0xFFFFFFFFFFFFFFFF if k == 8 else ((<uint64_t>1) << (8 * k)) - 1
     for i in range(count):
@@ -284,15 +293,22 @@ cdef void _delta_shuffle(const uint8_t* s, uint8_t* d, Py_ssize_t n, Py_ssize_t 
 
 
 cdef void _unshuffle_undelta(const uint8_t* s, uint8_t* d, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    cdef Py_ssize_t count = n // k, i, j
+    cdef Py_ssize_t count = n // k, i, j, b, stop
     cdef uint64_t w, prev = 0
     cdef uint32_t p4 = 0
+    cdef uint32_t* d4
     cdef uint8_t* q
     if k == 4:
-        for i in range(count):
-            p4 = p4 + (s[i] | (<uint32_t>s[count + i] << 8) | (<uint32_t>s[2 * count + i] << 16)
-                       | (<uint32_t>s[3 * count + i] << 24))
-            _put32(d + 4 * i, p4)
+        # two passes over blocks that stay in L1: the un-shuffle has no dependency
+        # between items (the compiler vectorizes it), the running sum is one add each
+        b = 0
+        while b < count:
+            stop = b + 2048 if b + 2048 < count else count
+            _unshuffle4(s, d, count, b, stop)
+            for i in range(b, stop):
+                p4 = p4 + _get32(d + 4 * i)
+                _put32(d + 4 * i, p4)
+            b = stop
         return
     cdef uint64_t mask = 0xFFFFFFFFFFFFFFFF if k == 8 else ((<uint64_t>1) << (8 * k)) - 1
     for i in range(count):
@@ -303,6 +319,18 @@ cdef void _unshuffle_undelta(const uint8_t* s, uint8_t* d, Py_ssize_t n, Py_ssiz
         q = d + k * i
         for j in range(k):
             q[j] = (prev >> (8 * j)) & 0xFF
+
+
+cdef inline void _unshuffle4(const uint8_t* s, uint8_t* d, Py_ssize_t count, Py_ssize_t start,
+                             Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef uint8_t* q
+    for i in range(start, stop):
+        q = d + 4 * i
+        q[0] = s[i]
+        q[1] = s[count + i]
+        q[2] = s[2 * count + i]
+        q[3] = s[3 * count + i]
 
 
 cdef int _check_items(Py_ssize_t n, Py_ssize_t itemsize, bint delta) except -1:
