@@ -16,14 +16,14 @@ import tempfile
 import time
 
 import torpor
-from benchmarks.peers import pickle_load, pickle_save
+from benchmarks.peers import pickle_load, pickle_save, settle
 from benchmarks.workloads import WORKLOAD_CLASSES, array_heavy, object_heavy
 
 
 def best(fn, repeat):
     times = []
     for _ in range(repeat):
-        gc.collect()
+        settle()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)

@@ -9,7 +9,6 @@ interleaved; best of ``--repeat``.
 """
 
 import argparse
-import gc
 import os
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import types
 import dill
 
 import torpor
+from benchmarks.peers import settle
 from benchmarks.workloads import array_heavy, object_heavy
 
 CODE = '''
@@ -51,7 +51,7 @@ def build(mb, atoms):
 def best(fn, repeat):
     out = []
     for _ in range(repeat):
-        gc.collect()
+        settle()
         t = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t)

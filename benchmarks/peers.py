@@ -5,6 +5,8 @@ arrays_only). ``arrays_only`` peers (numpy.save / numpy.savez) only run on
 workloads that are a flat dict of arrays.
 """
 
+import gc
+import os
 import pickle
 import struct
 from collections import namedtuple
@@ -14,6 +16,16 @@ import numpy as np
 import torpor
 
 Peer = namedtuple("Peer", "save load arrays_only")
+
+
+def settle():
+    """Before each timed run: collect garbage, and write every dirty page of earlier
+    runs to disk. A peer that leaves a GiB unwritten in the page cache would
+    otherwise have the kernel write it back while the next library runs, and that
+    library (torpor's fsync most of all) would pay for it."""
+    gc.collect()
+    if hasattr(os, "sync"):
+        os.sync()
 
 
 def pickle_save(obj, path):

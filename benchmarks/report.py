@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from benchmarks import workloads as W
-from benchmarks.peers import PEERS
+from benchmarks.peers import PEERS, settle
 
 #: workload -> (builder, {size: argument}); array sizes in MiB, others in items
 WORKLOADS = {
@@ -144,7 +144,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _timed(fn):
-    gc.collect()
+    settle()
     t = time.perf_counter()
     out = fn()
     return time.perf_counter() - t, out
