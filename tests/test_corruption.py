@@ -6,6 +6,8 @@ import pytest
 
 import torpor
 from helpers import Pipe
+from torpor import _msgpack
+from torpor.errors import CorruptFileError
 
 
 def small_file():
@@ -87,3 +89,30 @@ def test_verify_detects_damage_in_an_array_chunk(tmp_path):
         torpor.verify(p)
     with pytest.raises(torpor.CorruptFileError, match="checksum"):
         torpor.load(p)
+
+
+PLAIN_READERS = [pytest.param(_msgpack._unpackb_py, id="pure")]
+if _msgpack._cmsgpack is not None:
+    PLAIN_READERS.insert(0, pytest.param(_msgpack.unpackb, id="msgpack"))
+
+
+@pytest.mark.parametrize("read", PLAIN_READERS)
+def test_plain_documents_refuse_extensions_and_trailing_bytes(read):
+    """Header, section meta and table of contents are plain MessagePack: both
+    readers refuse extension types (msgpack's timestamp, type -1, included),
+    truncation, trailing bytes and impossible counts, with CorruptFileError."""
+    import msgpack
+    good = msgpack.packb({"sections": [[1, 2, "x"]], "meta": {"a": b"b"}})
+    assert read(good) == {"sections": [[1, 2, "x"]], "meta": {"a": b"b"}}
+    bad = [
+        msgpack.packb({"t": msgpack.Timestamp(1, 0)}),              # ext -1 (fixext4)
+        msgpack.packb([msgpack.Timestamp(2**40, 5)]),               # ext -1 (fixext8)
+        msgpack.packb({"e": msgpack.ExtType(7, b"xy")}),
+        good[:-1],
+        good + b"\x00",
+        b"\xdd\xff\xff\xff\xff",                                    # array of 2**32-1 items
+        b"\xc1",                                                    # never-used byte
+    ]
+    for data in bad:
+        with pytest.raises(CorruptFileError):
+            read(data)

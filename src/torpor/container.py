@@ -122,7 +122,7 @@ class Writer:
     # order, pending chunk results and the small steps between them (a section
     # header, the end of a section). So the small arrays that fill most workspaces
     # compress in parallel too, not only the chunks of one big array, and no more
-    # than 2 * threads chunks are ever waiting, whatever the data size.
+    # than ``depth`` chunks are ever waiting, whatever the data size.
 
     def _section_header(self, entry, meta):
         meta_b = _msgpack.packb(meta)
@@ -573,16 +573,10 @@ class Reader:
         pos = 0
         for c in chunks:
             n = c[0]
-            got = src.f.readinto(view[pos:pos + n]) if src._readinto is not None else None
-            if got is None:
+            if src._readinto is None:
                 view[pos:pos + n] = src.read(n, "section data")
             else:
-                while got < n:
-                    more = src.f.readinto(view[pos + got:pos + n])
-                    if not more:
-                        raise CorruptFileError(f"{src.name} is truncated inside section {entry['index']}")
-                    got += more
-                src.pos += n
+                src.read_into(view[pos:pos + n], f"the data of section {entry['index']}")
             pos += n
         self._verify_spans(view, chunks)
 
