@@ -13,21 +13,10 @@ import pickle
 import subprocess
 import sys
 import tempfile
-import time
 
 import torpor
-from benchmarks.peers import pickle_load, pickle_save, settle
+from benchmarks.peers import best, pickle_load, pickle_save
 from benchmarks.workloads import WORKLOAD_CLASSES, array_heavy, object_heavy
-
-
-def best(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        settle()
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def peak_save_rss(mb):

@@ -12,13 +12,12 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 import types
 
 import dill
 
 import torpor
-from benchmarks.peers import settle
+from benchmarks.peers import best
 from benchmarks.workloads import array_heavy, object_heavy
 
 CODE = '''
@@ -46,16 +45,6 @@ def build(mb, atoms):
     mod.workspace = array_heavy(mb)
     mod.analysis = mod.Fit("run 1")
     return mod
-
-
-def best(fn, repeat):
-    out = []
-    for _ in range(repeat):
-        settle()
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return min(out)
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ import gc
 import os
 import pickle
 import struct
+import time
 from collections import namedtuple
 
 import numpy as np
@@ -26,6 +27,17 @@ def settle():
     gc.collect()
     if hasattr(os, "sync"):
         os.sync()
+
+
+def best(fn, repeat):
+    """Best time of ``repeat`` calls of ``fn``, each after ``settle()``."""
+    times = []
+    for _ in range(repeat):
+        settle()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
 
 
 def pickle_save(obj, path):
