@@ -22,17 +22,111 @@ cdef extern from *:
     """
     #if defined(__linux__)
     #include <fcntl.h>
+    #include <errno.h>
     static int torpor_writeback(int fd, long long offset, long long nbytes) {
         return sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE);
+    }
+    /* fallocate(2) itself, not posix_fallocate, whose fallback on filesystems
+       without it writes zeros over the whole range */
+    static int torpor_prealloc(int fd, long long offset, long long nbytes) {
+        return fallocate(fd, 0, offset, nbytes) == 0 ? 0 : errno;
     }
     #define TORPOR_HAS_WRITEBACK 1
     #else
     static int torpor_writeback(int fd, long long offset, long long nbytes) { return 0; }
+    static int torpor_prealloc(int fd, long long offset, long long nbytes) { return -1; }
     #define TORPOR_HAS_WRITEBACK 0
     #endif
     """
     int torpor_writeback(int fd, long long offset, long long nbytes) nogil
+    int torpor_prealloc(int fd, long long offset, long long nbytes) nogil
     int TORPOR_HAS_WRITEBACK
+
+# The filters on words of 2, 4 or 8 bytes, in C so that the compiler vectorizes
+# them: each block of TORPOR_BLOCK items (in L1) is loaded as words once, then
+# every byte plane is written (or read) as one sequential stream. Words are
+# little-endian in the format whatever the host (tw_load/tw_store swap on a
+# big-endian one).
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <stdint.h>
+    #define TORPOR_BLOCK 2048
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    #define TW_SWAP16(v) __builtin_bswap16(v)
+    #define TW_SWAP32(v) __builtin_bswap32(v)
+    #define TW_SWAP64(v) __builtin_bswap64(v)
+    #else
+    #define TW_SWAP16(v) (v)
+    #define TW_SWAP32(v) (v)
+    #define TW_SWAP64(v) (v)
+    #endif
+    #define TORPOR_WORD_KERNELS(K, T, SWAP)                                           \
+    static inline T tw_load##K(const uint8_t* p) { T v; memcpy(&v, p, K); return SWAP(v); } \
+    static inline void tw_store##K(uint8_t* p, T v) { v = SWAP(v); memcpy(p, &v, K); }    \
+    /* byte j of item i (of m, from p) goes to plane j at q + j * count + i */          \
+    static inline void tw_scatter##K(const uint8_t* p, uint8_t* q, size_t m, size_t count) { \
+        for (size_t i = 0; i < m; i++)                                                 \
+            for (size_t j = 0; j < K; j++) q[j * count + i] = p[K * i + j];            \
+    }                                                                                  \
+    static inline void tw_gather##K(const uint8_t* q, uint8_t* p, size_t m, size_t count) { \
+        for (size_t i = 0; i < m; i++)                                                 \
+            for (size_t j = 0; j < K; j++) p[K * i + j] = q[j * count + i];            \
+    }                                                                                  \
+    /* shuffle (delta: of the differences of consecutive words, made per block) */     \
+    static void tw_shuffle##K(const uint8_t* s, uint8_t* d, size_t count, int delta) { \
+        uint8_t w[K * TORPOR_BLOCK];                                                   \
+        T prev = 0;                                                                    \
+        for (size_t b = 0; b < count; b += TORPOR_BLOCK) {                             \
+            size_t m = count - b < TORPOR_BLOCK ? count - b : TORPOR_BLOCK, i;         \
+            const uint8_t* p = s + (size_t)K * b;                                      \
+            if (!delta) {                                                              \
+                tw_scatter##K(p, d + b, m, count);                                     \
+                continue;                                                              \
+            }                                                                          \
+            tw_store##K(w, (T)(tw_load##K(p) - prev));                                 \
+            for (i = 1; i < m; i++)                                                    \
+                tw_store##K(w + K * i, (T)(tw_load##K(p + K * i) - tw_load##K(p + K * (i - 1)))); \
+            prev = tw_load##K(p + K * (m - 1));                                        \
+            tw_scatter##K(w, d + b, m, count);                                         \
+        }                                                                              \
+    }                                                                                  \
+    /* the inverse, straight into place (then the running sum over the block) */      \
+    static void tw_unshuffle##K(const uint8_t* s, uint8_t* d, size_t count, int delta) { \
+        T prev = 0;                                                                    \
+        for (size_t b = 0; b < count; b += TORPOR_BLOCK) {                             \
+            size_t m = count - b < TORPOR_BLOCK ? count - b : TORPOR_BLOCK, i;         \
+            uint8_t* p = d + (size_t)K * b;                                            \
+            tw_gather##K(s + b, p, m, count);                                          \
+            if (delta)                                                                 \
+                for (i = 0; i < m; i++) {                                              \
+                    prev = (T)(prev + tw_load##K(p + K * i));                          \
+                    tw_store##K(p + K * i, prev);                                      \
+                }                                                                      \
+        }                                                                              \
+    }
+    TORPOR_WORD_KERNELS(2, uint16_t, TW_SWAP16)
+    TORPOR_WORD_KERNELS(4, uint32_t, TW_SWAP32)
+    TORPOR_WORD_KERNELS(8, uint64_t, TW_SWAP64)
+    static int tw_shuffle(const uint8_t* s, uint8_t* d, size_t n, size_t k, int delta) {
+        switch (k) {
+            case 2: tw_shuffle2(s, d, n / 2, delta); return 1;
+            case 4: tw_shuffle4(s, d, n / 4, delta); return 1;
+            case 8: tw_shuffle8(s, d, n / 8, delta); return 1;
+        }
+        return 0;
+    }
+    static int tw_unshuffle(const uint8_t* s, uint8_t* d, size_t n, size_t k, int delta) {
+        switch (k) {
+            case 2: tw_unshuffle2(s, d, n / 2, delta); return 1;
+            case 4: tw_unshuffle4(s, d, n / 4, delta); return 1;
+            case 8: tw_unshuffle8(s, d, n / 8, delta); return 1;
+        }
+        return 0;
+    }
+    """
+    int tw_shuffle(const uint8_t* s, uint8_t* d, size_t n, size_t k, int delta) nogil
+    int tw_unshuffle(const uint8_t* s, uint8_t* d, size_t n, size_t k, int delta) nogil
 
 # liblz4's block API, bound at import by torpor._codec (see bind_lz4)
 ctypedef int (*lz4_compress_t)(const char* src, char* dst, int src_size, int dst_capacity,
@@ -70,8 +164,9 @@ cdef inline Py_ssize_t _bound(Py_ssize_t n) noexcept nogil:
 
 
 def lz4_bound(Py_ssize_t n):
-    """Room an output buffer needs for the frame of an ``n``-byte chunk."""
-    return _bound(n)
+    """Room an output buffer needs for the frame of an ``n``-byte chunk, in up to
+    64 blocks."""
+    return _bound(n) + 4 * 64
 
 
 cdef inline void _put32(uint8_t* p, uint32_t v) noexcept nogil:
@@ -85,45 +180,60 @@ cdef inline uint32_t _get32(const uint8_t* p) noexcept nogil:
     return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
 
 
-def lz4_frame(const uint8_t[::1] src, uint8_t[::1] out, int level):
-    """Compress ``src`` (at most 4 MiB) into ``out`` as one lz4 frame with one
-    block; return the frame's length, or -1 when the block would not be smaller
-    than the data (the caller then stores the chunk). ``level`` <= 0 is the fast
-    compressor with acceleration ``1 - level``; > 0 is lz4hc at that level."""
-    cdef Py_ssize_t n = src.shape[0]
+def lz4_frame(const uint8_t[::1] src, uint8_t[::1] out, int level, Py_ssize_t parts=1):
+    """Compress ``src`` (at most 4 MiB) into ``out`` as one lz4 frame of ``parts``
+    independent blocks, one per equal piece: the byte planes of a shuffled chunk,
+    which differ too much for matches across them, so a fresh search per plane
+    is both faster and (a little) smaller. A piece that does not shrink is an
+    uncompressed block. Returns the frame's length, or -1 when no piece shrank (the
+    caller then stores the chunk). ``level`` <= 0 is the fast compressor with
+    acceleration ``1 - level``; > 0 is lz4hc at that level."""
+    cdef Py_ssize_t n = src.shape[0], piece, i, pos = 7
     cdef int got
+    cdef bint shrank = False
     if _lz4_fast == NULL:
         raise RuntimeError("liblz4 is not bound")
     if n <= 0 or n > BLOCK_MAX:
         raise ValueError(f"an lz4 chunk holds 1 byte to 4 MiB, not {n}")
-    if out.shape[0] < _bound(n):
+    if parts <= 0 or parts > 64 or n % parts:
+        raise ValueError(f"lz4_frame: {n} bytes do not cut into {parts} equal pieces (at most 64)")
+    if out.shape[0] < _bound(n) + 4 * parts:
         raise ValueError("lz4_frame: the output buffer is too small")
+    piece = n // parts
     cdef uint8_t* o = &out[0]
-    cdef int cap = <int>(n - 1)          # anything larger is not worth keeping
+    cdef const uint8_t* s = &src[0]
     with nogil:
         memcpy(o, _frame_head, 7)
-        if level > 0:
-            got = _lz4_hc(<const char*>&src[0], <char*>(o + 11), <int>n, cap, level)
-        else:
-            got = _lz4_fast(<const char*>&src[0], <char*>(o + 11), <int>n, cap, 1 - level)
-        if got > 0:
-            _put32(o + 7, <uint32_t>got)
-            _put32(o + 11 + got, 0)
-    return got + FRAME_OVERHEAD if got > 0 else -1
+        for i in range(parts):
+            if level > 0:
+                got = _lz4_hc(<const char*>(s + i * piece), <char*>(o + pos + 4), <int>piece,
+                              <int>(piece - 1), level)
+            else:
+                got = _lz4_fast(<const char*>(s + i * piece), <char*>(o + pos + 4), <int>piece,
+                                <int>(piece - 1), 1 - level)
+            if got > 0:
+                shrank = True
+                _put32(o + pos, <uint32_t>got)
+                pos += 4 + got
+            else:
+                _put32(o + pos, <uint32_t>piece | 0x80000000u)
+                memcpy(o + pos + 4, s + i * piece, piece)
+                pos += 4 + piece
+        _put32(o + pos, 0)
+    return pos + 4 if shrank else -1
 
 
 def lz4_trial(const uint8_t[::1] src, uint8_t[::1] out, Py_ssize_t parts):
     """Total lz4 block size of ``src`` cut into ``parts`` equal pieces, each
     compressed on its own (a piece that does not shrink counts as its own size).
-    Used to pick a chunk's filter from a sample: compressing a shuffled sample
-    plane by plane keeps lz4 from matching across planes, which it cannot do
-    in a whole chunk, whose planes lie further apart than its 64 KiB window."""
+    Used to pick a chunk's filter from a sample: a shuffled sample is compressed
+    plane by plane, as the chunk will be (see ``lz4_frame``)."""
     cdef Py_ssize_t n = src.shape[0], piece, i, total = 0
     cdef int got
     if _lz4_fast == NULL:
         raise RuntimeError("liblz4 is not bound")
-    if parts <= 0 or n % parts or n > BLOCK_MAX:
-        raise ValueError("lz4_trial: the sample must cut into equal pieces of at most 4 MiB")
+    if parts <= 0 or parts > 64 or n % parts or n > BLOCK_MAX:
+        raise ValueError("lz4_trial: the sample must cut into at most 64 equal pieces of at most 4 MiB")
     piece = n // parts
     if piece == 0:
         return 0
@@ -207,130 +317,23 @@ def lz4_frame_into(const uint8_t[::1] src, uint8_t[::1] dest, Py_ssize_t offset,
 # --- filters ---------------------------------------------------------------------
 
 cdef void _shuffle(const uint8_t* s, uint8_t* d, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    # items of other sizes (structured records, complex, 16-byte floats); words of
+    # 2, 4 and 8 bytes go to tw_shuffle
     cdef Py_ssize_t count = n // k, i, j
     cdef const uint8_t* p
-    if k == 4:
+    for j in range(k):
+        p = s + j
         for i in range(count):
-            p = s + 4 * i
-            d[i] = p[0]
-            d[count + i] = p[1]
-            d[2 * count + i] = p[2]
-            d[3 * count + i] = p[3]
-    elif k == 8:
-        for i in range(count):
-            p = s + 8 * i
-            for j in range(8):
-                d[j * count + i] = p[j]
-    else:
-        for j in range(k):
-            p = s + j
-            for i in range(count):
-                d[j * count + i] = p[i * k]
+            d[j * count + i] = p[i * k]
 
 
 cdef void _unshuffle(const uint8_t* s, uint8_t* d, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
     cdef Py_ssize_t count = n // k, i, j
     cdef uint8_t* q
-    if k == 4:
-        for i in range(count):
-            q = d + 4 * i
-            q[0] = s[i]
-            q[1] = s[count + i]
-            q[2] = s[2 * count + i]
-            q[3] = s[3 * count + i]
-    elif k == 8:
-        for i in range(count):
-            q = d + 8 * i
-            for j in range(8):
-                q[j] = s[j * count + i]
-    else:
-        for j in range(k):
-            q = d + j
-            for i in range(count):
-                q[i * k] = s[j * count + i]
-
-
-cdef inline uint64_t _load_le(const uint8_t* p, Py_ssize_t k) noexcept nogil:
-    cdef uint64_t w = 0
-    cdef Py_ssize_t j
     for j in range(k):
-        w |= (<uint64_t>p[j]) << (8 * j)
-    return w
-
-
-cdef void _delta_shuffle(const uint8_t* s, uint8_t* d, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    # items are little-endian unsigned words of k = 2, 4 or 8 bytes; word i becomes
-    # word[i] - word[i-1] (mod 2**(8k)), then its bytes are shuffled
-    cdef Py_ssize_t count = n // k, i, j, b, stop
-    cdef uint64_t w, prev = 0, x
-    cdef uint32_t w4, p4 = 0
-    cdef uint32_t diff[2048]
-    if k == 4:
-        # per block that stays in L1: the differences (one subtraction each), then
-        # the byte scatter, which has no dependency between items
-        b = 0
-        while b < count:
-            stop = b + 2048 if b + 2048 < count else count
-            for i in range(b, stop):
-                w4 = _get32(s + 4 * i)
-                diff[i - b] = w4 - p4
-                p4 = w4
-            for i in range(b, stop):
-                w4 = diff[i - b]
-                d[i] = w4 & 0xFF
-                d[count + i] = (w4 >> 8) & 0xFF
-                d[2 * count + i] = (w4 >> 16) & 0xFF
-                d[3 * count + i] = w4 >> 24
-            b = stop
-        return
-    cdef uint64_t mask = 0xFFFFFFFFFFFFFFFF if k == 8 else ((<uint64_t>1) << (8 * k)) - 1
-    for i in range(count):
-        w = _load_le(s + k * i, k)
-        x = (w - prev) & mask
-        prev = w
-        for j in range(k):
-            d[j * count + i] = (x >> (8 * j)) & 0xFF
-
-
-cdef void _unshuffle_undelta(const uint8_t* s, uint8_t* d, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    cdef Py_ssize_t count = n // k, i, j, b, stop
-    cdef uint64_t w, prev = 0
-    cdef uint32_t p4 = 0
-    cdef uint32_t* d4
-    cdef uint8_t* q
-    if k == 4:
-        # two passes over blocks that stay in L1: the un-shuffle has no dependency
-        # between items (the compiler vectorizes it), the running sum is one add each
-        b = 0
-        while b < count:
-            stop = b + 2048 if b + 2048 < count else count
-            _unshuffle4(s, d, count, b, stop)
-            for i in range(b, stop):
-                p4 = p4 + _get32(d + 4 * i)
-                _put32(d + 4 * i, p4)
-            b = stop
-        return
-    cdef uint64_t mask = 0xFFFFFFFFFFFFFFFF if k == 8 else ((<uint64_t>1) << (8 * k)) - 1
-    for i in range(count):
-        w = 0
-        for j in range(k):
-            w |= (<uint64_t>s[j * count + i]) << (8 * j)
-        prev = (prev + w) & mask
-        q = d + k * i
-        for j in range(k):
-            q[j] = (prev >> (8 * j)) & 0xFF
-
-
-cdef inline void _unshuffle4(const uint8_t* s, uint8_t* d, Py_ssize_t count, Py_ssize_t start,
-                             Py_ssize_t stop) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef uint8_t* q
-    for i in range(start, stop):
-        q = d + 4 * i
-        q[0] = s[i]
-        q[1] = s[count + i]
-        q[2] = s[2 * count + i]
-        q[3] = s[3 * count + i]
+        q = d + j
+        for i in range(count):
+            q[i * k] = s[j * count + i]
 
 
 cdef int _check_items(Py_ssize_t n, Py_ssize_t itemsize, bint delta) except -1:
@@ -350,9 +353,7 @@ def filter_into(const uint8_t[::1] src, uint8_t[::1] out, Py_ssize_t itemsize, b
         raise ValueError("filter_into: the output buffer is too small")
     if n:
         with nogil:
-            if delta:
-                _delta_shuffle(&src[0], &out[0], n, itemsize)
-            else:
+            if not tw_shuffle(&src[0], &out[0], n, itemsize, delta):
                 _shuffle(&src[0], &out[0], n, itemsize)
     return memoryview(out)[:n]
 
@@ -366,9 +367,7 @@ def unfilter_into(uint8_t[::1] dest, Py_ssize_t offset, const uint8_t[::1] src,
         raise ValueError("unfilter_into: the destination is too small")
     if n:
         with nogil:
-            if delta:
-                _unshuffle_undelta(&src[0], &dest[offset], n, itemsize)
-            else:
+            if not tw_unshuffle(&src[0], &dest[offset], n, itemsize, delta):
                 _unshuffle(&src[0], &dest[offset], n, itemsize)
 
 
@@ -390,3 +389,14 @@ def start_writeback(int fd, long long offset, long long nbytes):
     with nogil:
         r = torpor_writeback(fd, offset, nbytes)
     return r == 0
+
+
+def prealloc(int fd, long long offset, long long nbytes):
+    """Allocate the file's blocks for ``nbytes`` at ``offset`` (Linux ``fallocate``,
+    extending the file), so that the page-cache writes that follow skip the
+    filesystem's delayed allocation, page by page. Returns 0, or the errno (-1 where
+    there is no fallocate): the caller then simply writes without it."""
+    cdef int r
+    with nogil:
+        r = torpor_prealloc(fd, offset, nbytes)
+    return r

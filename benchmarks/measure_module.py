@@ -54,7 +54,11 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=2)
     a = ap.parse_args(argv)
     mod = build(a.mb, a.atoms)
-    d = tempfile.mkdtemp()
+    with tempfile.TemporaryDirectory(prefix="torpor-measure-") as d:
+        _measure(a, mod, d)
+
+
+def _measure(a, mod, d):
     tp, dp = os.path.join(d, "t.torpor"), os.path.join(d, "d.pkl")
     sys.setrecursionlimit(100_000)          # dill recurses through the atom graph
     rows = {}

@@ -40,21 +40,24 @@ def _smooth(n, dtype):
 
 @pytest.mark.parametrize("dtype", ["<u2", ">i2", "<f4", ">f4", "<i4", "<f8", ">c8", "<i8", "S3", "V5"])
 @pytest.mark.parametrize("delta", [False, True])
-def test_filters_invert_and_agree_with_the_reference(kernels, dtype, delta):
+@pytest.mark.parametrize("count, offset", [(7919, 0), (2048, 1), (1, 3), (4097, 5)])
+def test_filters_invert_and_agree_with_the_reference(kernels, dtype, delta, count, offset):
+    """Counts across the kernels' 2048-item blocks, and sources at odd addresses."""
     dt = np.dtype(dtype)
     k = dt.itemsize
     if delta and k not in (2, 4, 8):
         with pytest.raises(ValueError, match="delta filter works on items of 2, 4 or 8"):
             kernels.filter_into(bytes(k * 10), bytearray(k * 10), k, True)
         return
-    raw = rng.integers(0, 256, 7919 * k, dtype=np.uint8).tobytes()
+    raw = rng.integers(0, 256, count * k, dtype=np.uint8).tobytes()
     if dt.kind in "iuf":
-        raw = _smooth(7919, dt).tobytes()
+        raw = _smooth(count, dt).tobytes()
+    raw = memoryview(b"x" * offset + raw)[offset:]
     out = bytearray(len(raw) + 5)
     got = bytes(kernels.filter_into(raw, out, k, delta))
     ref = bytes(_codec._py_filter_into(raw, bytearray(len(raw)), k, delta))
     assert got == ref
-    assert got != raw or k == 1
+    assert got != raw or k == 1 or count == 1
     back = bytearray(len(raw) + 16)
     kernels.unfilter_into(back, 8, got, k, delta)
     assert bytes(back[8:8 + len(raw)]) == raw
@@ -96,6 +99,35 @@ def test_lz4_frames_are_standard(framer, level):
     dest = bytearray(len(data) + 3)
     frame_into(bytes(out[:n]), dest, 3, len(data))
     assert bytes(dest[3:]) == data
+
+
+@pytest.mark.parametrize("framer", FRAMERS)
+def test_frames_of_planes(framer):
+    """A shuffled chunk is one frame with a block per plane; a plane that does not
+    shrink is an uncompressed block; any lz4 reader reads the frame."""
+    frame, frame_into = framer
+    n = 50_000
+    planes = [rng.integers(0, 256, n, dtype=np.uint8).tobytes(), bytes(n),
+              np.tile(np.arange(100, dtype=np.uint8), n // 100).tobytes(), bytes(range(256)) * (n // 256) + bytes(n % 256)]
+    data = b"".join(planes)
+    out = bytearray(_codec.lz4_bound(len(data)))
+    size = frame(data, out, 0, 4)
+    f = bytes(out[:size])
+    assert lz4.frame.decompress(f) == data
+    dest = bytearray(len(data))
+    frame_into(f, dest, 0, len(data))
+    assert bytes(dest) == data
+    pos, blocks = 7, []
+    while (word := int.from_bytes(f[pos:pos + 4], "little")):
+        blocks.append((bool(word >> 31), word & 0x7FFFFFFF))
+        pos += 4 + (word & 0x7FFFFFFF)
+    assert pos + 4 == size and len(blocks) == 4
+    assert blocks[0] == (True, n) and not any(stored for stored, _ in blocks[1:])
+    with pytest.raises(ValueError, match="equal pieces"):
+        frame(data[:-1], out, 0, 4)
+    with pytest.raises(ValueError, match="equal pieces"):
+        frame(data, out, 0, 80)               # divides, but more than 64 pieces
+    assert frame(planes[0] * 2, out, 0, 2) == -1          # no block shrank: store the chunk
 
 
 @pytest.mark.parametrize("framer", FRAMERS)

@@ -99,26 +99,39 @@ def _py_copy_into(dest, offset, src):
 
 
 def _py_lz4_bound(n):
-    return n + n // 255 + 16 + STORED_OVERHEAD
+    return n + n // 255 + 16 + STORED_OVERHEAD + 4 * 64
 
 
-def _py_lz4_frame(src, out, level):
+def _py_lz4_frame(src, out, level, parts=1):
     n = len(src)
-    if level > 0:
-        block = lz4.block.compress(src, mode="high_compression", compression=level, store_size=False)
-    else:
-        block = lz4.block.compress(src, mode="fast", acceleration=1 - level, store_size=False)
-    if len(block) >= n:
+    if parts <= 0 or parts > 64 or n % parts:
+        raise ValueError(f"lz4_frame: {n} bytes do not cut into {parts} equal pieces (at most 64)")
+    piece = n // parts
+    frame = [FRAME_HEAD]
+    shrank = False
+    for i in range(parts):
+        part = src[i * piece:(i + 1) * piece]
+        if level > 0:
+            block = lz4.block.compress(part, mode="high_compression", compression=level, store_size=False)
+        else:
+            block = lz4.block.compress(part, mode="fast", acceleration=1 - level, store_size=False)
+        if len(block) < piece:
+            shrank = True
+            frame += [_u32.pack(len(block)), block]
+        else:
+            frame += [_u32.pack(piece | 0x80000000), bytes(part)]
+    if not shrank:
         return -1
-    frame = FRAME_HEAD + _u32.pack(len(block)) + block + END_MARK
+    frame.append(END_MARK)
+    frame = b"".join(frame)
     out[:len(frame)] = frame
     return len(frame)
 
 
 def _py_lz4_trial(src, out, parts):
     n = len(src)
-    if parts <= 0 or n % parts:
-        raise ValueError("lz4_trial: the sample must cut into equal pieces")
+    if parts <= 0 or parts > 64 or n % parts:
+        raise ValueError("lz4_trial: the sample must cut into at most 64 equal pieces")
     piece = n // parts
     total = 0
     for i in range(parts):
@@ -169,9 +182,10 @@ except ImportError:
 if NATIVE_FILTERS:
     filter_into, unfilter_into, copy_into = _filters.filter_into, _filters.unfilter_into, _filters.copy_into
     start_writeback = _filters.start_writeback if _filters.HAS_WRITEBACK else None
+    prealloc = _filters.prealloc if _filters.HAS_WRITEBACK else None
 else:
     filter_into, unfilter_into, copy_into = _py_filter_into, _py_unfilter_into, _py_copy_into
-    start_writeback = None
+    start_writeback = prealloc = None
 if NATIVE_LZ4:
     lz4_bound, lz4_frame, lz4_frame_into = _filters.lz4_bound, _filters.lz4_frame, _filters.lz4_frame_into
     lz4_trial = _filters.lz4_trial
@@ -235,15 +249,16 @@ class ChunkEncoder:
         digest = checksum(view)
         if self.codec == CODEC_RAW:
             return MODE_STORED, [view], raw, raw, digest, None
-        mode, src = MODE_PACKED, view
+        mode, src, parts = MODE_PACKED, view, 1
         if use_filters and self.filters and 1 < itemsize <= MAX_FILTER_ITEM and raw % itemsize == 0:
             scratch, trial = self._scratch()
             mode = self.choose_mode(view, itemsize, scratch, trial)
             if mode != MODE_PACKED:
                 src = filter_into(view, scratch, itemsize, mode == MODE_DELTA)
+                parts = itemsize
         if self.codec == CODEC_LZ4:
             out = self._out()
-            n = lz4_frame(src, out, self.level)
+            n = lz4_frame(src, out, self.level, parts)     # a block per plane
             if n < 0 or n > raw * (1.0 - MIN_SAVING):
                 self._free.append(out)
                 return MODE_STORED, stored_lz4_parts(view), raw + STORED_OVERHEAD, raw, digest, None

@@ -6,7 +6,7 @@ import io
 import os
 import tempfile
 
-from . import _safety, container
+from . import _safety, _sink, container
 from .errors import FormatError, TorporError
 from .format import CODEC_BY_NAME, MAX_DEPTH
 
@@ -60,9 +60,9 @@ def _dump(obj, file, *, compress="lz4", threads=None, metadata=None, shuffle=Tru
     codec = _codec_of(compress)
     header = container.make_header(metadata, _impl().IMPLEMENTATION, codec)
 
-    def write(f, sync_fd=None):
+    def write(f):
         _dump_to(obj, f, codec, threads, header, shuffle, level, max_depth,
-                 reducer_override, toc_extra, sync_fd)
+                 reducer_override, toc_extra)
 
     if _is_path(file):
         _atomic_write(os.fspath(file), write, file_mode)
@@ -73,9 +73,8 @@ def _dump(obj, file, *, compress="lz4", threads=None, metadata=None, shuffle=Tru
 
 
 def _dump_to(obj, f, codec, threads, header, shuffle, level, max_depth,
-             reducer_override=None, toc_extra=None, sync_fd=None):
-    w = container.Writer(f, codec=codec, threads=threads, shuffle=shuffle, level=level,
-                         sync_fd=sync_fd)
+             reducer_override=None, toc_extra=None):
+    w = container.Writer(f, codec=codec, threads=threads, shuffle=shuffle, level=level)
     try:
         w.write_header(header)
         enc = _impl().Encoder(w, max_depth, reducer_override)
@@ -119,10 +118,13 @@ def _atomic_write(path, write, file_mode=None):
                 umask = os.umask(0)
                 os.umask(umask)
                 mode = 0o666 & ~umask
-        with os.fdopen(fd, "wb") as f:
-            write(f, fd)        # the writer starts writeback early (see container.Writer)
-            f.flush()
-            os.fsync(f.fileno())
+        _sink.release_cached(path)           # see there: why, and what it saves
+        try:
+            with _sink.open_sink(fd) as f:     # see _sink for how it writes
+                write(f)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

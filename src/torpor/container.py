@@ -32,7 +32,6 @@ _u64 = struct.Struct("<Q")
 _footer = struct.Struct("<QQ8s")
 _toc_head = struct.Struct("<4sIQ")
 MAX_META = 16 << 20
-WRITEBACK_STEP = 32 << 20
 #: Chunks in flight per thread: enough that a worker never waits for the next chunk
 #: while the main thread writes (or reads), few enough to bound memory.
 PIPELINE_DEPTH = 2
@@ -70,7 +69,7 @@ class _Done:
 class Writer:
     """Writes a container to a binary file object, in one pass, never seeking."""
 
-    def __init__(self, f, codec=CODEC_LZ4, threads=None, shuffle=True, level=0, sync_fd=None):
+    def __init__(self, f, codec=CODEC_LZ4, threads=None, shuffle=True, level=0):
         self.f = f
         self.pos = 0
         self.codec = codec
@@ -81,11 +80,6 @@ class Writer:
         self._pool = None
         self._queue = collections.deque()    # (_STEP, callable) or (_DONE, future)
         self._pending = 0                    # chunks in the queue
-        # For a file that will be fsynced: start the kernel's writeback of every
-        # WRITEBACK_STEP bytes as they are written, so the disk works while the
-        # next chunks compress and the closing fsync has only the tail to wait for.
-        self._sync_fd = sync_fd if _codec.start_writeback is not None else None
-        self._synced = 0
 
     def close(self):
         for kind, item in self._queue:
@@ -101,10 +95,6 @@ class Writer:
         if n:
             self.f.write(buf)
             self.pos += n
-            if self._sync_fd is not None and self.pos - self._synced >= WRITEBACK_STEP:
-                self.f.flush()
-                _codec.start_writeback(self._sync_fd, self._synced, self.pos - self._synced)
-                self._synced = self.pos
 
     def write_header(self, header):
         body = _msgpack.packb(header)
