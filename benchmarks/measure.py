@@ -72,11 +72,24 @@ def _measure(a, d):
         _pair(r, (t_save, lambda: torpor.dump(ws, tp)), (p_save, lambda: pickle_save(ws, pp)))
         _pair(r, (t_load, lambda: torpor.load(tp, allow=WORKLOAD_CLASSES)), (p_load, lambda: pickle_load(pp)))
     torpor.dump(ws, tr, compress=None)
-    t_mmap = best(lambda: torpor.load(tr, mmap=True, allow=WORKLOAD_CLASSES), a.repeat)
+    t_mmap = [best(lambda: torpor.load(tr, mmap=True, allow=WORKLOAD_CLASSES), 1) for _ in range(a.repeat)]
     ts, ps = os.path.getsize(tp), os.path.getsize(pp)
-    rows.append(("array-heavy save", min(t_save), min(p_save)))
-    rows.append(("array-heavy load", min(t_load), min(p_load)))
-    rows.append(("array-heavy mmap load (compress=None)", t_mmap, min(p_load)))
+    rows.append(("array-heavy save", t_save, p_save))
+    rows.append(("array-heavy load", t_load, p_load))
+    rows.append(("array-heavy mmap load (compress=None)", t_mmap, p_load))
+    # loads one after the other, no saves between them: the memory one frees is
+    # what the next one fills (no first touch of fresh pages), the files are cached
+    h_load_t, h_load_p = [], []
+    for r in range(a.repeat):
+        _pair(r, (h_load_t, lambda: torpor.load(tp, allow=WORKLOAD_CLASSES)), (h_load_p, lambda: pickle_load(pp)))
+    rows.append(("array-heavy load, loads only", h_load_t, h_load_p))
+    if hasattr(os, "posix_fadvise"):
+        # as when loading a file saved long ago: neither file in the page cache
+        c_load_t, c_load_p = [], []
+        for r in range(a.repeat):
+            _evict(tp), _evict(pp)
+            _pair(r, (c_load_t, lambda: torpor.load(tp, allow=WORKLOAD_CLASSES)), (c_load_p, lambda: pickle_load(pp)))
+        rows.append(("array-heavy load, files not cached", c_load_t, c_load_p))
     del ws
     gc.collect()
     live_bytes, save_extra = peak_save_rss(a.mb)
@@ -88,20 +101,37 @@ def _measure(a, d):
     for r in range(a.repeat):
         _pair(r, (o_save_t, lambda: torpor.dumps(objs)), (o_save_p, lambda: pickle.dumps(objs, protocol=5)))
         _pair(r, (o_load_t, lambda: torpor.loads(tb, allow=WORKLOAD_CLASSES)), (o_load_p, lambda: pickle.loads(pk)))
-    rows.append(("object-heavy dumps", min(o_save_t), min(o_save_p)))
-    rows.append(("object-heavy loads", min(o_load_t), min(o_load_p)))
+    rows.append(("object-heavy dumps", o_save_t, o_save_p))
+    rows.append(("object-heavy loads", o_load_t, o_load_p))
 
     print(f"torpor {torpor.__version__} ({torpor.implementation}), Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores; array-heavy {live / 2**20:.0f} MiB live, "
-          f"{a.atoms} atoms; best of {a.repeat}")
-    print(f"{'measure':<40}{'torpor s':>10}{'pickle s':>10}{'ratio':>8}")
+          f"{a.atoms} atoms; best and median of {a.repeat}")
+    print(f"{'measure':<40}{'torpor s':>10}{'pickle s':>10}{'ratio':>8}"
+          f"{'median t':>10}{'median p':>10}{'ratio':>8}")
     for name, t, p in rows:
-        print(f"{name:<40}{t:>10.3f}{p:>10.3f}{t / p:>8.3f}")
+        bt, bp, mt, mp = min(t), min(p), _median(t), _median(p)
+        print(f"{name:<40}{bt:>10.3f}{bp:>10.3f}{bt / bp:>8.3f}{mt:>10.3f}{mp:>10.3f}{mt / mp:>8.3f}")
     print(f"array-heavy file size: torpor {ts / 2**20:.0f} MiB, pickle {ps / 2**20:.0f} MiB, "
           f"pickle/torpor {ps / ts:.2f}x")
     print(f"object-heavy size: torpor {len(tb) / 2**20:.1f} MiB, pickle {len(pk) / 2**20:.1f} MiB")
     print(f"array-heavy save: peak RSS {save_extra / 2**20:.0f} MiB above the "
           f"{live_bytes / 2**20:.0f} MiB of live data (target: under 256 MiB above)")
+
+
+def _median(v):
+    v = sorted(v)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+
+def _evict(path):
+    """Drop ``path`` from the page cache (it was fsynced or is clean)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def _arrays(ws):

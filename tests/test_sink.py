@@ -286,12 +286,15 @@ def test_blocks_allocated_ahead_are_given_back(tmp_path, monkeypatch):
     p = tmp_path / "pre.bin"
     s = _write(p, pieces, direct=False)
     total = sum(x.nbytes for x in pieces)
-    assert calls[:3] == [(0, 1 << 20), (1 << 20, 1 << 20), (2 << 20, 1 << 20)]
+    if real is not None:
+        assert calls[:3] == [(0, 1 << 20), (1 << 20, 1 << 20), (2 << 20, 1 << 20)]
+    else:                                  # no fallocate here: tried once, then not again
+        assert calls == [(0, 1 << 20)] and not s._prealloc
     assert os.path.getsize(p) == total == s.pos
     assert p.read_bytes() == b"".join(x.tobytes() for x in pieces)
-    if real is not None and real(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT), 0, 4096) == 0:
+    if real is not None and _fallocate_works(real, tmp_path / "probe"):
         # blocks allocated past the end were released by the final truncate
-        assert os.stat(p).st_blocks * 512 < total + (1 << 20)
+        assert os.stat(p).st_blocks * 512 < total + (64 << 10)
 
 
 def test_without_preallocation_the_file_is_the_same(tmp_path, monkeypatch):
@@ -304,6 +307,14 @@ def test_without_preallocation_the_file_is_the_same(tmp_path, monkeypatch):
 
 def _codec_prealloc():
     return _sink._codec.prealloc
+
+
+def _fallocate_works(prealloc, path):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        return prealloc(fd, 0, 4096) == 0
+    finally:
+        os.close(fd)
 
 
 def _cached(fd, n):

@@ -9,7 +9,9 @@ buffered file):
   ``fallocate``. Without that, the filesystem's delayed allocation runs page by
   page inside every write, and it is the larger share of a buffered write's CPU
   time: measured on ext4, 0.16-0.64 s of kernel time to write 678 MiB plainly,
-  0.10-0.17 s preallocated. The file is cut to its length at the end.
+  0.10-0.17 s preallocated; in a whole 1 GiB save with early writeback (below),
+  1.5 s of kernel time without preallocation, 0.25 s with it (medians of 7). The
+  file is cut to its length at the end.
 - It asks the kernel to start writing back every 32 MiB as soon as they are
   written (``sync_file_range``), so the disk works while the next chunks compress
   and the fsync that ends the save finds almost nothing left to do.
