@@ -38,8 +38,9 @@ def test_golden_file_loads(impl, path):
             assert_same_array(v, got["extras"][k])
 
 
-def _chunk_modes(path):
-    """The mode byte of every chunk record of every compressed section."""
+def _chunk_modes(path, blocks=None):
+    """The mode byte of every chunk record of every compressed section; with
+    ``blocks`` (a dict), also the block counts of each mode's lz4 frames."""
     from torpor import _codec
     data = path.read_bytes()
     modes = set()
@@ -51,8 +52,20 @@ def _chunk_modes(path):
             magic, _, stored, _, mode, *_ = _codec.CHUNK_RECORD.unpack_from(data, pos)
             assert magic == _codec.CHUNK_MAGIC
             modes.add(mode)
+            if blocks is not None and s["codec"] == "lz4":
+                blocks.setdefault(mode, set()).add(_lz4_blocks(data, pos + _codec.CHUNK_RECORD_SIZE))
             pos += _codec.CHUNK_RECORD_SIZE + stored
     return modes
+
+
+def _lz4_blocks(data, pos):
+    flg = data[pos + 4]
+    pos += 7 + (8 if flg & 0x08 else 0)
+    n = 0
+    while (word := int.from_bytes(data[pos:pos + 4], "little")):
+        n += 1
+        pos += 4 + (word & 0x7FFFFFFF) + (4 if flg & 0x10 else 0)
+    return n
 
 
 def test_golden_files_cover_every_chunk_mode():
@@ -63,3 +76,16 @@ def test_golden_files_cover_every_chunk_mode():
         seen |= _chunk_modes(path)
     assert {MODE_STORED, MODE_PACKED, MODE_SHUFFLED, MODE_DELTA} <= seen
     assert MODE_DELTA in _chunk_modes(golden / "v1_lz4_filters.torpor")
+
+
+def test_golden_file_with_a_block_per_plane():
+    """Filtered chunks of ``v1_lz4_planes`` are frames of one block per byte plane
+    (4 for the float32 arrays), and the file loads (test_golden_file_loads)."""
+    from torpor.format import MODE_DELTA, MODE_PACKED, MODE_SHUFFLED
+    blocks = {}
+    _chunk_modes(pathlib.Path(__file__).parent / "golden" / "v1_lz4_planes.torpor", blocks)
+    assert 4 in blocks[MODE_DELTA] and blocks.get(MODE_PACKED, {1}) == {1}
+    assert all(n > 1 for n in blocks.get(MODE_SHUFFLED, set()) | blocks[MODE_DELTA])
+    old = {}
+    _chunk_modes(pathlib.Path(__file__).parent / "golden" / "v1_lz4_filters.torpor", old)
+    assert old[MODE_DELTA] == {1}          # written before: one block per chunk

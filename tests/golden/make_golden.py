@@ -10,6 +10,8 @@ The files of v1:
   python-lz4 with a content size; byte shuffle only).
 - ``v1_lz4_filters``: frames written by torpor's own lz4 framing (no content size),
   chunks of 2 MiB, and the per-chunk filter choice, delta filter (mode 3) included.
+- ``v1_lz4_planes``: the frame of a filtered chunk (modes 2 and 3) holds one lz4
+  block per byte plane.
 """
 
 import collections
@@ -61,13 +63,13 @@ def main():
     import torpor
     version = torpor.FORMAT_VERSION
     obj = golden_object()
-    files = {"lz4": "lz4", "gzip": "gzip", "raw": None, "lz4_filters": "lz4"}
+    files = {"lz4": "lz4", "gzip": "gzip", "raw": None, "lz4_filters": "lz4", "lz4_planes": "lz4"}
     for suffix, compress in files.items():
         name = HERE / f"v{version}_{suffix}.torpor"
         if name.exists():
             print("kept", name)
             continue
-        extras = suffix == "lz4_filters"
+        extras = suffix in ("lz4_filters", "lz4_planes")
         content = dict(obj, extras=golden_extras()) if extras else obj
         torpor.dump(content, name, compress=compress,
                     metadata={"golden": True, "version": version, "extras": extras})
