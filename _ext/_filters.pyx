@@ -10,12 +10,13 @@
   by liblz4's block functions (python-lz4 only offers calls that allocate a new
   output for every chunk, and on this kind of machine fresh pages cost more than
   the compression itself);
-- a hint to the kernel to start writing back what a save has written so far.
+- hints to the kernel for a save's file: allocate its blocks ahead of the writes,
+  start writing back what has been written so far.
 
 Every function checks its sizes before it releases the GIL; nothing here allocates.
 """
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport uint8_t, uint32_t, uintptr_t
 from libc.string cimport memcpy
 
 cdef extern from *:
