@@ -276,7 +276,7 @@ def test_blocks_allocated_ahead_are_given_back(tmp_path, monkeypatch):
     length, whatever was allocated, and the allocated blocks past it are freed."""
     monkeypatch.setattr(_sink, "PREALLOC_STEP", 1 << 20)
     calls = []
-    real = _codec_prealloc()
+    real = _sink._codec.prealloc
 
     def prealloc(fd, offset, n):
         calls.append((offset, n))
@@ -303,10 +303,6 @@ def test_without_preallocation_the_file_is_the_same(tmp_path, monkeypatch):
     s = _write(tmp_path / "np.bin", pieces, direct=False)
     assert not s._prealloc
     assert (tmp_path / "np.bin").read_bytes() == b"".join(x.tobytes() for x in pieces)
-
-
-def _codec_prealloc():
-    return _sink._codec.prealloc
 
 
 def _fallocate_works(prealloc, path):
@@ -359,3 +355,27 @@ def test_save_releases_the_cache_of_the_file_it_replaces(tmp_path, monkeypatch):
         assert calls == []
     finally:
         os.close(old)
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_writeback_starts_every_step(tmp_path, small_stages, monkeypatch, direct):
+    """Every WRITEBACK_STEP bytes written through the page cache, the kernel is asked
+    to start writing them back, each range once and in order."""
+    monkeypatch.setattr(_sink, "WRITEBACK_STEP", 3 * SMALL_STAGE)
+    real = _sink._codec.start_writeback
+    calls = []
+    if real is not None:
+        monkeypatch.setattr(_sink._codec, "start_writeback",
+                            lambda fd, offset, n: calls.append((offset, n)) or real(fd, offset, n))
+    if direct:
+        monkeypatch.setattr(_sink.DirectSink, "_set_direct", lambda sink, on: None)  # stays buffered
+    pieces = _pieces(9, 20 * SMALL_STAGE)
+    p = tmp_path / "wb.bin"
+    _write(p, pieces, direct=direct)
+    assert p.read_bytes() == b"".join(x.tobytes() for x in pieces)
+    if real is None:
+        assert calls == []
+        return
+    assert len(calls) >= 5 and calls[0][0] == 0
+    assert all(n >= 3 * SMALL_STAGE for _, n in calls)
+    assert all(a + n == b for (a, n), (b, _) in zip(calls, calls[1:]))

@@ -116,6 +116,15 @@ class _Sink:
     def flush(self):
         pass
 
+    def _writeback(self, written, flush=None):
+        """Start the kernel's writeback of what was written since the last call,
+        once that is WRITEBACK_STEP bytes (``flush`` first empties a user buffer)."""
+        if _codec.start_writeback is not None and written - self._synced >= WRITEBACK_STEP:
+            if flush is not None:
+                flush()
+            _codec.start_writeback(self._fd, self._synced, written - self._synced)
+            self._synced = written
+
 
 class BufferedSink(_Sink):
     """Page-cache writes from the caller's thread, with blocks preallocated ahead
@@ -128,7 +137,6 @@ class BufferedSink(_Sink):
         self._alloc = 0                # bytes of the file allocated ahead of the writes
         self._synced = 0
         self._prealloc = _codec.prealloc is not None
-        self._writeback = _codec.start_writeback is not None
 
     def write(self, data):
         n = memoryview(data).nbytes
@@ -140,10 +148,7 @@ class BufferedSink(_Sink):
                 self._prealloc = False     # not supported here: write without it
         self._file.write(data)
         self.pos += n
-        if self._writeback and self.pos - self._synced >= WRITEBACK_STEP:
-            self._file.flush()
-            _codec.start_writeback(self._fd, self._synced, self.pos - self._synced)
-            self._synced = self.pos
+        self._writeback(self.pos, self._file.flush)
         return n
 
     def close(self):
@@ -163,7 +168,6 @@ class DirectSink(_Sink):
 
     def __init__(self, fd):
         self._fd = fd
-        self._want_direct = True
         self.pos = 0                   # bytes accepted by write()
         self._stage = mmap.mmap(-1, STAGE_SIZE)
         self._view = memoryview(self._stage)
@@ -236,8 +240,7 @@ class DirectSink(_Sink):
         if self._error is not None:
             raise self._error
         if self._thread is None:
-            if self._want_direct:
-                self._set_direct(True)
+            self._set_direct(True)
             self._thread = threading.Thread(target=self._run, name="torpor-io", daemon=True)
             self._thread.start()
         self._view.release()
@@ -305,10 +308,8 @@ class DirectSink(_Sink):
                 if k % BLOCK:
                     self._set_direct(False)   # the next offset is no longer aligned
             self._written += k
-        if not self.direct and _codec.start_writeback is not None \
-                and self._written - self._synced >= WRITEBACK_STEP:
-            _codec.start_writeback(self._fd, self._synced, self._written - self._synced)
-            self._synced = self._written
+        if not self.direct:
+            self._writeback(self._written)
 
     def _set_direct(self, on):
         if fcntl is None or not _O_DIRECT:
@@ -318,7 +319,6 @@ class DirectSink(_Sink):
             fcntl.fcntl(self._fd, fcntl.F_SETFL, (flags | _O_DIRECT) if on else (flags & ~_O_DIRECT))
         except OSError:
             if on:
-                self._want_direct = False
                 return               # not supported here (tmpfs, ...): stay buffered
             raise
         self.direct = on
