@@ -10,38 +10,15 @@
   by liblz4's block functions (python-lz4 only offers calls that allocate a new
   output for every chunk, and on this kind of machine fresh pages cost more than
   the compression itself);
-- hints to the kernel for a save's file: allocate its blocks ahead of the writes,
-  start writing back what has been written so far.
+
+The kernel hints for a save's file (preallocation, early writeback) live in
+``_iohints.pyx``, with the storage package that uses them.
 
 Every function checks its sizes before it releases the GIL; nothing here allocates.
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uintptr_t
 from libc.string cimport memcpy
-
-cdef extern from *:
-    """
-    #if defined(__linux__)
-    #include <fcntl.h>
-    #include <errno.h>
-    static int torpor_writeback(int fd, long long offset, long long nbytes) {
-        return sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE);
-    }
-    /* fallocate(2) itself, not posix_fallocate, whose fallback on filesystems
-       without it writes zeros over the whole range */
-    static int torpor_prealloc(int fd, long long offset, long long nbytes) {
-        return fallocate(fd, 0, offset, nbytes) == 0 ? 0 : errno;
-    }
-    #define TORPOR_HAS_WRITEBACK 1
-    #else
-    static int torpor_writeback(int fd, long long offset, long long nbytes) { return 0; }
-    static int torpor_prealloc(int fd, long long offset, long long nbytes) { return -1; }
-    #define TORPOR_HAS_WRITEBACK 0
-    #endif
-    """
-    int torpor_writeback(int fd, long long offset, long long nbytes) nogil
-    int torpor_prealloc(int fd, long long offset, long long nbytes) nogil
-    int TORPOR_HAS_WRITEBACK
 
 # The filters on words of 2, 4 or 8 bytes, in C so that the compiler vectorizes
 # them: each block of TORPOR_BLOCK items (in L1) is loaded as words once, then
@@ -144,8 +121,6 @@ cdef enum:
     LZ4_MAGIC = 0x184D2204
     BLOCK_MAX = 4 << 20
     FRAME_OVERHEAD = 15          # 7 header bytes, u32 block size, u32 end mark
-
-HAS_WRITEBACK = bool(TORPOR_HAS_WRITEBACK)
 
 
 def bind_lz4(uintptr_t fast, uintptr_t hc, uintptr_t decompress, bytes frame_head):
@@ -380,24 +355,3 @@ def copy_into(uint8_t[::1] dest, Py_ssize_t offset, const uint8_t[::1] src):
     if n:
         with nogil:
             memcpy(&dest[offset], &src[0], n)
-
-
-def start_writeback(int fd, long long offset, long long nbytes):
-    """Ask the kernel to start writing ``nbytes`` at ``offset`` of ``fd`` to disk now,
-    without waiting (Linux ``sync_file_range``; elsewhere nothing), so that the
-    fsync that ends an atomic save finds little left to do."""
-    cdef int r
-    with nogil:
-        r = torpor_writeback(fd, offset, nbytes)
-    return r == 0
-
-
-def prealloc(int fd, long long offset, long long nbytes):
-    """Allocate the file's blocks for ``nbytes`` at ``offset`` (Linux ``fallocate``,
-    extending the file), so that the page-cache writes that follow skip the
-    filesystem's delayed allocation, page by page. Returns 0, or the errno (-1 where
-    there is no fallocate): the caller then simply writes without it."""
-    cdef int r
-    with nogil:
-        r = torpor_prealloc(fd, offset, nbytes)
-    return r

@@ -127,7 +127,7 @@ def test_cli_info_and_verify(tmp_path):
 def test_compiled_walker_is_loaded_when_required():
     """With TORPOR_REQUIRE_EXTENSION=1 (as CI sets it) the compiled walker and filters
     must be the ones in use: a silently broken build fails here."""
-    code = "import torpor, torpor._codec as c; print(torpor.implementation, c.NATIVE_FILTERS)"
+    code = "import torpor, torpor.format.codec as c; print(torpor.implementation, c.NATIVE_FILTERS)"
     env = dict(os.environ, TORPOR_REQUIRE_EXTENSION="1")
     env.pop("TORPOR_PUREPYTHON", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -135,7 +135,7 @@ def test_compiled_walker_is_loaded_when_required():
 
 
 def test_purepython_env_selects_fallback():
-    code = "import torpor, torpor._codec as c; print(torpor.implementation, c.NATIVE_FILTERS)"
+    code = "import torpor, torpor.format.codec as c; print(torpor.implementation, c.NATIVE_FILTERS)"
     env = dict(os.environ, TORPOR_PUREPYTHON="1")
     env.pop("TORPOR_REQUIRE_EXTENSION", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -12,6 +12,7 @@ __all__ = [
     "UnsupportedObjectError",
     "CycleError",
     "RestoreError",
+    "MissingClassError",
 ]
 
 
@@ -60,6 +61,20 @@ class CycleError(TorporError):
 
 
 class RestoreError(TorporError):
-    """A session could not be restored: a class the file needs is not loaded, a
-    snapshot is newer than the code, or a ``restore_snapshot`` raised. The
-    session is left exactly as it was before ``restore`` was called."""
+    """A good file could not be rebuilt: a class it needs is missing, a snapshot
+    is newer than the code, or code that rebuilds an object (a ``__setstate__``,
+    a reduce callable, a ``restore_snapshot``) raised; that exception is chained
+    as ``__cause__`` and the message names the object's path. Never raised for a
+    damaged file (that is ``CorruptFileError``). A session restore that fails
+    leaves the session exactly as it was before ``restore`` was called."""
+
+
+class MissingClassError(RestoreError):
+    """The file names a class or function that cannot be found here: its module
+    is not installed, or no longer defines that name. ``module`` and ``qualname``
+    say which; install or import the package that provides it."""
+
+    def __init__(self, message: str, module: str = "", qualname: str = "") -> None:
+        super().__init__(message)
+        self.module = module
+        self.qualname = qualname

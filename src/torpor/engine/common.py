@@ -1,0 +1,144 @@
+"""Cold helpers both walkers share: the pure-Python walker uses them directly and
+the Cython extension imports this module, so error messages, path names and the
+rebuilding of reduced objects come from one copy and cannot drift apart.
+Nothing here is on a hot path."""
+
+import pickle
+
+from ..errors import CycleError, RestoreError, UnsupportedObjectError
+from ..format.constants import (EXT_BYTEARRAY, EXT_BYTEARRAY_OOB, EXT_BYTES_OOB, EXT_DTYPE,
+                                EXT_FROZENSET, EXT_GLOBAL, EXT_INST, EXT_NDARRAY,
+                                EXT_NDARRAY_INLINE, EXT_NPSCALAR, EXT_OBJARRAY, EXT_REDUCE,
+                                EXT_SET, EXT_TUPLE)
+from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
+                     D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
+                     D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
+                     F_SEQ, F_SET)
+
+#: The decoder frame each marker extension opens.
+MARKER_KIND = {
+    EXT_TUPLE: D_TUPLE, EXT_SET: D_SET, EXT_FROZENSET: D_FROZENSET,
+    EXT_BYTEARRAY: D_BYTEARRAY, EXT_BYTES_OOB: D_BYTES_OOB,
+    EXT_BYTEARRAY_OOB: D_BYTEARRAY_OOB, EXT_GLOBAL: D_GLOBAL, EXT_INST: D_INST,
+    EXT_REDUCE: D_REDUCE, EXT_NDARRAY: D_NDARRAY, EXT_NDARRAY_INLINE: D_NDARRAY_INLINE,
+    EXT_OBJARRAY: D_OBJARRAY, EXT_DTYPE: D_DTYPE, EXT_NPSCALAR: D_NPSCALAR,
+}
+#: How many elements (after the marker) a frame of each fixed-size kind holds.
+FIXED_COUNT = {D_BYTEARRAY: 1, D_BYTES_OOB: 1, D_BYTEARRAY_OOB: 1, D_GLOBAL: 2, D_INST: 2,
+               D_NDARRAY: 4, D_NDARRAY_INLINE: 4, D_DTYPE: 1, D_NPSCALAR: 2}
+
+#: How the decoder's frames name the step to their current child (as the encoder's do).
+_DECODE_STEP = {D_LIST: F_SEQ, D_TUPLE: F_SEQ, D_MAP: F_MAP, D_ATTRS: F_ATTRS,
+                D_SET: F_SET, D_FROZENSET: F_SET, D_REDUCE: F_REDUCE, D_OBJARRAY: F_FLAT}
+
+
+class Unfilled:
+    """The value of a memo slot whose object is named but not yet built."""
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<unfilled>"
+
+
+#: The one Unfilled instance.
+UNFILLED = Unfilled()
+
+
+class ReduceTail:
+    """The state, list items and dict items of a reduced object, queued after its
+    callable and arguments; written as nils when a cycle already rebuilt the
+    object (its rebuild carried them)."""
+    __slots__ = ("obj", "rv")
+
+    def __init__(self, obj, rv):
+        self.obj = obj
+        self.rv = rv
+
+    def items(self):
+        """What follows the arguments in the stream: state, list items, dict items
+        and, when there is one, the state setter."""
+        rv = self.rv
+        return [rv[2], rv[3], rv[4]] + ([rv[5]] if rv[5] is not None else [])
+
+
+def path_step(kind, i, key):
+    """The piece of a path (Python syntax) for child ``i`` of an encoder frame of
+    ``kind``; ``key`` is the dict key or attribute name being written, if any."""
+    if kind == F_SEQ:
+        return f"[{i}]"
+    if kind == F_SET:
+        return f"{{item {i}}}"
+    if kind == F_FLAT:
+        return f".flat[{i - 3}]" if i >= 3 else ".<array header>"
+    if kind == F_MAP:
+        return f"[{key!r:.60}]" if i % 2 else f".<key {key!r:.60}>"
+    if kind == F_ATTRS:
+        return f".{key}" if i % 2 else f".<attribute name {key!r:.60}>"
+    return (".<reduce callable>", ".<reduce args>", ".<state>")[min(i, 2)]
+
+
+def decode_path(steps):
+    """The path (Python syntax) of the object a decoder is building, from its
+    open frames outermost first, each as ``(kind, elements read, pending key)``."""
+    out = ["root"]
+    for kind, i, key in steps:
+        if kind == D_INST:
+            if i == 0:
+                out.append(".__class__")
+            continue                 # its attributes frame names the step
+        step_kind = _DECODE_STEP.get(kind)
+        if step_kind is None:
+            out.append(".<header>")
+        else:
+            out.append(path_step(step_kind, i, None if key is UNFILLED else key))
+    return "".join(out)
+
+
+def restore_error(exc, what, owner, path):
+    """The RestoreError for an exception raised by code that is not torpor's while
+    an object was rebuilt (chain it to ``exc``)."""
+    name = getattr(owner, "__qualname__", None) or type(owner).__qualname__
+    module = getattr(owner, "__module__", None)
+    full = f"{module}.{name}" if module else name
+    return RestoreError(
+        f"{what} {full} raised {type(exc).__name__}: {exc} while rebuilding the object at "
+        f"{path}; the file is intact, the code that rebuilds this object failed")
+
+
+def unsupported(obj, path, reason):
+    """The error for an object that cannot be saved, naming its type and path."""
+    t = type(obj)
+    return UnsupportedObjectError(
+        f"cannot save {t.__module__}.{t.__qualname__} object at {path}: {reason}",
+        path=path, obj_type=t)
+
+
+def cycle_error(parts, obj, overridden):
+    """The CycleError for a cycle through ``reducer_override`` objects that reached
+    ``obj`` again; ``parts`` are the walker's ``(owner, step)`` pairs."""
+    segments = cycle_segments(parts, obj, overridden)
+    names = " -> ".join(type(o).__qualname__ for o, _ in segments)
+    return CycleError(f"reference cycle through reducer_override objects: {names}",
+                      cycle=segments)
+
+
+def cycle_segments(parts, obj, overridden):
+    """Cut the walker's current path (``(owner, part)`` pairs, outermost first)
+    at each overridden object from ``obj`` on: ``[(owner, [part, ...]), ...]``,
+    where each owner's parts lead to the next owner and the last back to ``obj``."""
+    segments = []
+    started = False
+    for owner, part in parts:
+        if owner is obj:
+            started = True
+        if not started:
+            continue
+        if id(owner) in overridden and (not segments or segments[-1][0] is not owner):
+            segments.append((owner, []))
+        segments[-1][1].append(part)
+    return segments
+
+
+def reduced_global_module(obj, name):
+    """The module of an object whose ``__reduce__`` returned a global name."""
+    return getattr(obj, "__module__", None) or pickle.whichmodule(obj, name)

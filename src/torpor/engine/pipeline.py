@@ -1,0 +1,203 @@
+"""The one internal entry to the engine: encode a graph into a file, decode a
+file into a graph.
+
+    pipeline.save(obj, file, SaveOptions.of(compress="lz4", threads=4))
+    obj = pipeline.load(file, LoadOptions(policy=Policy()))
+
+``file`` is a path (written atomically through ``torpor.storage``) or a binary
+file object; ``encode``/``decode`` take an open file object. The public API
+(``torpor.api``), sessions (``torpor.session``) and module dumps
+(``torpor.interactive``) all call these, with the hooks they need:
+
+- ``reducer_override(obj) -> None | (callable, args)``: asked about every object
+  without a fast path before the default reduction (as pickle's hook is); the
+  session layer saves State objects through it, module dumps save code by value.
+- ``toc_extra() -> dict``: merged into the table of contents once the graph is
+  written (the session's class table).
+- ``before_decode(header, toc)``: runs once both are known and before any object
+  is rebuilt (for a stream: after its last section), and may refuse the file.
+"""
+
+import contextlib
+import gc
+import io
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Optional
+
+from .. import storage
+from ..errors import FormatError
+from ..format.constants import CODEC_BY_NAME, CODEC_LZ4, MAX_DEPTH
+from ..format.container import (make_header, map_file, open_source, read_header, read_toc)
+from ..format.reader import Reader
+from ..format.writer import Writer
+from . import select
+from .safety import Policy
+
+_COMPRESS_HELP = 'compress must be "lz4", "gzip" or None'
+
+
+def check_threads(threads):
+    """``threads`` as given to dump/load: None (one per core, at most 8) or an int >= 1."""
+    if threads is None:
+        return None
+    if type(threads) is not int:
+        raise TypeError(f"threads must be None or an int of at least 1, not "
+                        f"{type(threads).__name__} {threads!r:.40}")
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1 (or None for one per core), not {threads}")
+    return threads
+
+
+def codec_of(compress):
+    try:
+        return CODEC_BY_NAME[compress]
+    except (KeyError, TypeError):
+        raise ValueError(f"{_COMPRESS_HELP}, not {compress!r}") from None
+
+
+def _check_depth(max_depth):
+    if type(max_depth) is not int or max_depth < 1:
+        raise ValueError(f"max_depth must be an int of at least 1, not {max_depth!r:.40}")
+    return max_depth
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """How a graph is encoded; ``SaveOptions.of`` checks user arguments."""
+    codec: int = CODEC_LZ4
+    threads: Optional[int] = None
+    shuffle: bool = True
+    level: int = 0
+    max_depth: int = MAX_DEPTH
+
+    @classmethod
+    def of(cls, compress="lz4", threads=None, shuffle=True, level=0, max_depth=MAX_DEPTH):
+        if type(level) is not int:
+            raise TypeError(f"level must be an int, not {type(level).__name__}")
+        return cls(codec_of(compress), check_threads(threads), bool(shuffle), level,
+                   _check_depth(max_depth))
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a file is decoded."""
+    policy: Policy = field(default_factory=Policy)
+    mmap: bool = False
+    threads: Optional[int] = None
+    max_depth: int = MAX_DEPTH
+
+    def __post_init__(self):
+        check_threads(self.threads)
+        _check_depth(self.max_depth)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Walking a graph allocates many objects (frames, memo entries, rebuilt objects)
+    that are all still alive at the end; cyclic GC passes over them meanwhile find
+    nothing to free and cost a large share of the time, so they wait until the end."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+# --- saving ------------------------------------------------------------------------
+
+def encode(obj: Any, f: BinaryIO, options: SaveOptions, header: dict,
+           reducer_override: Optional[Callable] = None,
+           toc_extra: Optional[Callable[[], dict]] = None) -> None:
+    """Write ``obj`` as a complete torpor file to the file object ``f``."""
+    w = Writer(f, codec_id=options.codec, threads=options.threads, shuffle=options.shuffle,
+               level=options.level)
+    try:
+        w.write_header(header)
+        enc = select.Encoder(w, options.max_depth, reducer_override)
+        with gc_paused():
+            enc.encode(obj)
+        extra = {"globals": list(enc.globals), "memo": enc.n_memo}
+        if toc_extra is not None:
+            extra.update(toc_extra())
+        w.finish(extra)
+    finally:
+        w.close()
+
+
+def save(obj: Any, file, options: SaveOptions, *, metadata: Optional[dict] = None,
+         reducer_override: Optional[Callable] = None,
+         toc_extra: Optional[Callable[[], dict]] = None, file_mode: Optional[int] = None) -> None:
+    """``encode`` into a path (atomically: the old file stays intact on any error)
+    or a binary file object. ``file_mode``: permission bits of a new file."""
+    header = make_header(metadata, select.IMPLEMENTATION, options.codec)
+    with storage.writing(file, mode=file_mode) as out:
+        encode(obj, out, options, header, reducer_override, toc_extra)
+
+
+class _NullWriter:
+    """Takes a walk and keeps nothing (``dry_run``)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def stream_frame(self, data):
+        pass
+
+    def add_array(self, arr, fortran):
+        self.n += 1
+        return self.n - 1
+
+    def add_bytes(self, obj):
+        self.n += 1
+        return self.n - 1
+
+
+def dry_run(obj: Any, reducer_override: Optional[Callable] = None,
+            max_depth: int = MAX_DEPTH) -> None:
+    """Walk ``obj`` as a save would, writing nothing: raises what the save would."""
+    select.Encoder(_NullWriter(), max_depth, reducer_override).encode(obj)
+
+
+# --- loading -----------------------------------------------------------------------
+
+def decode(f: BinaryIO, name: str, options: LoadOptions,
+           before_decode: Optional[Callable[[dict, dict], None]] = None) -> Any:
+    """Read the torpor file in ``f`` (named ``name`` in messages) and rebuild it."""
+    src = open_source(f, name)
+    header = read_header(src)
+    toc = None
+    mm = None
+    policy = options.policy
+    if src.size is not None:
+        toc = read_toc(src)
+        if before_decode is not None:
+            before_decode(header, toc)
+        globals_ = toc.get("globals", [])
+        if isinstance(globals_, list) and all(isinstance(g, str) for g in globals_):
+            policy.check_all(globals_, name)        # name every refused class at once
+        if options.mmap:
+            try:
+                mm = map_file(f)
+            except (AttributeError, OSError, ValueError, io.UnsupportedOperation) as e:
+                raise FormatError(f"mmap=True needs a real file on disk; {name} cannot be mapped ({e})") from None
+    elif options.mmap:
+        raise FormatError(f"mmap=True needs a seekable file on disk; {name} is a stream")
+    reader = Reader(src, threads=options.threads, mmap=mm)
+    try:
+        contents = reader.read_all(toc)
+    finally:
+        reader.close()
+    if toc is None and before_decode is not None:
+        before_decode(header, contents.toc)
+    dec = select.Decoder(policy, contents.payloads, options.max_depth)
+    with gc_paused():
+        return dec.decode(contents.stream)
+
+
+def load(file, options: LoadOptions,
+         before_decode: Optional[Callable[[dict, dict], None]] = None) -> Any:
+    """``decode`` from a path or a readable binary file object."""
+    with storage.reading(file) as (f, name):
+        return decode(f, name, options, before_decode)

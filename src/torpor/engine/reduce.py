@@ -1,0 +1,160 @@
+"""How the walkers take apart and rebuild objects that have no fast path.
+
+Shared by the Cython walker and the pure-Python twin so the two can never disagree
+on what an object becomes. The dispatch order mirrors pickle's: builtin and numpy
+fast paths first (in the walkers), then plain instances (class + ``__dict__``),
+then ``copyreg.dispatch_table``, then ``__reduce_ex__(4)``.
+"""
+
+import copyreg
+import pickle
+import types
+
+from ..errors import UnsupportedObjectError
+
+#: The class is a plain one: rebuilt as ``cls.__new__(cls)`` plus its ``__dict__``.
+SAVE_INST = 1
+#: Anything else: taken apart with the reduce protocol.
+SAVE_REDUCE = 2
+#: Classes, functions and other objects saved as a reference by name.
+SAVE_GLOBAL = 3
+
+_HEAPTYPE = 1 << 9
+_object_reduce_ex = object.__reduce_ex__
+_object_reduce = object.__reduce__
+_object_getstate = getattr(object, "__getstate__", None)
+_GLOBAL_TYPES = (type, types.FunctionType, types.BuiltinFunctionType,
+                 types.MethodDescriptorType, types.WrapperDescriptorType)
+
+
+def classify(cls):
+    """Which way objects of ``cls`` are saved (the walkers cache the answer)."""
+    if issubclass(cls, _GLOBAL_TYPES):
+        return SAVE_GLOBAL
+    if cls in copyreg.dispatch_table:
+        return SAVE_REDUCE
+    if (cls.__reduce_ex__ is not _object_reduce_ex or cls.__reduce__ is not _object_reduce
+            or getattr(cls, "__getstate__", None) is not _object_getstate
+            or hasattr(cls, "__getnewargs_ex__") or hasattr(cls, "__getnewargs__")
+            or cls.__dictoffset__ == 0 or cls.__new__ is not object.__new__):
+        return SAVE_REDUCE
+    # The nearest builtin base must be object itself, and no class may add __slots__:
+    # then __dict__ is the whole state, exactly what object.__reduce_ex__ would save.
+    for base in cls.__mro__:
+        if not base.__flags__ & _HEAPTYPE:
+            if base is not object:
+                return SAVE_REDUCE
+            break
+        if "__slots__" in vars(base):
+            return SAVE_REDUCE
+    return SAVE_INST
+
+
+#: torpor's own callables that files name (the session restorer, the module-dump
+#: loaders), by id: written under these fixed names wherever their code lives, so
+#: files stay the same when torpor's modules move. Loading never imports them:
+#: the layer that reads such files maps each name to its own object (Policy.extra).
+_fixed_names = {}
+
+
+def fix_global_name(obj, name):
+    """Write ``obj`` under ``name`` ("module.qualname") in every file."""
+    module, _, qualname = name.rpartition(".")
+    _fixed_names[id(obj)] = (obj, module, qualname)
+    return obj
+
+
+def global_ref(obj):
+    """(module, qualname) under which ``obj`` can be imported back, or raise."""
+    fixed = _fixed_names.get(id(obj))
+    if fixed is not None and fixed[0] is obj:
+        return fixed[1], fixed[2]
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if name is None:
+        raise UnsupportedObjectError(f"{obj!r:.80} has no name to be saved by reference")
+    owner = getattr(obj, "__self__", None)
+    if isinstance(owner, type) and getattr(obj, "__module__", None) is None:
+        module = owner.__module__      # a classmethod of a builtin type (ZoneInfo._unpickle)
+    else:
+        module = pickle.whichmodule(obj, name)
+    try:
+        __import__(module)
+        found = __import__("sys").modules[module]
+        for part in name.split("."):
+            found = getattr(found, part)
+    except Exception:
+        found = None
+    # bound classmethods are created anew on each attribute access: equal, not identical
+    if found is not obj and not (isinstance(owner, type) and found == obj):
+        what = "a lambda, or a function or class defined inside a function" \
+            if "<" in name else f"not the object found at {module}.{name}"
+        raise UnsupportedObjectError(
+            f"{obj!r:.80} is saved by reference, but it is {what}; define it at module "
+            f"level, or save its data instead")
+    return module, name
+
+
+def reduce_object(obj):
+    """Return (callable, args, state, listitems, dictitems, state_setter) or
+    (None, global-name) for objects that reduce to a name."""
+    cls = type(obj)
+    reducer = copyreg.dispatch_table.get(cls)
+    try:
+        rv = reducer(obj) if reducer is not None else obj.__reduce_ex__(4)
+    except Exception as e:
+        raise UnsupportedObjectError(f"{type(e).__name__}: {e}") from None
+    if isinstance(rv, str):
+        return None, rv
+    if not isinstance(rv, tuple) or not 2 <= len(rv) <= 6:
+        raise UnsupportedObjectError(f"__reduce_ex__ returned {type(rv).__name__}, not a tuple of 2 to 6 items")
+    rv = rv + (None,) * (6 - len(rv))
+    func, args, state, listitems, dictitems, setter = rv
+    if not callable(func) or not isinstance(args, tuple):
+        raise UnsupportedObjectError("__reduce_ex__ returned a non-callable or non-tuple arguments")
+    if listitems is not None:
+        listitems = list(listitems)
+    if dictitems is not None:
+        dictitems = dict(dictitems)
+    return func, args, state, listitems, dictitems, setter
+
+
+def apply_state(obj, state, listitems, dictitems, setter):
+    """Rebuild like pickle's BUILD, APPENDS and SETITEMS opcodes."""
+    if listitems:
+        extend = getattr(obj, "extend", None)
+        if extend is not None:
+            extend(listitems)
+        else:
+            for x in listitems:
+                obj.append(x)
+    if dictitems:
+        for k, v in dictitems.items():
+            obj[k] = v
+    if state is None:
+        return
+    if setter is not None:
+        setter(obj, state)
+        return
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+        return
+    slotstate = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slotstate = state
+    if state:
+        obj.__dict__.update(state)
+    if slotstate:
+        for k, v in slotstate.items():
+            setattr(obj, k, v)
+
+
+def override_reduction(rv):
+    """Check what an encoder's ``reducer_override`` hook returned: a
+    (callable, args) pair, padded to the 6 items ``reduce_object`` returns."""
+    if not isinstance(rv, tuple) or len(rv) != 2 or not callable(rv[0]) \
+            or not isinstance(rv[1], tuple):
+        raise UnsupportedObjectError(
+            f"reducer_override must return None or a (callable, args tuple) pair, "
+            f"not {rv!r:.80}")
+    return rv[0], rv[1], None, None, None, None

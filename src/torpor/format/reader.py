@@ -1,0 +1,280 @@
+"""Reads a torpor container (docs/FORMAT.md): every section in file order, chunks
+decoded on a thread pool, raw array sections optionally mapped instead of read."""
+
+import collections
+import concurrent.futures
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import CorruptFileError
+from . import arrays, codec, messagepack
+from .constants import (ALIGN, CHUNK_SIZE, CODEC_NAMES, CODEC_RAW, END_MAGIC, FOOTER_SIZE,
+                        MAX_CHUNK_RAW, MAX_RATIO, MODE_STORED, SECTION_ARRAY, SECTION_BYTES,
+                        SECTION_FIXED, SECTION_MAGIC, SECTION_NAMES, SECTION_STREAM, TOC_MAGIC)
+from .container import (FOOTER, MAX_META, PIPELINE_DEPTH, SECTION, TOC_HEAD, U64, Toc, TocEntry,
+                        default_threads, read_toc_block)
+from .dtypes import decode_dtype
+
+
+class Contents(NamedTuple):
+    """What ``Reader.read_all`` returns."""
+    stream: bytes          # the object stream, its frames joined
+    payloads: dict         # section index -> array, bytes or bytearray
+    entries: list          # TocEntry of every section, as read
+    toc: Toc               # the table of contents
+
+
+class Reader:
+    """Reads every section of a container in file order and returns the stream and
+    the payloads. With ``mmap`` set (a mmap object of the file), raw array sections
+    become copy-on-write views of it instead of being read."""
+
+    def __init__(self, src, threads=None, mmap=None, verify_mapped=False):
+        self.src = src
+        self.threads = default_threads() if threads is None else threads
+        self.depth = PIPELINE_DEPTH * self.threads   # chunks that may be decoding
+        self.mmap = mmap
+        self.verify_mapped = verify_mapped
+        self.decoder = codec.ChunkDecoder()
+        self._inputs = []                     # input buffers ready for reuse
+        self._inflight = collections.deque()  # (future, input buffer), in file order
+        self._pool = None
+
+    def close(self):
+        for fut, _ in self._inflight:
+            fut.cancel()
+        self._inflight.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def read_all(self, toc=None):
+        """Read every section; ``toc``: the table of contents if it was read first."""
+        src = self.src
+        frames, payloads, entries = [], {}, []
+        while True:
+            at = src.pos
+            magic = src.read(4, "a section header")
+            if magic == TOC_MAGIC:
+                seen = read_toc_block(src, magic + src.read(TOC_HEAD.size - 4, "the table of contents"))
+                if toc is None:
+                    toc = seen
+                footer = src.read(FOOTER_SIZE, "the footer")
+                toc_at, _, end = FOOTER.unpack(footer)
+                if end != END_MAGIC or toc_at != at:
+                    raise CorruptFileError(f"{src.name}: damaged footer")
+                if not src.at_end():
+                    raise CorruptFileError(f"{src.name}: unexpected bytes after the footer")
+                break
+            if magic != SECTION_MAGIC:
+                raise CorruptFileError(f"{src.name} is damaged: expected a section at byte {at}")
+            mapped = self._map_from_toc(at, toc, len(entries))
+            if mapped is not None:
+                entry, value = mapped
+            else:
+                entry, value = self._section(at, magic, toc, len(entries))
+            entries.append(entry)
+            if entry.kind == SECTION_STREAM:
+                frames.append(value)
+            else:
+                payloads[len(entries) - 1] = value
+        if toc is None or len(toc["sections"]) != len(entries):
+            raise CorruptFileError(f"{src.name}: the table of contents lists a different number of sections")
+        for i, (e, t) in enumerate(zip(entries, toc["sections"])):
+            if t.offset != e.offset or t.checksum != e.checksum:
+                raise CorruptFileError(f"{src.name}: the table of contents does not match section {i}")
+        self._wait_all()
+        stream = frames[0] if len(frames) == 1 else b"".join(frames)
+        return Contents(stream, payloads, entries, toc)
+
+    def _map_from_toc(self, at, toc, index):
+        """With ``mmap``, a raw array section becomes a view of the mapping straight
+        from its table-of-contents entry (checksummed with the table), without
+        reading its header: a file of hundreds of arrays maps in milliseconds.
+        Returns None for every other section, which is read as usual."""
+        if self.mmap is None or toc is None or self.verify_mapped:
+            return None
+        ts = toc["sections"]
+        t = ts[index] if index < len(ts) else None
+        if t is None or t.kind != SECTION_ARRAY or t.codec != CODEC_RAW or not t.raw:
+            return None
+        if t.offset != at or t.payload % ALIGN or t.payload < at + SECTION_FIXED + 8 \
+                or t.stored != t.raw or toc.offset is None or t.payload + t.raw > toc.offset:
+            raise CorruptFileError(f"{self.src.name}: the table of contents places section {index} outside the file")
+        _, value = self._allocate(SECTION_ARRAY, t.raw, t.meta, index)
+        value = np.ndarray(value.shape, value.dtype, buffer=self.mmap, offset=t.payload, order=value.order)
+        self.src.seek(t.payload + t.raw)
+        return t, value
+
+    def _section(self, at, magic, toc, expected_index):
+        src = self.src
+        fixed = magic + src.read(SECTION_FIXED - 4, "a section header")
+        _, kind, codec_id, r1, r2, index, mlen, raw, r3 = SECTION.unpack(fixed)
+        if index != expected_index or r1 or r2 or r3 or kind not in SECTION_NAMES \
+                or codec_id not in CODEC_NAMES or mlen > MAX_META:
+            raise CorruptFileError(f"{src.name}: damaged section header at byte {at}")
+        meta_b = src.read(mlen, "a section's meta")
+        digest = U64.unpack(src.read(8, "a section header checksum"))[0]
+        if codec.checksum(fixed + meta_b) != digest:
+            raise CorruptFileError(f"{src.name}: the header of section {index} (byte {at}) is damaged")
+        meta = messagepack.unpackb(meta_b, what=f"section {index}'s meta")
+        if not isinstance(meta, dict):
+            raise CorruptFileError(f"{src.name}: section {index}'s meta is not a map")
+        src.skip(-src.pos % ALIGN)
+        payload = src.pos
+        if toc is not None:
+            # a file read through its TOC must agree with it before anything is allocated
+            ts = toc["sections"]
+            if index >= len(ts) or ts[index].offset != at or ts[index].checksum != digest:
+                raise CorruptFileError(f"{src.name}: section {index} is not where the table of contents says")
+            if ts[index].stored > src.size - src.pos:
+                raise CorruptFileError(f"{src.name}: section {index} runs past the end of the file")
+        # Bound the allocation by the bytes this section can really hold.
+        limit = (src.size - src.pos if src.size is not None else None)
+        if limit is not None and raw > limit * MAX_RATIO[codec_id] + 64:
+            raise CorruptFileError(f"{src.name}: section {index} claims {raw} bytes, more than its data can hold")
+        dest, value = self._allocate(kind, raw, meta, index)
+        if codec_id == CODEC_RAW:
+            self._read_raw(dest, raw, meta, index, value)
+            if isinstance(value, _MappedArray):
+                value = value.arr
+        else:
+            self._read_chunks(dest, raw, codec_id, index, _itemsize(kind, meta), wait=kind != SECTION_ARRAY)
+        entry = TocEntry(kind, at, payload, src.pos - payload, raw, codec_id, digest, meta)
+        if kind == SECTION_BYTES and meta.get("type") == "bytes":
+            value = bytes(dest)         # one copy for immutable bytes, as pickle does
+        elif kind == SECTION_STREAM:
+            value = bytes(dest)
+        return entry, value
+
+    def _allocate(self, kind, raw, meta, index):
+        if kind == SECTION_ARRAY:
+            try:
+                dt = decode_dtype(meta["dtype"])
+                shape = arrays.check_shape(meta["shape"])
+                order = meta["order"]
+            except (KeyError, TypeError):
+                raise CorruptFileError(f"{self.src.name}: array section {index} lacks its dtype, shape or order") from None
+            if order not in ("C", "F"):
+                raise CorruptFileError(f"{self.src.name}: array section {index} has order {order!r}")
+            n = dt.itemsize
+            for d in shape:
+                n *= d
+            if n != raw:
+                raise CorruptFileError(f"{self.src.name}: array section {index} holds {raw} bytes, its shape needs {n}")
+            if self.mmap is not None and raw:
+                return None, _MappedArray(dt, shape, order)
+            arr = np.empty(shape, dt, order=order)
+            return arrays.byte_view(arr), arr
+        buf = bytearray(raw)
+        return buf, buf
+
+    def _read_raw(self, dest, raw, meta, index, value):
+        src = self.src
+        chunks = meta.get("chunks")
+        if not isinstance(chunks, list) or sum(c[0] for c in chunks if isinstance(c, list)) != raw:
+            raise CorruptFileError(f"{src.name}: section {index}'s chunk list does not add up")
+        if isinstance(value, _MappedArray):
+            start = src.pos
+            src.skip(raw, "an array section")
+            mm = self.mmap
+            value.arr = np.ndarray(value.shape, value.dtype, buffer=mm, offset=start, order=value.order)
+            if self.verify_mapped:
+                self._verify_spans(memoryview(mm)[start:start + raw], chunks)
+            return
+        view = memoryview(dest).cast("B") if not isinstance(dest, memoryview) else dest
+        pos = 0
+        for c in chunks:
+            n = c[0]
+            if not src.can_readinto:
+                view[pos:pos + n] = src.read(n, "section data")
+            else:
+                src.read_into(view[pos:pos + n], f"the data of section {index}")
+            pos += n
+        self._verify_spans(view, chunks)
+
+    def _verify_spans(self, view, chunks):
+        pos = 0
+        for n, digest in chunks:
+            codec.verify(view[pos:pos + n], digest)
+            pos += n
+
+    def _read_chunks(self, dest, raw, codec_id, index, itemsize, wait):
+        """Read a compressed section's chunks and decode them into ``dest``. Chunks
+        of all sections share one pool and ``_inflight`` (at most 2 * threads), so
+        small arrays decode in parallel too; with ``wait`` the section is complete
+        on return, otherwise by the end of ``read_all``."""
+        src = self.src
+        dest_view = memoryview(dest)
+        decode = self.decoder.decode_into
+        done = 0
+        while done < raw:
+            rec = src.read(codec.CHUNK_RECORD_SIZE, "a chunk record")
+            magic, size, stored, craw, mode, z1, z2, digest = codec.CHUNK_RECORD.unpack(rec)
+            if magic != codec.CHUNK_MAGIC or size != 20 or z1 or z2 or craw == 0 \
+                    or craw > MAX_CHUNK_RAW or craw > raw - done \
+                    or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec_id] + 64):
+                raise CorruptFileError(f"{src.name}: damaged chunk record in section {index} at byte {src.pos - len(rec)}")
+            buf, data = self._read_input(stored)
+            job = (dest_view, done, data, codec_id, mode, craw, itemsize, digest)
+            if self.threads == 1:
+                decode(*job)
+                if buf is not None:
+                    self._inputs.append(buf)
+            else:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        self.threads, thread_name_prefix="torpor")
+                self._inflight.append((self._pool.submit(decode, *job), buf))
+                if len(self._inflight) >= self.depth:
+                    self._finish(self._inflight.popleft())
+            done += craw
+        if wait:
+            self._wait_all()
+
+    def _wait_all(self):
+        while self._inflight:
+            self._finish(self._inflight.popleft())
+
+    def _finish(self, job):
+        fut, buf = job
+        fut.result()
+        if buf is not None:
+            self._inputs.append(buf)
+
+    def _read_input(self, n):
+        """Read a chunk's ``n`` stored bytes into a recycled buffer (see codec's
+        docstring for why): returns (buffer, view of its first n bytes)."""
+        src = self.src
+        usual = codec.lz4_bound(CHUNK_SIZE)
+        if not src.can_readinto or (src.size is None and n > usual) \
+                or (src.size is not None and n > src.size - src.pos):
+            # src.read bounds a hostile length by the bytes there are, and says what is wrong
+            return None, src.read(n, "chunk data")
+        buf = None
+        while self._inputs:
+            b = self._inputs.pop()
+            if len(b) >= n:
+                buf = b
+                break
+        if buf is None:
+            buf = bytearray(max(n, usual))
+        view = memoryview(buf)[:n]
+        src.read_into(view, "chunk data")
+        return buf, view
+
+
+class _MappedArray:
+    __slots__ = ("dtype", "shape", "order", "arr")
+
+    def __init__(self, dtype, shape, order):
+        self.dtype, self.shape, self.order, self.arr = dtype, shape, order, None
+
+
+def _itemsize(kind, meta):
+    if kind != SECTION_ARRAY:
+        return 1
+    return decode_dtype(meta["dtype"]).itemsize
+
+

@@ -1,0 +1,658 @@
+"""dump_module / load_module / load_module_asdict: dill's module-dump API.
+
+A module's namespace (by default ``__main__``: an interactive session) is saved
+as a torpor file whose root is ``{variable name: value}``. Values go through the
+walker as usual (arrays zero-copy), with a reducer_override hook for what pickle
+cannot express by reference:
+
+- functions and classes defined in the saved module (``__main__``, or a module
+  not importable by name) are saved by value: cloudpickle pickles the code
+  (protocol 5, so arrays in defaults or closures stay out of band and are handed
+  to the walker as array sections), with the function's globals left out: on
+  load every such function is bound to the namespace it is loaded into, so it
+  sees the restored variables exactly as the original saw the live ones;
+- modules are saved by name and restored by import;
+- open files are saved as ``SavedFile`` descriptors and never reopened.
+
+The hook's records list every function and class saved by value, so loading
+without ``trusted=True`` refuses (naming them) before anything changes, and
+``load_module_asdict`` can describe them without running them.
+"""
+
+import ast
+import builtins
+import fnmatch
+import inspect
+import io
+import os
+import pickle
+import platform
+import re
+import sys
+import types
+import warnings
+
+import numpy as np
+
+from .. import api
+from ..engine import pipeline
+from ..engine.reduce import fix_global_name
+from ..engine.safety import Policy
+from ..errors import FormatError, TorporError, UnsafeLoadError, UnsupportedObjectError
+from ..session import Opaque
+
+__all__ = ["dump_module", "load_module", "load_module_asdict", "dump_session",
+           "load_session", "CodeDescriptor", "SavedFile", "default_path"]
+
+MODULE_DUMP_VERSION = 1
+# The names module dumps give torpor's own loaders (fixed since the first module
+# dump version, wherever the code lives).
+_MAKE_CODE = "torpor.modules.make_code"
+_IMPORT = "torpor.modules.import_module"
+_ATTR = "torpor.modules.module_attribute"
+_FILE = "torpor.modules.SavedFile"
+
+# Interpreter state, never saved (and kept by mode="replace").
+_INTERPRETER = frozenset({
+    "__builtins__", "__loader__", "__spec__", "__name__", "__package__", "__file__",
+    "__cached__", "__doc__", "__annotations__", "__builtin__",
+    # IPython's
+    "In", "Out", "_", "__", "___", "_i", "_ii", "_iii", "_oh", "_ih", "_dh",
+    "get_ipython", "exit", "quit", "_exit_code",
+})
+_IPY_NUMBERED = re.compile(r"^_i?\d+$")
+
+
+def _interpreter_name(name):
+    return name in _INTERPRETER or bool(_IPY_NUMBERED.match(name))
+
+
+def default_path(module_name="__main__"):
+    """The file dump_module uses when given none: in the user's cache folder
+    (``$XDG_CACHE_HOME/torpor`` or the platform's equivalent), never a
+    world-writable temp folder."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+    elif sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    name = "session" if module_name == "__main__" else module_name
+    return os.path.join(base, "torpor", f"{name}.torpor")
+
+
+class SavedFile:
+    """An open file that was in a saved namespace: its name, mode, position and
+    whether it was closed. Loading never reopens it (reopening with a "w" mode
+    would truncate the file); call ``reopen()`` to get a file object back, which
+    opens for reading or appending, never truncating."""
+
+    def __init__(self, name, mode, position, closed):
+        self.name = name
+        self.mode = mode
+        self.position = position
+        self.closed = closed
+
+    def reopen(self):
+        binary = "b" in self.mode
+        if any(c in self.mode for c in "wax+"):
+            f = open(self.name, "r+b" if binary else "r+")
+        else:
+            f = open(self.name, "rb" if binary else "r")
+        if self.position is not None:
+            f.seek(self.position)
+        return f
+
+    def __repr__(self):
+        state = "closed" if self.closed else f"at {self.position}"
+        return f"<SavedFile {self.name!r} mode {self.mode!r} {state} (not reopened)>"
+
+    def __eq__(self, other):
+        return type(other) is SavedFile and vars(self) == vars(other)
+
+
+class CodeDescriptor:
+    """A function saved by value, as load_module_asdict shows it without running
+    anything from the file: ``kind`` ("function"), ``name``, ``qualname``,
+    ``module`` and ``signature`` (text)."""
+
+    def __init__(self, kind, name, qualname, module, signature):
+        self.kind = kind
+        self.name = name
+        self.qualname = qualname
+        self.module = module
+        self.signature = signature
+
+    def __repr__(self):
+        return f"<{self.kind} {self.module}.{self.qualname}{self.signature} (saved by value, not loaded)>"
+
+    def __call__(self, *a, **kw):
+        raise UnsafeLoadError(
+            f"{self.qualname} was loaded as a description only; load the file with "
+            f"trusted=True to get the function itself", [f"{self.module}.{self.qualname}"])
+
+
+class _ModuleRef:
+    """A module named in a file, left unimported (load_module_asdict, untrusted)."""
+
+    def __init__(self, name):
+        self.__name__ = name
+
+    def __repr__(self):
+        return f"<module {self.__name__!r} (not imported)>"
+
+
+# --- the functions the stream names (resolved per load, through the policy) -------
+
+def make_code(kind, name, qualname, module, signature, blob, deps, buffers):
+    """Stands in the file for the loader of code saved by value; load_module and
+    load_module_asdict replace it with one bound to their target namespace."""
+    raise FormatError("code saved by value is rebuilt by torpor.load_module only")
+
+
+def import_module(name):
+    raise FormatError("module references are rebuilt by torpor.load_module only")
+
+
+def module_attribute(module, name):
+    raise FormatError("module references are rebuilt by torpor.load_module only")
+
+
+for _obj, _name in ((make_code, _MAKE_CODE), (import_module, _IMPORT),
+                    (module_attribute, _ATTR), (SavedFile, _FILE)):
+    fix_global_name(_obj, _name)
+
+
+# --- saving --------------------------------------------------------------------
+
+def _importable(module):
+    """True if ``module`` can be imported back by its name from its file."""
+    name = module.__name__
+    if name == "__main__":
+        return False
+    spec = getattr(module, "__spec__", None)
+    return spec is not None and sys.modules.get(name) is module and spec.origin is not None
+
+
+class _Ref:
+    """Stands for a top-level variable that is saved as a reference to another
+    module's attribute (restored by import and getattr, so it is that object)."""
+
+    __slots__ = ("module", "attr")
+
+    def __init__(self, module, attr):
+        self.module = module
+        self.attr = attr
+
+
+_BY_NAME = (type, types.FunctionType, types.BuiltinFunctionType)
+
+
+def _references(namespace, module_name, by_value, refimported):
+    """Top-level variables saved as references to other modules' attributes:
+    functions and classes imported from elsewhere (always), and with
+    ``refimported`` any value that is some loaded module's attribute."""
+    index = _module_attribute_index({module_name, "__main__", "builtins"}) if refimported else {}
+    out = {}
+    for k, v in namespace.items():
+        if isinstance(v, _BY_NAME):
+            mod = getattr(v, "__module__", None)
+            if mod == module_name and by_value:
+                continue
+            qual = getattr(v, "__qualname__", None)
+            if mod and qual and "<" not in qual and mod != "builtins" and _lookup(mod, qual) is v:
+                out[k] = _Ref(mod, qual)
+                continue
+        ref = index.get(id(v))
+        if ref is not None and not isinstance(v, types.ModuleType):
+            out[k] = _Ref(*ref)
+    return out
+
+
+def _lookup(module, qualname):
+    obj = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+class _ByValueHook:
+    """reducer_override for dump_module."""
+
+    def __init__(self, module_name, by_value):
+        self.module_name = module_name
+        self.by_value = by_value          # save this module's code by value?
+        self.code = []                    # [kind, module, qualname, signature] records
+        self.modules = {}
+
+    def wants(self, cls):
+        """Which classes' instances the hook may reduce (the walker asks once per
+        class, and skips the hook for the rest)."""
+        return (cls is _Ref or issubclass(cls, (types.ModuleType, types.FunctionType, type, io.IOBase))
+                or cls.__module__ in ("_io", "io"))
+
+    def _is_ours(self, obj):
+        return self.by_value and getattr(obj, "__module__", None) == self.module_name
+
+    def __call__(self, obj):
+        t = type(obj)
+        if t is _Ref:
+            return module_attribute, (obj.module, obj.attr)
+        if t is types.ModuleType:
+            self.modules[obj.__name__] = None
+            return import_module, (obj.__name__,)
+        if t is types.FunctionType and self._is_ours(obj):
+            return self._function(obj)
+        if isinstance(obj, type) and self._is_ours(obj):
+            return self._class(obj)
+        if isinstance(obj, io.IOBase) or t.__module__ in ("_io", "io"):
+            return self._file(obj)
+        return None
+
+    def _file(self, f):
+        name = getattr(f, "name", None)
+        if not isinstance(name, (str, bytes, int)):
+            return None            # an in-memory stream: the walker says what fails
+        closed = bool(getattr(f, "closed", True))
+        try:
+            pos = None if closed else f.tell()
+        except (OSError, ValueError):
+            pos = None
+        return SavedFile, (name, getattr(f, "mode", "rb"), pos, closed)
+
+    def _pickle(self, obj):
+        import cloudpickle
+        buffers = []
+        blob = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        # out-of-band buffers as uint8 arrays over the same memory: the walker
+        # writes them as array sections, zero-copy
+        views = [np.frombuffer(b.raw(), np.uint8) for b in buffers]
+        return blob, views
+
+    def _function(self, f):
+        try:
+            sig = str(inspect.signature(f))
+        except (TypeError, ValueError):
+            sig = "(...)"
+        # the code without its globals: loading binds it to the target namespace
+        bare = types.FunctionType(f.__code__, {"__builtins__": builtins}, f.__name__,
+                                  f.__defaults__, f.__closure__)
+        bare.__kwdefaults__ = f.__kwdefaults__
+        bare.__qualname__ = f.__qualname__
+        bare.__module__ = f.__module__
+        bare.__doc__ = f.__doc__
+        bare.__dict__.update(f.__dict__)
+        bare.__annotations__ = dict(getattr(f, "__annotations__", {}) or {})
+        blob, views = self._pickle(bare)
+        self.code.append(["function", f.__module__, f.__qualname__, sig])
+        return make_code, ("function", f.__name__, f.__qualname__, f.__module__, sig, blob, [], views)
+
+    def _class(self, cls):
+        blob, views = self._pickle(cls)
+        self.code.append(["class", cls.__module__, cls.__qualname__, ""])
+        return make_code, ("class", cls.__name__, cls.__qualname__, cls.__module__, "", blob, [], views)
+
+
+def _module_attribute_index(skip):
+    """id(value) -> (module name, attribute) over the loaded modules (refimported)."""
+    index = {}
+    for mname, mod in list(sys.modules.items()):
+        if mod is None or mname in skip or mname.startswith("_"):
+            continue
+        try:
+            items = list(vars(mod).items())
+        except TypeError:
+            continue
+        for attr, v in items:
+            if not attr.startswith("_") and id(v) not in index and not isinstance(v, (int, float, str, bytes, bool, type(None))):
+                index[id(v)] = (mname, attr)
+    return index
+
+
+def _resolve_module(module):
+    if module is None:
+        module = "__main__"
+    if isinstance(module, str):
+        mod = sys.modules.get(module)
+        if mod is None:
+            raise ValueError(f"no module named {module!r} is loaded")
+        return mod
+    if not isinstance(module, types.ModuleType):
+        raise TypeError(f"module must be a module or a module name, not {type(module).__name__}")
+    return module
+
+
+def _select(namespace, exclude):
+    pats = [exclude] if isinstance(exclude, str) else list(exclude or ())
+    for p in pats:
+        if not isinstance(p, str):
+            raise TypeError(f"exclude= takes names or glob patterns, not {p!r:.40}")
+    keep = {}
+    for k, v in namespace.items():
+        if not isinstance(k, str) or _interpreter_name(k):
+            continue
+        if any(fnmatch.fnmatchcase(k, p) for p in pats):
+            continue
+        keep[k] = v
+    return keep
+
+
+def _dry_run(name, value, hook):
+    pipeline.dry_run({name: value}, hook)
+
+
+def _variable_error(e):
+    """Rephrase a walker error so it names the variable and the path inside it."""
+    path = getattr(e, "path", None) or ""
+    m = re.match(r"root\[('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\](.*)", path)
+    if not m:
+        return e
+    var = ast.literal_eval(m.group(1))   # a repr of a str key written by the walker
+    inner = var + m.group(2)
+    msg = str(e).replace(f"at {path}", f"at {inner}")
+    err = UnsupportedObjectError(
+        f"cannot save variable {var!r}: {msg}. Leave it out with exclude=[{var!r}] or "
+        f"save everything else with on_error='skip'.", path=inner, obj_type=getattr(e, "obj_type", None))
+    err.variable = var
+    return err
+
+
+def dump_module(filename=None, module=None, refimported=False, *, exclude=(), on_error="raise",
+                compress="lz4", metadata=None, threads=None, **kwds):
+    """Save a module's namespace (default ``__main__``) to ``filename`` (a path,
+    written atomically, or a binary stream; None: ``default_path()``, created
+    owner-only, with a warning naming it).
+
+    ``refimported=True`` saves objects imported from other modules (functions,
+    classes, modules, and values that are a module's attribute) as references,
+    restored by import. ``exclude``: names or glob patterns to leave out.
+    ``on_error="skip"`` saves everything else when a variable cannot be saved and
+    returns ``{name: {"type": ..., "reason": ...}}`` of what was skipped (also
+    stored in the file's metadata); ``"raise"`` (default) names the variable and
+    the path to the bad object, and leaves a previous file intact.
+    Returns the skipped dict (empty when nothing was skipped)."""
+    if kwds:
+        unknown = ", ".join(sorted(kwds))
+        raise TypeError(f"dump_module got unexpected keyword arguments: {unknown}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f'on_error must be "raise" or "skip", not {on_error!r}')
+    mod = _resolve_module(module)
+    namespace = _select(vars(mod), exclude)
+    name = mod.__name__
+    by_value = not _importable(mod)
+    # only top-level values become references; nested objects are data
+    namespace.update(_references(namespace, name, by_value, refimported))
+    skipped = {}
+    if on_error == "skip":
+        for k in list(namespace):
+            try:
+                _dry_run(k, namespace[k], _ByValueHook(name, by_value))
+            except TorporError as e:
+                skipped[k] = {"type": f"{type(namespace[k]).__module__}.{type(namespace[k]).__qualname__}",
+                              "reason": str(_variable_error(e))}
+                del namespace[k]
+    saver = _ByValueHook(name, by_value)
+    mode = None
+    if filename is None:
+        filename = default_path(name)
+        folder = os.path.dirname(filename)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        mode = 0o600
+        warnings.warn(f"torpor.dump_module: no filename given, saving to {filename}", stacklevel=2)
+    import cloudpickle
+    header = {"torpor_module": MODULE_DUMP_VERSION, "module": name, "refimported": bool(refimported),
+              "python": platform.python_version(), "cloudpickle": cloudpickle.__version__,
+              "skipped": skipped, "user": dict(metadata or {})}
+    try:
+        pipeline.save(namespace, filename, pipeline.SaveOptions.of(compress, threads),
+                      metadata=header, reducer_override=saver, file_mode=mode,
+                      toc_extra=lambda: {"module": {"code": saver.code,
+                                                    "modules": list(saver.modules)}})
+    except UnsupportedObjectError as e:
+        raise _variable_error(e) from e
+    return skipped
+
+
+# --- loading -------------------------------------------------------------------
+
+def _python_minor(v):
+    return ".".join(str(v).split(".")[:2])
+
+
+class _Loader:
+    """The per-load stand-ins for make_code / import_module / module_attribute."""
+
+    def __init__(self, target, trusted, describe):
+        self.target = target            # the dict code is bound to
+        self.trusted = trusted
+        self.describe = describe
+        self.classes = []
+
+    def make_code(self, kind, name, qualname, module, signature, blob, deps, buffers):
+        if self.describe:
+            if kind == "class":
+                return type(name, (_ClassStandIn,), {"__qualname__": qualname, "__module__": module,
+                                                    "torpor_descriptor": CodeDescriptor(
+                                                        "class", name, qualname, module, "")})
+            return CodeDescriptor(kind, name, qualname, module, signature)
+        obj = pickle.loads(blob, buffers=buffers)
+        if kind == "function":
+            return _rebind(obj, self.target)
+        # rebound once everything is loaded: unpickling a subclass later sets the
+        # (tracked, shared) base class's attributes again
+        self.classes.append(obj)
+        return obj
+
+    def finish(self):
+        seen = set()
+        for cls in self.classes:
+            for klass in cls.__mro__:
+                if klass.__module__ == cls.__module__:
+                    _rebind_class(klass, self.target, seen)
+
+    def import_module(self, name):
+        if type(name) is not str:
+            raise FormatError("a module reference is not a name")
+        mod = sys.modules.get(name)
+        if mod is not None:
+            return mod
+        top = name.partition(".")[0]
+        if self.trusted or top in sys.stdlib_module_names:
+            import importlib
+            try:
+                return importlib.import_module(name)
+            except ImportError as e:
+                raise FormatError(f"the file refers to module {name!r}, which does not import here: {e}") from None
+        if self.describe:
+            return _ModuleRef(name)
+        raise UnsafeLoadError(
+            f"the file refers to module {name!r}, which is not imported yet; importing it runs "
+            f"its code. Import it first, or pass trusted=True.", [name])
+
+    def module_attribute(self, module, attr):
+        mod = self.import_module(module)
+        if isinstance(mod, _ModuleRef):
+            return _ModuleRef(f"{module}.{attr}")
+        try:
+            return getattr(mod, attr)
+        except AttributeError:
+            raise FormatError(f"the file refers to {module}.{attr}, which {module} does not have here") from None
+
+
+class _ClassStandIn(Opaque):
+    """Instances of a class saved by value, as load_module_asdict shows them
+    without running the class's code: the attributes only (kept as
+    open_session's Opaque stand-ins keep them)."""
+
+    def __repr__(self):
+        return f"<{self.torpor_descriptor.module}.{self.torpor_descriptor.qualname} instance (class not loaded)>"
+
+
+def _rebind(f, namespace):
+    g = types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
+    g.__kwdefaults__ = f.__kwdefaults__
+    g.__qualname__ = f.__qualname__
+    g.__module__ = f.__module__
+    g.__doc__ = f.__doc__
+    g.__dict__.update(f.__dict__)
+    g.__annotations__ = f.__annotations__
+    return g
+
+
+def _rebind_class(cls, namespace, seen=None):
+    """Bind the methods of a class saved by value to the namespace it is loaded
+    into (cloudpickle gave them private copies of the globals they used)."""
+    seen = seen if seen is not None else set()
+    if id(cls) in seen:
+        return
+    seen.add(id(cls))
+    for k, v in list(vars(cls).items()):
+        new = None
+        if isinstance(v, types.FunctionType):
+            new = _rebind(v, namespace)
+        elif isinstance(v, (staticmethod, classmethod)) and isinstance(v.__func__, types.FunctionType):
+            new = type(v)(_rebind(v.__func__, namespace))
+        elif isinstance(v, property):
+            new = property(*(_rebind(f, namespace) if isinstance(f, types.FunctionType) else f
+                             for f in (v.fget, v.fset, v.fdel)), v.__doc__)
+        elif isinstance(v, type) and v.__module__ == cls.__module__:
+            _rebind_class(v, namespace, seen)
+        if new is not None:
+            try:
+                setattr(cls, k, new)
+            except (AttributeError, TypeError):
+                pass
+
+
+def _read(filename, target, *, trusted, describe, allow=(), threads=None):
+    """Decode a module dump; returns (header, namespace dict)."""
+    if filename is None:
+        filename = default_path()
+    loader = _Loader(target, trusted, describe)
+    make = loader.make_code           # one bound method: the producer is checked by identity
+    extra = {_MAKE_CODE: make, _IMPORT: loader.import_module,
+             _ATTR: loader.module_attribute, _FILE: SavedFile}
+    policy = Policy(trusted=trusted, allow=allow, extra=extra, producers=[make])
+    seen = {}
+
+    def before_decode(header, toc):
+        meta = header.get("metadata")
+        if not isinstance(meta, dict) or "torpor_module" not in meta or "module" not in toc:
+            raise FormatError("this torpor file is not a module dump (written by "
+                              "torpor.dump_module); load it with torpor.load")
+        if meta["torpor_module"] != MODULE_DUMP_VERSION:
+            raise FormatError(f"module dump version {meta['torpor_module']!r} is not one this torpor reads")
+        code = toc["module"].get("code") or []
+        if code and not describe:
+            names = [f"{k} {m}.{q}{s}" for k, m, q, s in code]
+            if not trusted:
+                raise UnsafeLoadError(
+                    f"the file defines code saved by value, which loading would run: "
+                    f"{', '.join(names)}. Nothing was changed. If you trust the file, pass "
+                    f"trusted=True (or read it safely with load_module_asdict).",
+                    [f"{m}.{q}" for _, m, q, _ in code])
+            here, there = platform.python_version(), str(meta.get("python"))
+            if _python_minor(here) != _python_minor(there):
+                raise FormatError(
+                    f"the file holds code saved by value under Python {there}, and this is "
+                    f"Python {here}: code objects do not carry across Python versions. Load "
+                    f"it with Python {_python_minor(there)}, or read its data with "
+                    f"load_module_asdict. Nothing was changed.")
+        seen["header"] = meta
+
+    ns = pipeline.load(filename, pipeline.LoadOptions(policy, threads=threads),
+                       before_decode=before_decode)
+    if not isinstance(ns, dict) or not all(isinstance(k, str) for k in ns):
+        raise FormatError("the module dump's namespace is not a dict of names")
+    loader.finish()
+    return seen["header"], ns
+
+
+def load_module(filename=None, module=None, *, mode="update", trusted=False, allow=(),
+                threads=None, **kwds):
+    """Restore a namespace saved by dump_module into a module: ``module`` (a
+    module or a name), default the one recorded in the file. Returns None for
+    ``__main__`` or a module passed in, else the module (a new module object when
+    the recorded one is not importable by name).
+
+    ``mode="update"`` (dill's behaviour): saved names overwrite, other names stay;
+    ``mode="replace"``: the namespace becomes exactly what was saved (interpreter
+    names such as ``__builtins__`` stay). Code saved by value needs
+    ``trusted=True``; without it UnsafeLoadError lists the functions and classes
+    the file would define. All or nothing: on any error the module is unchanged."""
+    if "main" in kwds:
+        module = module if module is not None else kwds.pop("main")
+    if kwds:
+        raise TypeError(f"load_module got unexpected keyword arguments: {', '.join(sorted(kwds))}")
+    if mode not in ("update", "replace"):
+        raise ValueError(f'mode must be "update" or "replace", not {mode!r}')
+    passed = module is not None
+    if passed:
+        mod = _resolve_module(module)
+    else:
+        recorded = _peek_module_name(filename)
+        mod = sys.modules.get(recorded)
+        if mod is None:
+            mod = types.ModuleType(recorded)
+    _, ns = _read(filename, vars(mod), trusted=trusted, describe=False, allow=allow, threads=threads)
+    target = vars(mod)
+    if mode == "replace":
+        for k in [k for k in target if not _interpreter_name(k) and k not in ns]:
+            del target[k]
+    target.update(ns)
+    target.setdefault("__builtins__", builtins)     # functions bound here look builtins up in it
+    if passed or mod.__name__ == "__main__":
+        return None
+    return mod
+
+
+def _peek_module_name(filename):
+    meta = api.info(filename if filename is not None else default_path())["metadata"]
+    if not isinstance(meta, dict) or not isinstance(meta.get("module"), str):
+        raise FormatError("this torpor file is not a module dump (written by torpor.dump_module)")
+    if hasattr(filename, "seek"):
+        filename.seek(0)
+    return meta["module"]
+
+
+def load_module_asdict(filename=None, update=False, *, trusted=False, allow=(), threads=None, **kwds):
+    """The saved namespace as a dict; every live module is left untouched.
+
+    ``update=True`` starts from a copy of the recorded module's current namespace
+    (dill's meaning). Without ``trusted=True`` nothing from the file runs:
+    functions come back as CodeDescriptor (name, qualname, signature), classes
+    saved by value as stand-in classes whose instances keep their attributes,
+    and modules not yet imported as unimported references."""
+    if "main" in kwds:
+        kwds.pop("main")
+    if kwds:
+        raise TypeError(f"load_module_asdict got unexpected keyword arguments: {', '.join(sorted(kwds))}")
+    result = {}
+    header, ns = _read(filename, result, trusted=trusted, describe=not trusted, allow=allow,
+                       threads=threads)
+    if update:
+        live = sys.modules.get(header["module"])
+        if live is not None:
+            result.update(vars(live))
+    result.update(ns)
+    result.setdefault("__name__", header["module"])
+    if trusted:
+        result.setdefault("__builtins__", builtins)  # for the functions bound to this dict
+    return result
+
+
+# --- dill's deprecated names ---------------------------------------------------
+
+def dump_session(filename=None, main=None, byref=False, **kwds):
+    """Deprecated (as in dill): use dump_module(filename, module=main, refimported=byref)."""
+    warnings.warn("torpor.dump_session is deprecated: use torpor.dump_module", DeprecationWarning,
+                  stacklevel=2)
+    return dump_module(filename, module=main, refimported=byref, **kwds)
+
+
+def load_session(filename=None, main=None, **kwds):
+    """Deprecated (as in dill): use load_module(filename, module=main)."""
+    warnings.warn("torpor.load_session is deprecated: use torpor.load_module", DeprecationWarning,
+                  stacklevel=2)
+    return load_module(filename, module=main, **kwds)
+

@@ -1,0 +1,53 @@
+"""Where torpor files live: the ``Store`` protocol (base), local files with
+atomic saves (local, sinks), an in-memory store (memory), and the two helpers
+the rest of torpor uses to write to or read from "a path or a file object".
+
+Later stores (fsspec URLs, Redis) implement ``Store`` and pass the same contract
+tests (tests/storage/test_contract.py).
+"""
+
+import contextlib
+import os
+
+from .base import Store, StoreStat, StoreWriter
+from .local import LocalFileStore
+from .memory import MemoryStore
+
+__all__ = ["Store", "StoreStat", "StoreWriter", "LocalFileStore", "MemoryStore",
+           "is_path", "writing", "reading"]
+
+_LOCAL = LocalFileStore()
+
+
+def is_path(file):
+    return isinstance(file, (str, os.PathLike))
+
+
+@contextlib.contextmanager
+def writing(file, *, mode=None):
+    """Yield something to write a torpor file into: for a path, an atomic writer
+    that is committed when the block ends normally and aborted (the old file left
+    intact) when it raises; otherwise ``file`` itself, a binary file object."""
+    if is_path(file):
+        with _LOCAL.open_writer(file, mode=mode) as w:
+            yield w
+        return
+    if not hasattr(file, "write"):
+        raise TypeError(f"file must be a path or a binary file object with write(), "
+                        f"not {type(file).__name__}")
+    yield file
+
+
+@contextlib.contextmanager
+def reading(file):
+    """Yield ``(binary file object, name for messages)`` for a path (opened and
+    closed here) or an open file object."""
+    if is_path(file):
+        with _LOCAL.open_reader(file) as f:
+            yield f, os.fspath(file)
+        return
+    if not hasattr(file, "read"):
+        raise TypeError(f"file must be a path or a binary file object with read(), "
+                        f"not {type(file).__name__}")
+    name = getattr(file, "name", None)
+    yield file, name if isinstance(name, str) and name else "the stream"

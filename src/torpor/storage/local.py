@@ -1,0 +1,141 @@
+"""Local files: atomic saves through a temporary file in the same folder.
+
+``LocalFileStore().open_writer(path)`` creates ``.NAME.XXXX.torpor-tmp`` beside
+``path``, writes it through a sink (``sinks``: blocks preallocated, early
+writeback, optionally O_DIRECT), and on ``commit`` flushes, fsyncs, gives it the
+replaced file's permissions (or the umask's) and renames it over ``path``, then
+fsyncs the folder. ``abort`` removes the temporary file: the previous file is
+untouched either way.
+"""
+
+import os
+import tempfile
+
+from .base import StoreStat, WriterBase
+from .sinks import open_sink, release_cached
+
+TMP_SUFFIX = ".torpor-tmp"
+
+
+def _umask_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+class AtomicFileWriter(WriterBase):
+    """A file being written to a temporary name; see the module's docstring."""
+
+    def __init__(self, path, mode=None):
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist")
+        self.folder = folder
+        if mode is None:
+            try:
+                mode = os.stat(path).st_mode & 0o7777
+            except FileNotFoundError:
+                mode = _umask_mode()
+        self.mode = mode
+        self._fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
+                                              suffix=TMP_SUFFIX, dir=folder)
+        try:
+            release_cached(path)           # see there: why, and what it saves
+            self._sink = open_sink(self._fd)
+        except BaseException:
+            self._discard()
+            raise
+
+    def write(self, data):
+        return self._sink.write(data)
+
+    def flush(self):
+        pass
+
+    def commit(self):
+        self._end("commit")
+        try:
+            self._sink.close()
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            os.chmod(self.tmp, self.mode)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self._discard()
+            raise
+        _fsync_folder(self.folder)
+
+    def abort(self):
+        self._end("abort")
+        try:
+            self._sink.abort()
+        finally:
+            self._discard()
+
+    def _discard(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_folder(folder):
+    """Make the rename durable (where a folder can be opened and synced)."""
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+class LocalFileStore:
+    """Files on the local filesystem. Keys are paths; with ``root``, relative keys
+    live under it and a key cannot reach outside it."""
+
+    def __init__(self, root=None):
+        self.root = None if root is None else os.path.abspath(os.fspath(root))
+
+    def path(self, key):
+        key = os.fspath(key)
+        if self.root is None:
+            return key
+        if os.path.isabs(key):
+            raise ValueError(f"{key!r} is an absolute path; keys of this store are relative to {self.root}")
+        full = os.path.abspath(os.path.join(self.root, key))
+        if os.path.commonpath([full, self.root]) != self.root:
+            raise ValueError(f"{key!r} reaches outside {self.root}")
+        return full
+
+    def open_writer(self, key, *, mode=None):
+        return AtomicFileWriter(self.path(key), mode)
+
+    def open_reader(self, key):
+        return open(self.path(key), "rb")
+
+    def stat(self, key):
+        st = os.stat(self.path(key))
+        return StoreStat(st.st_size, st.st_mtime)
+
+    def delete(self, key):
+        try:
+            os.unlink(self.path(key))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def describe(self, key):
+        return self.path(key)
+
+    def __repr__(self):
+        return f"LocalFileStore({self.root!r})" if self.root else "LocalFileStore()"
+

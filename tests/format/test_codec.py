@@ -1,0 +1,268 @@
+"""The chunk codec: filters, the lz4 frames torpor writes and reads without
+python-lz4's allocating calls, the per-chunk filter choice, and the writer's
+pipeline across sections. Native kernels are checked against the pure-Python ones
+(the reference), byte for byte."""
+
+import io
+
+import lz4.frame
+import numpy as np
+import pytest
+
+import torpor
+from torpor.format import codec as _codec
+from torpor.errors import CorruptFileError
+from torpor.format.constants import (CHUNK_SIZE, CODEC_LZ4, MODE_DELTA, MODE_PACKED, MODE_SHUFFLED,
+                           MODE_STORED)
+
+from helpers import assert_same_array
+
+rng = np.random.default_rng(7)
+
+KERNELS = [pytest.param("python", id="python")]
+if _codec.NATIVE_FILTERS:
+    KERNELS.insert(0, pytest.param("native", id="native"))
+
+
+@pytest.fixture(params=KERNELS)
+def kernels(request):
+    if request.param == "native":
+        return _codec._filters
+    return type("Py", (), {
+        "filter_into": staticmethod(_codec._py_filter_into),
+        "unfilter_into": staticmethod(_codec._py_unfilter_into),
+    })
+
+
+def _smooth(n, dtype):
+    return (np.sin(np.linspace(0, 20, n)) * 1000).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["<u2", ">i2", "<f4", ">f4", "<i4", "<f8", ">c8", "<i8", "S3", "V5"])
+@pytest.mark.parametrize("delta", [False, True])
+@pytest.mark.parametrize("count, offset", [(7919, 0), (2048, 1), (1, 3), (4097, 5)])
+def test_filters_invert_and_agree_with_the_reference(kernels, dtype, delta, count, offset):
+    """Counts across the kernels' 2048-item blocks, and sources at odd addresses."""
+    dt = np.dtype(dtype)
+    k = dt.itemsize
+    if delta and k not in (2, 4, 8):
+        with pytest.raises(ValueError, match="delta filter works on items of 2, 4 or 8"):
+            kernels.filter_into(bytes(k * 10), bytearray(k * 10), k, True)
+        return
+    raw = rng.integers(0, 256, count * k, dtype=np.uint8).tobytes()
+    if dt.kind in "iuf":
+        raw = _smooth(count, dt).tobytes()
+    raw = memoryview(b"x" * offset + raw)[offset:]
+    out = bytearray(len(raw) + 5)
+    got = bytes(kernels.filter_into(raw, out, k, delta))
+    ref = bytes(_codec._py_filter_into(raw, bytearray(len(raw)), k, delta))
+    assert got == ref
+    assert got != raw or k == 1 or count == 1
+    back = bytearray(len(raw) + 16)
+    kernels.unfilter_into(back, 8, got, k, delta)
+    assert bytes(back[8:8 + len(raw)]) == raw
+    assert bytes(back[:8]) == bytes(8) and bytes(back[8 + len(raw):]) == bytes(8)
+
+
+def test_delta_is_on_little_endian_words():
+    """The delta filter's words are little-endian whatever the host: byte j of the
+    first filtered plane is the low byte of each difference."""
+    a = np.array([1, 3, 6, 10], "<u4").tobytes()
+    out = bytes(_codec._py_filter_into(a, bytearray(16), 4, True))
+    assert list(out[:4]) == [1, 2, 3, 4] and out[4:] == bytes(12)
+    if _codec.NATIVE_FILTERS:
+        assert bytes(_codec._filters.filter_into(a, bytearray(16), 4, True)) == out
+
+
+def test_filters_reject_partial_items(kernels):
+    with pytest.raises(ValueError, match="whole items"):
+        kernels.filter_into(b"abcde", bytearray(8), 4, False)
+    with pytest.raises(ValueError):
+        kernels.unfilter_into(bytearray(4), 2, b"abcd", 4, False)
+
+
+FRAMERS = [pytest.param((_codec._py_lz4_frame, _codec._py_lz4_frame_into), id="python")]
+if _codec.NATIVE_LZ4:
+    FRAMERS.insert(0, pytest.param((_codec._filters.lz4_frame, _codec._filters.lz4_frame_into),
+                                   id="native"))
+
+
+@pytest.mark.parametrize("framer", FRAMERS)
+@pytest.mark.parametrize("level", [0, -3, 4])
+def test_lz4_frames_are_standard(framer, level):
+    frame, frame_into = framer
+    data = np.tile(_smooth(1000, "<f4"), 300).tobytes()
+    out = bytearray(_codec.lz4_bound(len(data)))
+    n = frame(data, out, level)
+    assert 0 < n < len(data)
+    assert lz4.frame.decompress(bytes(out[:n])) == data          # any lz4 reader
+    dest = bytearray(len(data) + 3)
+    frame_into(bytes(out[:n]), dest, 3, len(data))
+    assert bytes(dest[3:]) == data
+
+
+@pytest.mark.parametrize("framer", FRAMERS)
+def test_frames_of_planes(framer):
+    """A shuffled chunk is one frame with a block per plane; a plane that does not
+    shrink is an uncompressed block; any lz4 reader reads the frame."""
+    frame, frame_into = framer
+    n = 50_000
+    planes = [rng.integers(0, 256, n, dtype=np.uint8).tobytes(), bytes(n),
+              np.tile(np.arange(100, dtype=np.uint8), n // 100).tobytes(), bytes(range(256)) * (n // 256) + bytes(n % 256)]
+    data = b"".join(planes)
+    out = bytearray(_codec.lz4_bound(len(data)))
+    size = frame(data, out, 0, 4)
+    f = bytes(out[:size])
+    assert lz4.frame.decompress(f) == data
+    dest = bytearray(len(data))
+    frame_into(f, dest, 0, len(data))
+    assert bytes(dest) == data
+    pos, blocks = 7, []
+    while (word := int.from_bytes(f[pos:pos + 4], "little")):
+        blocks.append((bool(word >> 31), word & 0x7FFFFFFF))
+        pos += 4 + (word & 0x7FFFFFFF)
+    assert pos + 4 == size and len(blocks) == 4
+    assert blocks[0] == (True, n) and not any(stored for stored, _ in blocks[1:])
+    with pytest.raises(ValueError, match="equal pieces"):
+        frame(data[:-1], out, 0, 4)
+    with pytest.raises(ValueError, match="equal pieces"):
+        frame(data, out, 0, 80)               # divides, but more than 64 pieces
+    assert frame(planes[0] * 2, out, 0, 2) == -1          # no block shrank: store the chunk
+
+
+@pytest.mark.parametrize("framer", FRAMERS)
+def test_incompressible_chunk_reports_it(framer):
+    frame, _ = framer
+    data = rng.integers(0, 256, 100_000, dtype=np.uint8).tobytes()
+    assert frame(data, bytearray(_codec.lz4_bound(len(data))), 0) == -1
+
+
+@pytest.mark.parametrize("framer", FRAMERS)
+@pytest.mark.parametrize("kw", [dict(store_size=True), dict(content_checksum=True),
+                                dict(block_checksum=True), dict(block_size=lz4.frame.BLOCKSIZE_MAX64KB)])
+def test_reads_frames_the_lz4_library_writes(framer, kw):
+    """Frames with a content size, checksums or several blocks (older torpor files
+    were written by python-lz4 with a content size) decode into place."""
+    _, frame_into = framer
+    data = np.arange(200_000, dtype="<i4").tobytes()
+    f = lz4.frame.compress(data, block_linked=False, **kw)
+    dest = bytearray(len(data))
+    frame_into(f, dest, 0, len(data))
+    assert bytes(dest) == data
+
+
+@pytest.mark.skipif(not _codec.NATIVE_LZ4, reason="checks the native frame reader's bounds")
+def test_native_frame_reader_bounds_every_length():
+    data = np.tile(np.arange(1000, dtype="<i4"), 100).tobytes()
+    out = bytearray(_codec.lz4_bound(len(data)))
+    n = _codec._filters.lz4_frame(data, out, 0)
+    assert n > 0
+    good = bytes(out[:n])
+    into = _codec._filters.lz4_frame_into
+    for cut in (0, 5, 7, 11, len(good) // 2, len(good) - 1):
+        with pytest.raises(ValueError):
+            into(good[:cut], bytearray(len(data)), 0, len(data))
+    with pytest.raises(ValueError, match="more data|damaged|decodes to"):
+        into(good, bytearray(len(data) - 10), 0, len(data) - 10)
+    big = bytearray(good)
+    big[7:11] = (0x7FFFFFF0).to_bytes(4, "little")               # block size past the end
+    with pytest.raises(ValueError, match="past the end"):
+        into(bytes(big), bytearray(len(data)), 0, len(data))
+    with pytest.raises(ValueError, match="destination is too small"):
+        into(good, bytearray(10), 0, len(data))
+    bad = bytearray(good)
+    bad[4] = 0x61                                                  # a dictionary id flag
+    with pytest.raises(ValueError, match="unsupported lz4 frame flags"):
+        into(bytes(bad), bytearray(len(data)), 0, len(data))
+
+
+def _modes(arr):
+    enc = _codec.ChunkEncoder(CODEC_LZ4)
+    view = memoryview(arr.reshape(-1).view(np.uint8))
+    out = []
+    for a, b in _codec.chunk_spans(view.nbytes, CHUNK_SIZE, arr.itemsize):
+        res = enc.encode(view[a:b], arr.itemsize, True)
+        out.append(res[0])
+        enc.release(res[5])
+    return set(out)
+
+
+def test_filter_choice_follows_the_data():
+    x = np.linspace(-1, 1, 1_000_000, dtype=np.float32)
+    assert _modes(np.exp(-x * x * 4)) == {MODE_DELTA}                         # smooth field
+    assert _modes(np.sort(rng.integers(0, 10**6, 1_000_000)).astype(np.int32)) <= {MODE_SHUFFLED, MODE_DELTA}
+    # coordinates on a 0.1 grid as float64: repeated 8-byte patterns, best unfiltered
+    assert _modes(rng.uniform(0, 500, 500_000).round(1)) == {MODE_PACKED}
+    assert _modes(rng.integers(0, 256, 1_000_000, dtype=np.uint8)) == {MODE_STORED}
+    assert _modes(rng.standard_normal(300_000)) <= {MODE_STORED, MODE_SHUFFLED}
+
+
+def test_smooth_fields_get_smaller_with_the_delta_filter():
+    x = np.linspace(-1, 1, 128, dtype=np.float32)
+    vol = np.exp(-(x[:, None, None] ** 2 + x[None, :, None] ** 2 + x[None, None, :] ** 2) * 3)
+    sizes = {s: len(torpor.dumps(vol, shuffle=s)) for s in (False, True)}
+    assert sizes[True] < 0.75 * sizes[False]
+    assert_same_array(vol, torpor.loads(torpor.dumps(vol)))
+
+
+def _sections(data):
+    return [(s["kind"], s["offset"], s["length"], s["raw_length"], s["checksum"])
+            for s in torpor.info(io.BytesIO(data))["sections"]]
+
+
+def test_parallel_writer_matches_the_serial_one(impl):
+    """Chunks of many small and large arrays compress on the pool and are written
+    in order: the sections are identical to a one-thread save, and load back."""
+    arrays = [(_smooth(50_000 + 997 * i, "<f4") + i) for i in range(40)]
+    arrays += [np.arange(3 * CHUNK_SIZE // 8 + 5, dtype=np.int64), np.zeros(0), arrays[3]]
+    obj = {"a": arrays, "tail": "end"}
+    one = torpor.dumps(obj, threads=1)
+    many = torpor.dumps(obj, threads=4)
+    assert _sections(one) == _sections(many)
+    out = torpor.loads(many)
+    for a, b in zip(arrays, out["a"]):
+        assert_same_array(a, b)
+    assert out["a"][3] is out["a"][-1] and out["tail"] == "end"
+    for threads in (1, 3):
+        out = torpor.loads(one, threads=threads)
+        assert_same_array(arrays[17], out["a"][17])
+
+
+def test_failed_chunk_in_a_later_section_is_reported(impl):
+    """A damaged chunk anywhere in a pipelined read surfaces as CorruptFileError."""
+    arrays = [_smooth(200_000, "<f4") + i for i in range(6)]
+    data = bytearray(torpor.dumps(arrays, threads=2))
+    last = torpor.info(io.BytesIO(bytes(data)))["sections"][4]
+    mid = last["payload_offset"] + last["length"] // 2
+    data[mid] ^= 0xFF
+    with pytest.raises(CorruptFileError):
+        torpor.loads(bytes(data), threads=2)
+
+
+def test_files_match_with_and_without_the_native_lz4_binding(tmp_path):
+    """A process that cannot bind liblz4 (TORPOR_NO_NATIVE_LZ4=1) uses python-lz4's
+    calls: it reads what this one writes, and writes the same sections."""
+    import os
+    import subprocess
+    import sys
+    obj = {"field": _smooth(400_000, "<f4"), "ints": np.arange(300_000) % 1000, "s": "x"}
+    here = tmp_path / "native.torpor"
+    torpor.dump(obj, here)
+    there = tmp_path / "python.torpor"
+    code = (
+        "import sys, numpy as np, torpor, torpor.format.codec as c\n"
+        "assert not c.NATIVE_LZ4\n"
+        "obj = torpor.load(sys.argv[1])\n"
+        "torpor.dump(obj, sys.argv[2])\n"
+        "print(obj['s'], float(obj['field'].sum()))\n")
+    env = dict(os.environ, TORPOR_NO_NATIVE_LZ4="1")
+    r = subprocess.run([sys.executable, "-c", code, str(here), str(there)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "x"
+    out = torpor.load(there)
+    for k in ("field", "ints"):
+        assert_same_array(obj[k], out[k])
+    if _codec.NATIVE_LZ4:
+        strip = [(s["kind"], s["length"], s["raw_length"]) for s in torpor.info(here)["sections"]]
+        assert strip == [(s["kind"], s["length"], s["raw_length"]) for s in torpor.info(there)["sections"]]

@@ -1,0 +1,118 @@
+import io
+import random
+
+import numpy as np
+import pytest
+
+import torpor
+from helpers import Pipe
+from torpor.format import messagepack as _msgpack
+from torpor.errors import CorruptFileError
+
+
+def small_file():
+    return torpor.dumps({"a": [1, 2.5, "x", (3, None)], "arr": np.arange(6000, dtype=np.int32),
+                         "b": b"q" * 10}, metadata={"k": "v"})
+
+
+def test_every_truncated_prefix_is_detected(impl):
+    data = small_file()
+    for n in range(len(data)):
+        with pytest.raises(torpor.CorruptFileError) if n >= 16 else pytest.raises(torpor.FormatError):
+            torpor.loads(data[:n])
+
+
+def test_truncated_prefixes_in_sequence(impl):
+    data = small_file()
+    for n in range(0, len(data), 7):
+        with pytest.raises(torpor.FormatError):
+            torpor.load(io.BufferedReader(Pipe(data[:n], piece=1000)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_byte_changes(impl, seed):
+    data = small_file()
+    good = torpor.loads(data)
+    rnd = random.Random(seed)
+    for _ in range(150):
+        bad = bytearray(data)
+        i = rnd.randrange(len(bad))
+        bad[i] = (bad[i] + rnd.randrange(1, 256)) % 256
+        try:
+            out = torpor.loads(bytes(bad))
+        except torpor.TorporError:
+            continue
+        # a change that loads must be harmless (padding): the data is equal
+        assert out.keys() == good.keys()
+        assert out["a"] == good["a"] and out["b"] == good["b"]
+        np.testing.assert_array_equal(out["arr"], good["arr"])
+
+
+def test_trailing_garbage(impl):
+    with pytest.raises(torpor.CorruptFileError):
+        torpor.loads(small_file() + b"\0")
+
+
+def test_not_a_torpor_file():
+    with pytest.raises(torpor.FormatError, match="not a torpor file"):
+        torpor.loads(b"\x80\x05this is a pickle, or anything else")
+
+
+def test_newer_format_version():
+    data = bytearray(small_file())
+    data[8] = 99
+    with pytest.raises(torpor.FormatError, match="version 99"):
+        torpor.loads(bytes(data))
+
+
+def test_hostile_stream_lengths(impl):
+    # Containers claiming more items than bytes exist are refused before allocating
+    for stream in [b"\xdd\xff\xff\xff\xff", b"\xdf\x7f\xff\xff\xff", b"\xdb\xff\xff\xff\xff",
+                   b"\xc6\xff\xff\xff\xff", b"\xc9\xff\xff\xff\xff\x01", b"\xd4\x01\x05",
+                   b"\x92\xd4\x01\x00", b"\xc1", b"\x91\xd4\x16\x00"]:
+        dec = impl.Decoder(torpor.engine.safety.Policy(), {})
+        with pytest.raises(torpor.CorruptFileError):
+            dec.decode(stream)
+
+
+def test_verify_detects_damage_in_an_array_chunk(tmp_path):
+    p = tmp_path / "v.torpor"
+    a = np.arange(1_000_000, dtype=np.float64)
+    torpor.dump(a, p, compress=None)
+    assert torpor.verify(p) >= 1
+    info = torpor.info(p)
+    sec = next(s for s in info["sections"] if s["kind"] == "array")
+    raw = bytearray(p.read_bytes())
+    raw[sec["payload_offset"] + 12345] ^= 0x40
+    p.write_bytes(bytes(raw))
+    with pytest.raises(torpor.CorruptFileError, match="checksum"):
+        torpor.verify(p)
+    with pytest.raises(torpor.CorruptFileError, match="checksum"):
+        torpor.load(p)
+
+
+PLAIN_READERS = [pytest.param(_msgpack._unpackb_py, id="pure")]
+if _msgpack._cmsgpack is not None:
+    PLAIN_READERS.insert(0, pytest.param(_msgpack.unpackb, id="msgpack"))
+
+
+@pytest.mark.parametrize("read", PLAIN_READERS)
+def test_plain_documents_refuse_extensions_and_trailing_bytes(read):
+    """Header, section meta and table of contents are plain MessagePack: both
+    readers refuse extension types (msgpack's timestamp, type -1, included),
+    truncation, trailing bytes and impossible counts, with CorruptFileError."""
+    import msgpack
+    good = msgpack.packb({"sections": [[1, 2, "x"]], "meta": {"a": b"b"}})
+    assert read(good) == {"sections": [[1, 2, "x"]], "meta": {"a": b"b"}}
+    bad = [
+        msgpack.packb({"t": msgpack.Timestamp(1, 0)}),              # ext -1 (fixext4)
+        msgpack.packb([msgpack.Timestamp(2**40, 5)]),               # ext -1 (fixext8)
+        msgpack.packb({"e": msgpack.ExtType(7, b"xy")}),
+        good[:-1],
+        good + b"\x00",
+        b"\xdd\xff\xff\xff\xff",                                    # array of 2**32-1 items
+        b"\xc1",                                                    # never-used byte
+    ]
+    for data in bad:
+        with pytest.raises(CorruptFileError):
+            read(data)

@@ -1,0 +1,92 @@
+"""Every golden file ever written (tests/golden/v*_*.torpor) must keep loading, to
+the same object, in both implementations."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import torpor
+from golden.make_golden import golden_extras, golden_object
+from helpers import assert_same_array
+
+GOLDEN = pathlib.Path(__file__).parent.parent / "golden"
+FILES = sorted(GOLDEN.glob("v*_*.torpor"))
+
+
+def test_there_are_golden_files_for_the_current_version():
+    assert any(f.name.startswith(f"v{torpor.FORMAT_VERSION}_") for f in FILES)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_golden_file_loads(impl, path):
+    want = golden_object()
+    got = torpor.load(path)
+    assert torpor.info(path)["metadata"]["golden"] is True
+    assert torpor.verify(path) > 0
+    assert got["scalars"] == want["scalars"]
+    assert got["containers"] == want["containers"]
+    assert got["shared"][0] is got["shared"][1] and got["shared"][0] == want["shared"][0]
+    assert got["cycle"]["self"] is got["cycle"]
+    assert got["stdlib"] == want["stdlib"] and got["stdlib"][3].maxlen == 4
+    for k in ("small_array", "big_array", "fortran", "structured"):
+        assert_same_array(want[k], got[k])
+    assert type(got["scalar"]) is np.float16 and got["scalar"] == want["scalar"]
+    assert list(got["objects"]) == list(want["objects"])
+    assert got["big_bytes"] == want["big_bytes"]
+    if torpor.info(path)["metadata"].get("extras"):
+        for k, v in golden_extras().items():
+            assert_same_array(v, got["extras"][k])
+
+
+def _chunk_modes(path, blocks=None):
+    """The mode byte of every chunk record of every compressed section; with
+    ``blocks`` (a dict), also the block counts of each mode's lz4 frames."""
+    from torpor.format import codec as _codec
+    data = path.read_bytes()
+    modes = set()
+    for s in torpor.info(path)["sections"]:
+        if s["codec"] == "raw":
+            continue
+        pos, end = s["payload_offset"], s["payload_offset"] + s["length"]
+        while pos < end:
+            magic, _, stored, _, mode, *_ = _codec.CHUNK_RECORD.unpack_from(data, pos)
+            assert magic == _codec.CHUNK_MAGIC
+            modes.add(mode)
+            if blocks is not None and s["codec"] == "lz4":
+                blocks.setdefault(mode, set()).add(_lz4_blocks(data, pos + _codec.CHUNK_RECORD_SIZE))
+            pos += _codec.CHUNK_RECORD_SIZE + stored
+    return modes
+
+
+def _lz4_blocks(data, pos):
+    flg = data[pos + 4]
+    pos += 7 + (8 if flg & 0x08 else 0)
+    n = 0
+    while (word := int.from_bytes(data[pos:pos + 4], "little")):
+        n += 1
+        pos += 4 + (word & 0x7FFFFFFF) + (4 if flg & 0x10 else 0)
+    return n
+
+
+def test_golden_files_cover_every_chunk_mode():
+    from torpor.format.constants import MODE_DELTA, MODE_PACKED, MODE_SHUFFLED, MODE_STORED
+    golden = GOLDEN
+    seen = set()
+    for path in golden.glob("v1_*.torpor"):
+        seen |= _chunk_modes(path)
+    assert {MODE_STORED, MODE_PACKED, MODE_SHUFFLED, MODE_DELTA} <= seen
+    assert MODE_DELTA in _chunk_modes(golden / "v1_lz4_filters.torpor")
+
+
+def test_golden_file_with_a_block_per_plane():
+    """Filtered chunks of ``v1_lz4_planes`` are frames of one block per byte plane
+    (4 for the float32 arrays), and the file loads (test_golden_file_loads)."""
+    from torpor.format.constants import MODE_DELTA, MODE_PACKED, MODE_SHUFFLED
+    blocks = {}
+    _chunk_modes(GOLDEN / "v1_lz4_planes.torpor", blocks)
+    assert 4 in blocks[MODE_DELTA] and blocks.get(MODE_PACKED, {1}) == {1}
+    assert all(n > 1 for n in blocks.get(MODE_SHUFFLED, set()) | blocks[MODE_DELTA])
+    old = {}
+    _chunk_modes(GOLDEN / "v1_lz4_filters.torpor", old)
+    assert old[MODE_DELTA] == {1}          # written before: one block per chunk
