@@ -156,3 +156,25 @@ def test_files_cross_implementations(tmp_path):
     out = torpor.load(p)
     assert out["a"][:2] == obj["a"][:2] and out["s"] == obj["s"]
     assert_same_array(obj["big"], out["big"])
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (0, ValueError), ("4", TypeError),
+                                        (1.5, TypeError), (True, TypeError)])
+def test_bad_threads_are_refused_clearly(tmp_path, bad, error):
+    """threads=-1 or "4" used to be accepted silently."""
+    p = tmp_path / "t.torpor"
+    with pytest.raises(error, match="threads must be"):
+        torpor.dump([1], p, threads=bad)
+    assert not p.exists()
+    torpor.dump([1], p)
+    for call in (lambda: torpor.load(p, threads=bad), lambda: torpor.verify(p, threads=bad),
+                 lambda: torpor.loads(torpor.dumps([1]), threads=bad)):
+        with pytest.raises(error, match="threads must be"):
+            call()
+    assert torpor.load(p, threads=1) == [1]
+
+
+@pytest.mark.parametrize("bad", [0, -5, "10", None])
+def test_bad_max_depth_is_refused(bad):
+    with pytest.raises((ValueError, TypeError), match="max_depth"):
+        torpor.dumps([1], max_depth=bad)

@@ -126,6 +126,7 @@ def test_mmap_load(tmp_path, impl):
     assert (np.asarray(out["a"].ctypes.data) % 64) == 0
 
 
+@pytest.mark.slow
 def test_mmap_time_does_not_grow_with_size(tmp_path):
     small = tmp_path / "s.torpor"
     big = tmp_path / "b.torpor"
@@ -149,6 +150,8 @@ def test_mmap_needs_a_file():
         torpor.loads(torpor.dumps(np.ones(3)), mmap=True)
 
 
+@pytest.mark.bigmem
+@pytest.mark.slow
 def test_array_over_4gib(tmp_path):
     a = np.zeros((1 << 32) + 4096, dtype=np.uint8)
     a[-1] = 7

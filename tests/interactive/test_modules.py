@@ -371,3 +371,18 @@ def test_ipython_magics(tmp_path, capsys):
         assert ip.user_ns["sq"].__globals__ is ip.user_ns
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_variable_errors_never_eval(tmp_path, monkeypatch):
+    """The variable name is read back from the error's path with
+    ast.literal_eval, never eval (which would run whatever the text holds)."""
+    import builtins
+
+    def no_eval(*a, **k):
+        raise AssertionError("eval was called")
+    monkeypatch.setattr(builtins, "eval", no_eval)
+    mod = types.ModuleType("m3")
+    mod.__dict__["it's \"odd\""] = {"k": threading.Lock()}
+    with pytest.raises(torpor.UnsupportedObjectError) as e:
+        torpor.dump_module(tmp_path / "m.torpor", module=mod)
+    assert e.value.variable == "it's \"odd\"" and e.value.path == "it's \"odd\"['k']"

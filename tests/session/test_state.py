@@ -322,3 +322,13 @@ def test_take_snapshot_error_names_the_object(impl):
     with pytest.raises(torpor.UnsupportedObjectError, match="GPU buffer not readable") as e:
         s.save(io.BytesIO())
     assert "Broken" in str(e.value) and "[1]" in e.value.path
+
+
+@pytest.mark.parametrize("root", [[1, 2], {1, 2}, (1, [2]), frozenset({3}), {"a": {1}}, [[]]])
+def test_copy_containers_copies_a_root_container_once(root):
+    """A container at the root is copied once (a list came back doubled, a set
+    raised AttributeError)."""
+    c = copy_containers(root)
+    assert c == root and type(c) is type(root)
+    if type(root) in (list, set, dict):
+        assert c is not root

@@ -25,10 +25,21 @@ def byte_view(arr):
     return arr.reshape(-1).view(U8)
 
 
+def _whole_items(arr):
+    """``arr`` with its items seen as opaque bytes (for structured dtypes), so a
+    copy carries the padding between fields too: numpy copies structured items
+    field by field, which would leave the padding of the copy uninitialised (then
+    files would hold stray process memory, and differ from save to save)."""
+    if arr.dtype.names is None:
+        return arr
+    return arr.view(np.dtype((np.void, arr.dtype.itemsize)))
+
+
 def contiguous_blocks(arr, limit):
     """Yield C-order contiguous pieces of a non-contiguous array, each at most about
     ``limit`` bytes, whose concatenation is the array's data in C order: the whole
     array is never copied at once."""
+    arr = _whole_items(arr)
     if arr.nbytes <= limit or arr.ndim == 0:
         yield byte_view(np.ascontiguousarray(arr))
         return
@@ -50,7 +61,7 @@ def contiguous_blocks(arr, limit):
 def inline_bytes(arr):
     """The data of a small array, in its own order, as bytes (for inline storage)."""
     if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
-        arr = np.ascontiguousarray(arr)
+        arr = np.ascontiguousarray(_whole_items(arr))
     return byte_view(arr).tobytes()
 
 
