@@ -7,6 +7,10 @@ See README.md for the API, docs/ARCHITECTURE.md for the packages and
 docs/FORMAT.md for the file format.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
 from . import session  # noqa: E402  (torpor.session.save / sdump / standard_metadata)
@@ -23,7 +27,11 @@ from .session import (Session, State, StateManager, open_session,  # noqa: E402
                       register_snapshot_methods, unregister_snapshot_methods)
 
 
-def load_ipython_extension(ipython) -> None:
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+
+
+def load_ipython_extension(ipython: InteractiveShell) -> None:
     """``%load_ext torpor``: the %torpor_save and %torpor_load magics."""
     from .interactive.ipython import load_ipython_extension as load
     load(ipython)

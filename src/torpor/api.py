@@ -1,8 +1,9 @@
 """dump / load / dumps / loads / info / verify: the drop-in API."""
 
+from __future__ import annotations
+
 import io
-import os
-from typing import Any, BinaryIO, Iterable, Optional, Union
+from typing import Any, Iterable, Optional
 
 from . import storage
 from .engine import pipeline
@@ -12,12 +13,12 @@ from .format.constants import MAX_DEPTH
 from .format.container import describe_sections, open_source, read_header, read_toc
 from .format.reader import Reader
 
-PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
+PathOrFile = storage.PathOrFile
 
 
 def dump(obj: Any, file: PathOrFile, *, compress: Optional[str] = "lz4",
-         threads: Optional[int] = None, metadata: Optional[dict] = None, shuffle: bool = True,
-         level: int = 0, max_depth: int = MAX_DEPTH) -> None:
+         threads: Optional[int] = None, metadata: Optional[dict[str, Any]] = None,
+         shuffle: bool = True, level: int = 0, max_depth: int = MAX_DEPTH) -> None:
     """Save ``obj`` to ``file`` (a path or a writable binary file object).
 
     Saving to a path is atomic: the data goes to a temporary file in the same
@@ -62,7 +63,7 @@ def load(file: PathOrFile, *, mmap: bool = False, trusted: bool = False,
     return pipeline.load(file, options, before_decode=_refuse_session)
 
 
-def _refuse_session(header: dict, toc: dict) -> None:
+def _refuse_session(header: dict[str, Any], toc: dict[str, Any]) -> None:
     if "session" in toc:
         raise FormatError(
             "this is a torpor session file (written by Session.save): restore it with "
@@ -77,7 +78,7 @@ def loads(data: Any, **kw: Any) -> Any:
     return load(io.BytesIO(data), **kw)
 
 
-def info(file: PathOrFile) -> dict:
+def info(file: PathOrFile) -> dict[str, Any]:
     """The header (with the user metadata) and the table of contents, without
     rebuilding anything. Returns a dict."""
     with storage.reading(file) as (f, name):

@@ -1,21 +1,25 @@
 """``torpor info FILE``, ``torpor verify FILE`` and ``torpor dump FILE`` (a session file)."""
 
+from __future__ import annotations
+
 import argparse
 import json
 import sys
+from collections.abc import Callable, Sequence
 
 from . import api
 from .errors import TorporError
 
 
-def _human(n):
+def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
+    raise AssertionError("unreachable: the last unit returns")
 
 
-def _info(args):
+def _info(args: argparse.Namespace) -> int:
     d = api.info(args.file)
     if args.json:
         json.dump(d, sys.stdout, indent=2, default=str)
@@ -39,19 +43,19 @@ def _info(args):
     return 0
 
 
-def _verify(args):
+def _verify(args: argparse.Namespace) -> int:
     n = api.verify(args.file)
     print(f"{args.file}: OK ({n} sections, every checksum matches)")
     return 0
 
 
-def _dump(args):
+def _dump(args: argparse.Namespace) -> int:
     from .session import sdump
     sdump(None, args.file)
     return 0
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="torpor", description="Inspect torpor files.")
     sub = p.add_subparsers(dest="cmd", required=True)
     pi = sub.add_parser("info", help="print the header, metadata and table of contents")
@@ -67,7 +71,8 @@ def main(argv=None):
     pd.set_defaults(func=_dump)
     args = p.parse_args(argv)
     try:
-        return args.func(args)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
     except (TorporError, OSError) as e:
         print(f"torpor {args.cmd}: {e}", file=sys.stderr)
         return 1

@@ -4,6 +4,11 @@ Kept in a pure-Python module (as msgpack-python does) so both implementations ra
 the very same classes and callers can catch them whichever engine is loaded.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 __all__ = [
     "TorporError",
     "FormatError",
@@ -34,16 +39,17 @@ class UnsafeLoadError(TorporError):
     """The file refers to a class or callable that loading is not allowed to import
     or call. Nothing from the file has been imported or called when this is raised."""
 
-    def __init__(self, message, names=()):
+    def __init__(self, message: str, names: Iterable[str] = ()) -> None:
         super().__init__(message)
-        self.names = tuple(names)
+        self.names: tuple[str, ...] = tuple(names)
 
 
 class UnsupportedObjectError(TorporError, TypeError):
     """An object in the graph cannot be saved. The message names its type and its
     path inside the graph (for example ``root['models'][3].mesh.handle``)."""
 
-    def __init__(self, message, path=None, obj_type=None):
+    def __init__(self, message: str, path: str | None = None,
+                 obj_type: type | None = None) -> None:
         super().__init__(message)
         self.path = path
         self.obj_type = obj_type
@@ -55,9 +61,9 @@ class CycleError(TorporError):
     before the others. Raised at save time. ``cycle`` lists the objects on the
     cycle, each with the path inside its snapshot that leads to the next one."""
 
-    def __init__(self, message, cycle=()):
+    def __init__(self, message: str, cycle: Iterable[tuple[Any, Any]] = ()) -> None:
         super().__init__(message)
-        self.cycle = list(cycle)
+        self.cycle: list[tuple[Any, Any]] = list(cycle)
 
 
 class RestoreError(TorporError):

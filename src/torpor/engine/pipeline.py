@@ -18,11 +18,15 @@ file object; ``encode``/``decode`` take an open file object. The public API
   is rebuilt (for a stream: after its last section), and may refuse the file.
 """
 
+from __future__ import annotations
+
 import contextlib
 import gc
 import io
+import mmap as _mmap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 from .. import storage
 from ..errors import FormatError
@@ -33,10 +37,17 @@ from ..format.writer import Writer
 from . import select
 from .safety import Policy
 
+if TYPE_CHECKING:
+    import numpy as np
+    from _typeshed import ReadableBuffer, SupportsWrite
+
+    from ..format.container import Toc
+    from ..storage import PathOrFile
+
 _COMPRESS_HELP = 'compress must be "lz4", "gzip" or None'
 
 
-def check_threads(threads):
+def check_threads(threads: Optional[int]) -> Optional[int]:
     """``threads`` as given to dump/load: None (one per core, at most 8) or an int >= 1."""
     if threads is None:
         return None
@@ -48,14 +59,14 @@ def check_threads(threads):
     return threads
 
 
-def codec_of(compress):
+def codec_of(compress: Optional[str]) -> int:
     try:
         return CODEC_BY_NAME[compress]
     except (KeyError, TypeError):
         raise ValueError(f"{_COMPRESS_HELP}, not {compress!r}") from None
 
 
-def _check_depth(max_depth):
+def _check_depth(max_depth: int) -> int:
     if type(max_depth) is not int or max_depth < 1:
         raise ValueError(f"max_depth must be an int of at least 1, not {max_depth!r:.40}")
     return max_depth
@@ -71,7 +82,8 @@ class SaveOptions:
     max_depth: int = MAX_DEPTH
 
     @classmethod
-    def of(cls, compress="lz4", threads=None, shuffle=True, level=0, max_depth=MAX_DEPTH):
+    def of(cls, compress: Optional[str] = "lz4", threads: Optional[int] = None,
+           shuffle: bool = True, level: int = 0, max_depth: int = MAX_DEPTH) -> SaveOptions:
         if type(level) is not int:
             raise TypeError(f"level must be an int, not {type(level).__name__}")
         return cls(codec_of(compress), check_threads(threads), bool(shuffle), level,
@@ -86,13 +98,13 @@ class LoadOptions:
     threads: Optional[int] = None
     max_depth: int = MAX_DEPTH
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_threads(self.threads)
         _check_depth(self.max_depth)
 
 
 @contextlib.contextmanager
-def gc_paused():
+def gc_paused() -> Iterator[None]:
     """Walking a graph allocates many objects (frames, memo entries, rebuilt objects)
     that are all still alive at the end; cyclic GC passes over them meanwhile find
     nothing to free and cost a large share of the time, so they wait until the end."""
@@ -107,9 +119,9 @@ def gc_paused():
 
 # --- saving ------------------------------------------------------------------------
 
-def encode(obj: Any, f: BinaryIO, options: SaveOptions, header: dict,
-           reducer_override: Optional[Callable] = None,
-           toc_extra: Optional[Callable[[], dict]] = None) -> None:
+def encode(obj: Any, f: SupportsWrite[ReadableBuffer], options: SaveOptions,
+           header: dict[str, Any], reducer_override: Optional[Callable[[Any], Any]] = None,
+           toc_extra: Optional[Callable[[], dict[str, Any]]] = None) -> None:
     """Write ``obj`` as a complete torpor file to the file object ``f``."""
     w = Writer(f, codec_id=options.codec, threads=options.threads, shuffle=options.shuffle,
                level=options.level)
@@ -126,9 +138,11 @@ def encode(obj: Any, f: BinaryIO, options: SaveOptions, header: dict,
         w.close()
 
 
-def save(obj: Any, file, options: SaveOptions, *, metadata: Optional[dict] = None,
-         reducer_override: Optional[Callable] = None,
-         toc_extra: Optional[Callable[[], dict]] = None, file_mode: Optional[int] = None) -> None:
+def save(obj: Any, file: PathOrFile, options: SaveOptions, *,
+         metadata: Optional[dict[str, Any]] = None,
+         reducer_override: Optional[Callable[[Any], Any]] = None,
+         toc_extra: Optional[Callable[[], dict[str, Any]]] = None,
+         file_mode: Optional[int] = None) -> None:
     """``encode`` into a path (atomically: the old file stays intact on any error)
     or a binary file object. ``file_mode``: permission bits of a new file."""
     header = make_header(metadata, select.IMPLEMENTATION, options.codec)
@@ -139,22 +153,22 @@ def save(obj: Any, file, options: SaveOptions, *, metadata: Optional[dict] = Non
 class _NullWriter:
     """Takes a walk and keeps nothing (``dry_run``)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.n = 0
 
-    def stream_frame(self, data):
+    def stream_frame(self, data: bytes) -> None:
         pass
 
-    def add_array(self, arr, fortran):
+    def add_array(self, arr: np.ndarray[Any, Any], fortran: bool) -> int:
         self.n += 1
         return self.n - 1
 
-    def add_bytes(self, obj):
+    def add_bytes(self, obj: bytes | bytearray) -> int:
         self.n += 1
         return self.n - 1
 
 
-def dry_run(obj: Any, reducer_override: Optional[Callable] = None,
+def dry_run(obj: Any, reducer_override: Optional[Callable[[Any], Any]] = None,
             max_depth: int = MAX_DEPTH) -> None:
     """Walk ``obj`` as a save would, writing nothing: raises what the save would."""
     select.Encoder(_NullWriter(), max_depth, reducer_override).encode(obj)
@@ -163,12 +177,13 @@ def dry_run(obj: Any, reducer_override: Optional[Callable] = None,
 # --- loading -----------------------------------------------------------------------
 
 def decode(f: BinaryIO, name: str, options: LoadOptions,
-           before_decode: Optional[Callable[[dict, dict], None]] = None) -> Any:
+           before_decode: Optional[Callable[[dict[str, Any], dict[str, Any]], None]] = None
+           ) -> Any:
     """Read the torpor file in ``f`` (named ``name`` in messages) and rebuild it."""
     src = open_source(f, name)
     header = read_header(src)
-    toc = None
-    mm = None
+    toc: Optional[Toc] = None
+    mm: Optional[_mmap.mmap] = None
     policy = options.policy
     if src.size is not None:
         toc = read_toc(src)
@@ -196,8 +211,9 @@ def decode(f: BinaryIO, name: str, options: LoadOptions,
         return dec.decode(contents.stream)
 
 
-def load(file, options: LoadOptions,
-         before_decode: Optional[Callable[[dict, dict], None]] = None) -> Any:
+def load(file: PathOrFile, options: LoadOptions,
+         before_decode: Optional[Callable[[dict[str, Any], dict[str, Any]], None]] = None
+         ) -> Any:
     """``decode`` from a path or a readable binary file object."""
     with storage.reading(file) as (f, name):
         return decode(f, name, options, before_decode)

@@ -6,9 +6,12 @@ fast paths first (in the walkers), then plain instances (class + ``__dict__``),
 then ``copyreg.dispatch_table``, then ``__reduce_ex__(4)``.
 """
 
+from __future__ import annotations
+
 import copyreg
 import pickle
 import types
+from typing import Any, TypeVar
 
 from ..errors import UnsupportedObjectError
 
@@ -54,10 +57,12 @@ def classify(cls):
 #: loaders), by id: written under these fixed names wherever their code lives, so
 #: files stay the same when torpor's modules move. Loading never imports them:
 #: the layer that reads such files maps each name to its own object (Policy.extra).
-_fixed_names = {}
+_fixed_names: dict[int, tuple[Any, str, str]] = {}
+
+_T = TypeVar("_T")
 
 
-def fix_global_name(obj, name):
+def fix_global_name(obj: _T, name: str) -> _T:
     """Write ``obj`` under ``name`` ("module.qualname") in every file."""
     module, _, qualname = name.rpartition(".")
     _fixed_names[id(obj)] = (obj, module, qualname)

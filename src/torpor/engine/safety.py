@@ -7,11 +7,15 @@ pass. Callers widen it with ``allow=`` patterns, classes registered with
 ``register_safe_class`` (the State API uses this), or ``trusted=True``.
 """
 
+from __future__ import annotations
+
 import fnmatch
 import importlib
 import re
 import sys
 import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from ..errors import CorruptFileError, MissingClassError, RestoreError, UnsafeLoadError
 
@@ -35,25 +39,27 @@ numpy.dtype numpy.ndarray
 """.split())
 
 #: Classes that registered themselves as safe (the State API registers its classes).
-_registered = {}
+_registered: dict[str, type] = {}
 _registered_lock = threading.Lock()
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
+_C = TypeVar("_C", bound=type)
 
-def global_name(obj):
+
+def global_name(obj: Any) -> str:
     """``module.qualname`` of a class or function, as the file records it."""
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
-def register_safe_class(cls):
+def register_safe_class(cls: _C) -> _C:
     """Allow instances of ``cls`` to be loaded without ``trusted=True``."""
     with _registered_lock:
         _registered[global_name(cls)] = cls
     return cls
 
 
-def unregister_safe_class(cls):
+def unregister_safe_class(cls: type) -> None:
     with _registered_lock:
         _registered.pop(global_name(cls), None)
 
@@ -61,7 +67,8 @@ def unregister_safe_class(cls):
 class Policy:
     """What one ``load`` call may resolve."""
 
-    def __init__(self, trusted=False, allow=(), extra=None, producers=()):
+    def __init__(self, trusted: bool = False, allow: str | Iterable[Any] = (),
+                 extra: Mapping[str, Any] | None = None, producers: Iterable[object] = ()) -> None:
         if isinstance(allow, str):
             allow = [allow]
         exact, patterns = set(), []
@@ -87,7 +94,7 @@ class Policy:
         self.exact = frozenset(exact)
         self.patterns = tuple(re.compile(fnmatch.translate(p)) for p in patterns)
 
-    def allows(self, module, qualname):
+    def allows(self, module: str, qualname: str) -> bool:
         name = f"{module}.{qualname}"
         if name in self.extra:
             return True
@@ -100,12 +107,12 @@ class Policy:
                 return True
         return any(p.match(name) for p in self.patterns)
 
-    def check_all(self, names, source="the file"):
+    def check_all(self, names: Iterable[str], source: str = "the file") -> None:
         bad = sorted({n for n in names if not self.allows(*_split(n))})
         if bad:
             raise unsafe_error(bad, source)
 
-    def resolve(self, module, qualname, source="the file"):
+    def resolve(self, module: str, qualname: str, source: str = "the file") -> Any:
         if type(module) is not str or type(qualname) is not str \
                 or not _NAME_RE.match(module) or not _NAME_RE.match(qualname):
             raise CorruptFileError(f"invalid global reference {module!r:.80}.{qualname!r:.80}")
@@ -135,7 +142,7 @@ def _is_numpy_value_type(module, qualname):
     return isinstance(obj, type) and (issubclass(obj, np.generic) or obj is np.dtype)
 
 
-def unsafe_error(names, source="the file"):
+def unsafe_error(names: Sequence[str], source: str = "the file") -> UnsafeLoadError:
     listed = ", ".join(repr(n) for n in names)
     return UnsafeLoadError(
         f"{source} refers to {listed}, which torpor will not import or call by default "
@@ -145,7 +152,7 @@ def unsafe_error(names, source="the file"):
         names)
 
 
-def import_global(module, qualname):
+def import_global(module: str, qualname: str) -> Any:
     """Import ``module`` and follow ``qualname``. A module that is not installed,
     or a name it does not define, is a MissingClassError; an exception raised
     while the module is imported (its own code failing) is a RestoreError chained

@@ -5,8 +5,12 @@ which case the pure-Python twin ``torpor.engine.fallback``. With
 (CI sets it, so a broken build cannot pass as the pure-Python twin)."""
 
 import os
+from typing import TYPE_CHECKING
 
-if os.environ.get("TORPOR_PUREPYTHON"):
+if TYPE_CHECKING:
+    # Both walkers have one API; type checkers see the compiled one's (_walker.pyi).
+    from ._walker import IMPLEMENTATION, Decoder, Encoder
+elif os.environ.get("TORPOR_PUREPYTHON"):
     from .fallback import IMPLEMENTATION, Decoder, Encoder
 else:
     try:

@@ -18,6 +18,7 @@ import ctypes.util
 import os
 import struct
 import threading
+import types
 import zlib
 from typing import NamedTuple, Optional
 
@@ -171,6 +172,7 @@ def _bind_native_lz4(filters):
 
 
 NATIVE_FILTERS = NATIVE_LZ4 = False
+_filters: Optional[types.ModuleType]
 try:
     if os.environ.get("TORPOR_PUREPYTHON"):
         raise ImportError("TORPOR_PUREPYTHON is set")
@@ -180,11 +182,11 @@ try:
 except ImportError:
     _filters = None
 
-if NATIVE_FILTERS:
+if NATIVE_FILTERS and _filters is not None:
     filter_into, unfilter_into, copy_into = _filters.filter_into, _filters.unfilter_into, _filters.copy_into
 else:
     filter_into, unfilter_into, copy_into = _py_filter_into, _py_unfilter_into, _py_copy_into
-if NATIVE_LZ4:
+if NATIVE_LZ4 and _filters is not None:
     lz4_bound, lz4_frame, lz4_frame_into = _filters.lz4_bound, _filters.lz4_frame, _filters.lz4_frame_into
     lz4_trial = _filters.lz4_trial
 else:

@@ -9,6 +9,8 @@ contents when the file is seekable (which is also how ``mmap=True`` maps raw
 array sections).
 """
 
+from __future__ import annotations
+
 import datetime
 import io
 import mmap as _mmap
@@ -16,7 +18,8 @@ import os
 import platform
 import struct
 import sys
-from typing import Any, NamedTuple
+from collections.abc import Iterable
+from typing import Any, BinaryIO, NamedTuple, Optional
 
 import numpy as np
 
@@ -37,11 +40,11 @@ MAX_HEADER = 64 << 20
 PIPELINE_DEPTH = 2
 
 
-def default_threads():
+def default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def torpor_version():
+def torpor_version() -> str:
     from .. import __version__
     return __version__
 
@@ -56,9 +59,9 @@ class TocEntry(NamedTuple):
     raw: int            # payload length once decoded
     codec: int          # CODEC_*
     checksum: int       # xxh3-64 of the section header (fixed part and meta)
-    meta: dict          # dtype / shape / order of an array, type of a bytes section
+    meta: dict[str, Any]  # dtype / shape / order of an array, type of a bytes section
 
-    def to_list(self):
+    def to_list(self) -> list[Any]:
         return list(self)
 
 
@@ -66,7 +69,7 @@ class Toc(dict):
     """The table of contents: a dict as written (``sections``, ``globals``,
     ``memo``, and whatever the session layer adds), with ``sections`` as
     TocEntry records and ``offset``, where the table starts in the file."""
-    offset = None
+    offset: Optional[int] = None
 
 
 def _toc_entry(t, i, name):
@@ -76,7 +79,8 @@ def _toc_entry(t, i, name):
     return TocEntry(*t[:8])
 
 
-def make_header(metadata, implementation, codec_id):
+def make_header(metadata: Optional[dict[str, Any]], implementation: str,
+                codec_id: int) -> dict[str, Any]:
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
@@ -109,11 +113,11 @@ def header_bytes(header):
 class Source:
     """Sequential reads with position tracking over a binary file object."""
 
-    def __init__(self, f, name="the file"):
+    def __init__(self, f: BinaryIO, name: str = "the file") -> None:
         self.f = f
         self.name = name
         self.pos = 0
-        self.size = None
+        self.size: Optional[int] = None
         self.can_readinto = getattr(f, "readinto", None) is not None
 
     def read(self, n, what="data"):
@@ -179,7 +183,7 @@ class Source:
         return not self.f.read(1)
 
 
-def open_source(f, name):
+def open_source(f: BinaryIO, name: str) -> Source:
     src = Source(f, name)
     try:
         seekable = f.seekable()
@@ -195,7 +199,7 @@ def open_source(f, name):
     return src
 
 
-def read_header(src):
+def read_header(src: Source) -> dict[str, Any]:
     pre = src.read(PREAMBLE_SIZE, "the preamble")
     magic, version, flags, hlen = PREAMBLE.unpack(pre)
     if magic != MAGIC:
@@ -220,8 +224,9 @@ def read_header(src):
     return header
 
 
-def read_toc(src):
+def read_toc(src: Source) -> Toc:
     """Read the table of contents of a seekable file, then return to the first section."""
+    assert src.size is not None     # seekable: the callers checked
     here = src.pos
     if src.size < here + FOOTER_SIZE + TOC_HEAD.size + 8:
         raise CorruptFileError(f"{src.name} is truncated: it ends before its table of contents")
@@ -258,13 +263,13 @@ def read_toc_block(src, head=None):
     return toc
 
 
-def map_file(f):
+def map_file(f: BinaryIO) -> _mmap.mmap:
     """A copy-on-write memory map of the whole file (arrays stay writable, the file
     is never modified)."""
     return _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_COPY)
 
 
-def describe_sections(entries):
+def describe_sections(entries: Iterable[TocEntry]) -> list[dict[str, Any]]:
     """``info``'s view of TocEntry records: plain dicts with names for the codes."""
     out: list[dict[str, Any]] = []
     for s in entries:

@@ -1,9 +1,12 @@
 """Reads a torpor container (docs/FORMAT.md): every section in file order, chunks
 decoded on a thread pool, raw array sections optionally mapped instead of read."""
 
+from __future__ import annotations
+
 import collections
 import concurrent.futures
-from typing import NamedTuple
+import mmap as _mmap
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -12,16 +15,16 @@ from . import arrays, codec, messagepack
 from .constants import (ALIGN, CHUNK_SIZE, CODEC_NAMES, CODEC_RAW, END_MAGIC, FOOTER_SIZE,
                         MAX_CHUNK_RAW, MAX_RATIO, MODE_STORED, SECTION_ARRAY, SECTION_BYTES,
                         SECTION_FIXED, SECTION_MAGIC, SECTION_NAMES, SECTION_STREAM, TOC_MAGIC)
-from .container import (FOOTER, MAX_META, PIPELINE_DEPTH, SECTION, TOC_HEAD, U64, Toc, TocEntry,
-                        default_threads, read_toc_block)
+from .container import (FOOTER, MAX_META, PIPELINE_DEPTH, SECTION, TOC_HEAD, U64, Source, Toc,
+                        TocEntry, default_threads, read_toc_block)
 from .dtypes import decode_dtype
 
 
 class Contents(NamedTuple):
     """What ``Reader.read_all`` returns."""
     stream: bytes          # the object stream, its frames joined
-    payloads: dict         # section index -> array, bytes or bytearray
-    entries: list          # TocEntry of every section, as read
+    payloads: dict[int, Any]  # section index -> array, bytes or bytearray
+    entries: list[TocEntry]   # TocEntry of every section, as read
     toc: Toc               # the table of contents
 
 
@@ -30,18 +33,20 @@ class Reader:
     the payloads. With ``mmap`` set (a mmap object of the file), raw array sections
     become copy-on-write views of it instead of being read."""
 
-    def __init__(self, src, threads=None, mmap=None, verify_mapped=False):
+    def __init__(self, src: Source, threads: Optional[int] = None,
+                 mmap: Optional[_mmap.mmap] = None, verify_mapped: bool = False) -> None:
         self.src = src
         self.threads = default_threads() if threads is None else threads
         self.depth = PIPELINE_DEPTH * self.threads   # chunks that may be decoding
         self.mmap = mmap
         self.verify_mapped = verify_mapped
         self.decoder = codec.ChunkDecoder()
-        self._inputs = []                     # input buffers ready for reuse
-        self._inflight = collections.deque()  # (future, input buffer), in file order
-        self._pool = None
+        self._inputs: list[Any] = []          # input buffers ready for reuse
+        # (future, input buffer), in file order
+        self._inflight: collections.deque[tuple[Any, Any]] = collections.deque()
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
-    def close(self):
+    def close(self) -> None:
         for fut, _ in self._inflight:
             fut.cancel()
         self._inflight.clear()
@@ -49,9 +54,12 @@ class Reader:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def read_all(self, toc=None):
+    def read_all(self, toc: Optional[Toc] = None) -> Contents:
         """Read every section; ``toc``: the table of contents if it was read first."""
         src = self.src
+        frames: list[bytes]
+        payloads: dict[int, Any]
+        entries: list[TocEntry]
         frames, payloads, entries = [], {}, []
         while True:
             at = src.pos

@@ -2,8 +2,11 @@
 (docs/FORMAT.md). The walker hands it the object stream in frames and large
 arrays and bytes out of band; their chunks are encoded on a thread pool."""
 
+from __future__ import annotations
+
 import collections
 import concurrent.futures
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import arrays, codec, messagepack
 from .constants import (ALIGN, CHUNK_SIZE, CODEC_LZ4, CODEC_RAW, END_MAGIC, SECTION_ARRAY,
@@ -11,6 +14,9 @@ from .constants import (ALIGN, CHUNK_SIZE, CODEC_LZ4, CODEC_RAW, END_MAGIC, SECT
 from .container import (FOOTER, PIPELINE_DEPTH, SECTION, TOC_HEAD, U64, TocEntry,
                         default_threads, header_bytes)
 from .dtypes import encode_dtype
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, SupportsWrite
 
 _STEP, _DONE = 0, 1
 
@@ -46,19 +52,21 @@ class _Section:
 class Writer:
     """Writes a container to ``f`` (anything with ``write``), in one pass."""
 
-    def __init__(self, f, codec_id=CODEC_LZ4, threads=None, shuffle=True, level=0):
+    def __init__(self, f: SupportsWrite[ReadableBuffer], codec_id: int = CODEC_LZ4,
+                 threads: Optional[int] = None, shuffle: bool = True, level: int = 0) -> None:
         self.f = f
         self.pos = 0
         self.codec = codec_id
         self.threads = default_threads() if threads is None else threads
         self.depth = PIPELINE_DEPTH * self.threads   # chunks that may wait to be written
         self.encoder = codec.ChunkEncoder(codec_id, filters=shuffle, level=level)
-        self.sections = []
-        self._pool = None
-        self._queue = collections.deque()    # (_STEP, callable) or (_DONE, future)
+        self.sections: list[_Section] = []
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        # (_STEP, callable) or (_DONE, future)
+        self._queue: collections.deque[tuple[int, Any]] = collections.deque()
         self._pending = 0                    # chunks in the queue
 
-    def close(self):
+    def close(self) -> None:
         for kind, item in self._queue:
             if kind == _DONE:
                 item.cancel()
@@ -73,7 +81,7 @@ class Writer:
             self.f.write(buf)
             self.pos += n
 
-    def write_header(self, header):
+    def write_header(self, header: dict[str, Any]) -> None:
         self._write(header_bytes(header))
 
     # sections
@@ -188,7 +196,7 @@ class Writer:
             chunks = (memoryview(b) for b in arrays.contiguous_blocks(arr, CHUNK_SIZE))
         return self._write_payload(SECTION_ARRAY, chunks, arr.nbytes, itemsize, meta)
 
-    def finish(self, extra):
+    def finish(self, extra: dict[str, Any]) -> None:
         """Write the table of contents (``extra`` merged in) and the footer."""
         self._drain(0)
         toc = dict(extra, sections=[s.entry().to_list() for s in self.sections])

@@ -8,14 +8,20 @@ save and restore the notebook's user namespace (dump_module / load_module on
 to ``default_path()`` (the user's cache folder).
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import shlex
 import time
 import types
+from typing import TYPE_CHECKING
 
 from . import modules
 from ..errors import TorporError
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
 
 
 def _human(n):
@@ -31,7 +37,7 @@ def _parser(name):
     return p
 
 
-def torpor_save(shell, line):
+def torpor_save(shell: InteractiveShell, line: str) -> None:
     p = _parser("torpor_save")
     p.add_argument("--exclude", nargs="*", default=[])
     p.add_argument("--skip-errors", action="store_true")
@@ -64,7 +70,7 @@ def torpor_save(shell, line):
     return None
 
 
-def torpor_load(shell, line):
+def torpor_load(shell: InteractiveShell, line: str) -> None:
     p = _parser("torpor_load")
     p.add_argument("--trusted", action="store_true")
     p.add_argument("--replace", action="store_true")
@@ -94,6 +100,11 @@ def torpor_load(shell, line):
     return None
 
 
-def load_ipython_extension(ipython):
-    ipython.register_magic_function(lambda line: torpor_save(ipython, line), "line", "torpor_save")
-    ipython.register_magic_function(lambda line: torpor_load(ipython, line), "line", "torpor_load")
+def load_ipython_extension(ipython: InteractiveShell) -> None:
+    # The ignores: IPython types register_magic_function as a functools.wraps of
+    # MagicsManager.register_function, whose first parameter is the manager (IPython's
+    # own calls of it need the same ignore).
+    ipython.register_magic_function(
+        lambda line: torpor_save(ipython, line), "line", "torpor_save")  # type: ignore[arg-type]
+    ipython.register_magic_function(
+        lambda line: torpor_load(ipython, line), "line", "torpor_load")  # type: ignore[arg-type]

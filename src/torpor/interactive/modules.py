@@ -19,6 +19,8 @@ without ``trusted=True`` refuses (naming them) before anything changes, and
 ``load_module_asdict`` can describe them without running them.
 """
 
+from __future__ import annotations
+
 import ast
 import builtins
 import fnmatch
@@ -31,6 +33,8 @@ import re
 import sys
 import types
 import warnings
+from collections.abc import Iterable, Mapping
+from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, Optional, Union
 
 import numpy as np
 
@@ -40,6 +44,9 @@ from ..engine.reduce import fix_global_name
 from ..engine.safety import Policy
 from ..errors import FormatError, TorporError, UnsafeLoadError, UnsupportedObjectError
 from ..session import Opaque
+
+if TYPE_CHECKING:
+    from ..storage import PathOrFile
 
 __all__ = ["dump_module", "load_module", "load_module_asdict", "dump_session",
            "load_session", "CodeDescriptor", "SavedFile", "default_path"]
@@ -67,7 +74,7 @@ def _interpreter_name(name):
     return name in _INTERPRETER or bool(_IPY_NUMBERED.match(name))
 
 
-def default_path(module_name="__main__"):
+def default_path(module_name: str = "__main__") -> str:
     """The file dump_module uses when given none: in the user's cache folder
     (``$XDG_CACHE_HOME/torpor`` or the platform's equivalent), never a
     world-writable temp folder."""
@@ -87,13 +94,14 @@ class SavedFile:
     would truncate the file); call ``reopen()`` to get a file object back, which
     opens for reading or appending, never truncating."""
 
-    def __init__(self, name, mode, position, closed):
+    def __init__(self, name: Union[str, bytes, int], mode: str, position: Optional[int],
+                 closed: bool) -> None:
         self.name = name
         self.mode = mode
         self.position = position
         self.closed = closed
 
-    def reopen(self):
+    def reopen(self) -> IO[Any]:
         binary = "b" in self.mode
         if any(c in self.mode for c in "wax+"):
             f = open(self.name, "r+b" if binary else "r+")
@@ -103,11 +111,11 @@ class SavedFile:
             f.seek(self.position)
         return f
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self.closed else f"at {self.position}"
         return f"<SavedFile {self.name!r} mode {self.mode!r} {state} (not reopened)>"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return type(other) is SavedFile and vars(self) == vars(other)
 
 
@@ -116,17 +124,17 @@ class CodeDescriptor:
     anything from the file: ``kind`` ("function"), ``name``, ``qualname``,
     ``module`` and ``signature`` (text)."""
 
-    def __init__(self, kind, name, qualname, module, signature):
+    def __init__(self, kind: str, name: str, qualname: str, module: str, signature: str) -> None:
         self.kind = kind
         self.name = name
         self.qualname = qualname
         self.module = module
         self.signature = signature
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{self.kind} {self.module}.{self.qualname}{self.signature} (saved by value, not loaded)>"
 
-    def __call__(self, *a, **kw):
+    def __call__(self, *a: Any, **kw: Any) -> NoReturn:
         raise UnsafeLoadError(
             f"{self.qualname} was loaded as a description only; load the file with "
             f"trusted=True to get the function itself", [f"{self.module}.{self.qualname}"])
@@ -144,17 +152,18 @@ class _ModuleRef:
 
 # --- the functions the stream names (resolved per load, through the policy) -------
 
-def make_code(kind, name, qualname, module, signature, blob, deps, buffers):
+def make_code(kind: str, name: str, qualname: str, module: str, signature: str, blob: bytes,
+              deps: list[Any], buffers: list[Any]) -> NoReturn:
     """Stands in the file for the loader of code saved by value; load_module and
     load_module_asdict replace it with one bound to their target namespace."""
     raise FormatError("code saved by value is rebuilt by torpor.load_module only")
 
 
-def import_module(name):
+def import_module(name: str) -> NoReturn:
     raise FormatError("module references are rebuilt by torpor.load_module only")
 
 
-def module_attribute(module, name):
+def module_attribute(module: str, name: str) -> NoReturn:
     raise FormatError("module references are rebuilt by torpor.load_module only")
 
 
@@ -357,8 +366,12 @@ def _variable_error(e):
     return err
 
 
-def dump_module(filename=None, module=None, refimported=False, *, exclude=(), on_error="raise",
-                compress="lz4", metadata=None, threads=None, **kwds):
+def dump_module(filename: Optional[PathOrFile] = None,
+                module: Union[types.ModuleType, str, None] = None, refimported: bool = False, *,
+                exclude: Union[str, Iterable[str]] = (),
+                on_error: Literal["raise", "skip"] = "raise", compress: Optional[str] = "lz4",
+                metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
+                **kwds: Any) -> dict[str, dict[str, str]]:
     """Save a module's namespace (default ``__main__``) to ``filename`` (a path,
     written atomically, or a binary stream; None: ``default_path()``, created
     owner-only, with a warning naming it).
@@ -382,7 +395,7 @@ def dump_module(filename=None, module=None, refimported=False, *, exclude=(), on
     by_value = not _importable(mod)
     # only top-level values become references; nested objects are data
     namespace.update(_references(namespace, name, by_value, refimported))
-    skipped = {}
+    skipped: dict[str, dict[str, str]] = {}
     if on_error == "skip":
         for k in list(namespace):
             try:
@@ -392,7 +405,7 @@ def dump_module(filename=None, module=None, refimported=False, *, exclude=(), on
                               "reason": str(_variable_error(e))}
                 del namespace[k]
     saver = _ByValueHook(name, by_value)
-    mode = None
+    mode: Optional[int] = None
     if filename is None:
         filename = default_path(name)
         folder = os.path.dirname(filename)
@@ -568,8 +581,11 @@ def _read(filename, target, *, trusted, describe, allow=(), threads=None):
     return seen["header"], ns
 
 
-def load_module(filename=None, module=None, *, mode="update", trusted=False, allow=(),
-                threads=None, **kwds):
+def load_module(filename: Optional[PathOrFile] = None,
+                module: Union[types.ModuleType, str, None] = None, *,
+                mode: Literal["update", "replace"] = "update", trusted: bool = False,
+                allow: Iterable[Any] = (), threads: Optional[int] = None,
+                **kwds: Any) -> Optional[types.ModuleType]:
     """Restore a namespace saved by dump_module into a module: ``module`` (a
     module or a name), default the one recorded in the file. Returns None for
     ``__main__`` or a module passed in, else the module (a new module object when
@@ -615,7 +631,9 @@ def _peek_module_name(filename):
     return meta["module"]
 
 
-def load_module_asdict(filename=None, update=False, *, trusted=False, allow=(), threads=None, **kwds):
+def load_module_asdict(filename: Optional[PathOrFile] = None, update: bool = False, *,
+                       trusted: bool = False, allow: Iterable[Any] = (),
+                       threads: Optional[int] = None, **kwds: Any) -> dict[str, Any]:
     """The saved namespace as a dict; every live module is left untouched.
 
     ``update=True`` starts from a copy of the recorded module's current namespace
@@ -627,7 +645,7 @@ def load_module_asdict(filename=None, update=False, *, trusted=False, allow=(), 
         kwds.pop("main")
     if kwds:
         raise TypeError(f"load_module_asdict got unexpected keyword arguments: {', '.join(sorted(kwds))}")
-    result = {}
+    result: dict[str, Any] = {}
     header, ns = _read(filename, result, trusted=trusted, describe=not trusted, allow=allow,
                        threads=threads)
     if update:
@@ -643,14 +661,18 @@ def load_module_asdict(filename=None, update=False, *, trusted=False, allow=(), 
 
 # --- dill's deprecated names ---------------------------------------------------
 
-def dump_session(filename=None, main=None, byref=False, **kwds):
+def dump_session(filename: Optional[PathOrFile] = None,
+                 main: Union[types.ModuleType, str, None] = None, byref: bool = False,
+                 **kwds: Any) -> dict[str, dict[str, str]]:
     """Deprecated (as in dill): use dump_module(filename, module=main, refimported=byref)."""
     warnings.warn("torpor.dump_session is deprecated: use torpor.dump_module", DeprecationWarning,
                   stacklevel=2)
     return dump_module(filename, module=main, refimported=byref, **kwds)
 
 
-def load_session(filename=None, main=None, **kwds):
+def load_session(filename: Optional[PathOrFile] = None,
+                 main: Union[types.ModuleType, str, None] = None,
+                 **kwds: Any) -> Optional[types.ModuleType]:
     """Deprecated (as in dill): use load_module(filename, module=main)."""
     warnings.warn("torpor.load_session is deprecated: use torpor.load_module", DeprecationWarning,
                   stacklevel=2)

@@ -9,6 +9,8 @@
 See docs/SESSIONS.md for the State API, restore order, versions and upgrades.
 """
 
+from __future__ import annotations
+
 import datetime
 import getpass
 import io
@@ -17,6 +19,8 @@ import os
 import platform
 import sys
 import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Optional, TextIO, Union
 
 from ..engine.pipeline import SaveOptions, check_threads
 from ..errors import RestoreError
@@ -24,6 +28,9 @@ from . import files, state
 from .files import SESSION_VERSION, NamedObject, Opaque, open_session
 from .state import State, StateManager
 from .triggers import TriggerSet
+
+if TYPE_CHECKING:
+    from ..storage import PathOrFile
 
 __all__ = ["Session", "save", "standard_metadata", "sdump", "open_session", "SUFFIX",
            "SESSION_VERSION", "NamedObject", "Opaque"]
@@ -39,7 +46,7 @@ _OWN = frozenset({"app_name", "debug", "silent", "minimal", "metadata", "logger"
                   "restore_options"})
 
 
-def _is_manager(value):
+def _is_manager(value: object) -> bool:
     if isinstance(value, StateManager):
         return True
     if isinstance(value, type):
@@ -52,7 +59,25 @@ class Session:
     """An application's saveable state: its state managers, metadata, logger and
     triggers. Many sessions can live in one process."""
 
-    def __init__(self, app_name, *, debug=False, silent=False, minimal=False):
+    # set in __init__ (with object.__setattr__: see __setattr__)
+    app_name: str
+    debug: bool
+    silent: bool
+    minimal: bool
+    metadata: dict[str, Any]
+    logger: logging.Logger
+    triggers: TriggerSet
+    restore_options: dict[str, Any]
+    _state_managers: dict[str, Any]
+    _snapshot_methods: dict[type, Any]
+    _lock: threading.RLock
+
+    if TYPE_CHECKING:
+        # The state managers are attributes too (``session.models``).
+        def __getattr__(self, name: str) -> Any: ...
+
+    def __init__(self, app_name: str, *, debug: bool = False, silent: bool = False,
+                 minimal: bool = False) -> None:
         if not isinstance(app_name, str) or not app_name:
             raise TypeError("Session(app_name): app_name must be a non-empty string")
         setattr_ = object.__setattr__
@@ -78,11 +103,11 @@ class Session:
         setattr_(self, "_snapshot_methods", {})
         setattr_(self, "_lock", threading.RLock())
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<torpor.Session {self.app_name!r}: {len(self._state_managers)} state managers>"
 
     # -- state managers ---------------------------------------------------------
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_") or name in _OWN:
             object.__setattr__(self, name, value)
             return
@@ -93,11 +118,11 @@ class Session:
         elif was is not None:
             del self._state_managers[name]
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         object.__delattr__(self, name)
         self._state_managers.pop(name, None)
 
-    def add_state_manager(self, tag, obj):
+    def add_state_manager(self, tag: str, obj: Any) -> None:
         if not isinstance(tag, str) or not tag:
             raise TypeError("a state manager's tag must be a non-empty string")
         if not _is_manager(obj):
@@ -107,27 +132,27 @@ class Session:
                 f"from torpor.StateManager)")
         self._state_managers[tag] = obj
 
-    def remove_state_manager(self, tag):
+    def remove_state_manager(self, tag: str) -> None:
         if tag not in self._state_managers:
             raise KeyError(f"no state manager with tag {tag!r}; tags: {list(self._state_managers)}")
         del self._state_managers[tag]
         if self.__dict__.get(tag) is not None and not tag.startswith("_"):
             object.__delattr__(self, tag)
 
-    def get_state_manager(self, tag):
+    def get_state_manager(self, tag: str) -> Any:
         return self._state_managers.get(tag)
 
     @property
-    def state_managers(self):
+    def state_managers(self) -> dict[str, Any]:
         """{tag: manager}, in the order they were added (a copy)."""
         return dict(self._state_managers)
 
     # -- snapshot methods -------------------------------------------------------
-    def register_snapshot_methods(self, methods):
+    def register_snapshot_methods(self, methods: dict[type, Any]) -> None:
         """Like torpor.register_snapshot_methods, for this session only."""
         state.register_snapshot_methods(methods, _table=self._snapshot_methods)
 
-    def snapshot_methods(self, obj, instance=True, base_type=State):
+    def snapshot_methods(self, obj: Any, instance: bool = True, base_type: type = State) -> Any:
         """The object with take_snapshot / restore_snapshot / reset_state for
         ``obj`` (an instance, or a class with ``instance=False``), or None."""
         cls = type(obj) if instance else obj
@@ -136,8 +161,9 @@ class Session:
         return state.find_methods(cls, self._snapshot_methods, base_type)[1]
 
     # -- save / restore ---------------------------------------------------------
-    def save(self, file, *, compress="lz4", flags=State.SESSION, include_maps=False,
-             version=SESSION_VERSION, threads=None):
+    def save(self, file: PathOrFile, *, compress: Optional[str] = "lz4",
+             flags: int = State.SESSION, include_maps: bool = False,
+             version: int = SESSION_VERSION, threads: Optional[int] = None) -> int:
         """Save every state manager to ``file`` (a path, written atomically, or a
         binary stream). ``threads``: compression threads, as for torpor.dump.
         Returns the number of named objects written."""
@@ -163,8 +189,9 @@ class Session:
                              len(self._state_managers), n)
             return n
 
-    def restore(self, file, *, metadata_only=False, combine=False, trusted=False, allow=(),
-                threads=None):
+    def restore(self, file: PathOrFile, *, metadata_only: bool = False, combine: bool = False,
+                trusted: bool = False, allow: Iterable[Any] = (),
+                threads: Optional[int] = None) -> Optional[dict[str, Any]]:
         """Restore the session from ``file`` (a path or a binary stream).
 
         All or nothing: every object is rebuilt first, and only then are the
@@ -195,8 +222,10 @@ class Session:
                 self.triggers.activate_trigger("end restore session", self)
             self.logger.info("restored session: %d state managers, %d named objects",
                              sum(m is not None for m in managers.values()), n)
+        return None
 
-    def _install(self, header, managers, combine):
+    def _install(self, header: Mapping[str, Any], managers: Mapping[str, Any],
+                 combine: bool) -> None:
         """Swap the restored managers in; the only step that changes the session."""
         old = dict(self._state_managers)
         old_attrs = {t: self.__dict__[t] for t in old if t in self.__dict__}
@@ -230,7 +259,7 @@ class Session:
                         f"{type(e).__name__}: {e}; the restored managers were not installed") from e
             self.metadata = dict(header.get("session") or {})
 
-    def reset(self):
+    def reset(self) -> None:
         """Return every state manager to its data-less state."""
         with self._lock:
             for m in list(self._state_managers.values()):
@@ -239,7 +268,8 @@ class Session:
 
 # --- module-level functions, ChimeraX style --------------------------------------
 
-def save(session, path, version=SESSION_VERSION, compress="lz4", include_maps=False):
+def save(session: Session, path: Union[str, os.PathLike[str]], version: int = SESSION_VERSION,
+         compress: Optional[str] = "lz4", include_maps: bool = False) -> str:
     """Command-line style save: atomic, adds ``.torpor`` when ``path`` has no suffix."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError("torpor.session.save takes a path; use Session.save for streams")
@@ -250,18 +280,18 @@ def save(session, path, version=SESSION_VERSION, compress="lz4", include_maps=Fa
     return path
 
 
-def _now():
+def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _user():
+def _user() -> str:
     try:
         return getpass.getuser()
     except Exception:
         return "unknown"
 
 
-def _merge(previous, value):
+def _merge(previous: Any, value: Any) -> Any:
     """ChimeraX's rule: keep previous values, add the new one if it differs."""
     if previous is None:
         return value
@@ -271,7 +301,9 @@ def _merge(previous, value):
     return values[0] if len(values) == 1 else values
 
 
-def standard_metadata(previous_metadata=None, *, app_name="torpor", app_version=None):
+def standard_metadata(previous_metadata: Optional[Mapping[str, Any]] = None, *,
+                      app_name: str = "torpor",
+                      app_version: Optional[str] = None) -> dict[str, Any]:
     """The standard metadata of a saved file, merged with ``previous_metadata``:
     ``generator`` ("app version (os)", HTML user-agent style), ``created`` (kept
     from the previous metadata), ``modified`` (now), ``creator`` and
@@ -293,7 +325,8 @@ def standard_metadata(previous_metadata=None, *, app_name="torpor", app_version=
 
 # --- inspection --------------------------------------------------------------------
 
-def sdump(session, session_file, output=None):
+def sdump(session: Optional[Session], session_file: PathOrFile,
+          output: Union[str, os.PathLike[str], TextIO, None] = None) -> str:
     """Write a readable dump of ``session_file`` without restoring it: versions,
     metadata, each state manager and named object, with shared objects shown by
     their unique names (``@3``). ``output``: a path, a text stream, or None for
@@ -310,7 +343,7 @@ def sdump(session, session_file, output=None):
     return text
 
 
-def _format_tree(tree, source):
+def _format_tree(tree: Mapping[str, Any], source: object) -> str:
     out = io.StringIO()
     w = out.write
     name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<stream>")
@@ -332,7 +365,7 @@ def _format_tree(tree, source):
     return out.getvalue()
 
 
-def _short(x, depth, limit=8):
+def _short(x: Any, depth: int, limit: int = 8) -> str:
     import numpy as np
     if isinstance(x, NamedObject):
         return f"@{x.uid} {x.class_name}"

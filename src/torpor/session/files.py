@@ -16,8 +16,12 @@ Nothing here is global mutable state: a save or restore works on its own
 registrations, so two sessions can save and restore at once from two threads.
 """
 
+from __future__ import annotations
+
 import functools
 import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 from .. import api
 from ..engine import pipeline
@@ -26,12 +30,16 @@ from ..engine.safety import Policy
 from ..errors import CorruptFileError, CycleError, FormatError, RestoreError, TorporError
 from . import state
 
+if TYPE_CHECKING:
+    from ..storage import PathOrFile
+    from .core import Session
+
 SESSION_VERSION = 1
 #: The name session files give the restorer (fixed since format v1).
 RESTORER = "torpor._session_io.restore_named"
 
 
-def restore_named(uid, class_name, version, data, skipped):
+def restore_named(uid: int, class_name: str, version: int, data: Any, skipped: bool) -> NoReturn:
     """Stands in the file for the session restorer; a plain load never calls it
     (the policy refuses it), Session.restore and open_session replace it."""
     raise FormatError("this is a torpor session file: restore it with Session.restore "
@@ -47,24 +55,25 @@ class _SnapshotHook:
     """The walker's reducer_override during a session save: State objects and
     registered classes are written as their snapshots."""
 
-    def __init__(self, session, flags, table):
+    def __init__(self, session: Session, flags: int, table: Mapping[type, Any]) -> None:
         self.session = session
         self.flags = flags
         self.table = table
-        self.cache = {}       # type -> (registered class, methods) or (None, None)
-        self.classes = {}     # class name -> version, of every snapshot written
+        # type -> (registered class, methods) or (None, None)
+        self.cache: dict[type, tuple[Any, Any]] = {}
+        self.classes: dict[str, int] = {}     # class name -> version, of every snapshot written
         self.count = 0
 
-    def wants(self, cls):
+    def wants(self, cls: type) -> bool:
         return self._find(cls)[1] is not None
 
-    def _find(self, cls):
+    def _find(self, cls: type) -> tuple[Any, Any]:
         found = self.cache.get(cls)
         if found is None:
             found = self.cache[cls] = state.find_methods(cls, self.table)
         return found
 
-    def __call__(self, obj):
+    def __call__(self, obj: object) -> Optional[tuple[Callable[..., Any], tuple[Any, ...]]]:
         key, methods = self._find(type(obj))
         if methods is None:
             return None
@@ -76,7 +85,9 @@ class _SnapshotHook:
         return restore_named, (self.count, name, version, data, data is None)
 
 
-def write(session, file, *, managers, table, options, flags, metadata):
+def write(session: Session, file: PathOrFile, *, managers: Mapping[str, Any],
+          table: Mapping[type, Any], options: pipeline.SaveOptions, flags: int,
+          metadata: dict[str, Any]) -> int:
     """Write ``managers`` ({tag: manager}) of ``session`` to ``file`` (a path:
     atomically), with the snapshot methods of ``table``; ``options``: the
     engine's SaveOptions."""
@@ -95,7 +106,7 @@ def write(session, file, *, managers, table, options, flags, metadata):
     return saver.count
 
 
-def _explain_cycle(e):
+def _explain_cycle(e: CycleError) -> CycleError:
     steps = []
     for owner, parts in e.cycle:
         # parts: ".<reduce args>", "[3]" (the data's place in the args), then the
@@ -115,7 +126,7 @@ def _explain_cycle(e):
 # --- restore ---------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=256)
-def _takes_version(func):
+def _takes_version(func: Callable[..., Any]) -> bool:
     try:
         return "version" in inspect.signature(func).parameters
     except (TypeError, ValueError):
@@ -125,19 +136,19 @@ def _takes_version(func):
 class _SnapshotRestorer:
     """Stands in for restore_named while one session file is decoded."""
 
-    def __init__(self, session, table):
+    def __init__(self, session: Session, table: Mapping[type, Any]) -> None:
         self.session = session
         self.table = table
-        self.found = {}
+        self.found: dict[str, tuple[Any, Any]] = {}
         self.count = 0
 
-    def lookup(self, name):
+    def lookup(self, name: str) -> tuple[Any, Any]:
         found = self.found.get(name)
         if found is None:
             found = self.found[name] = state.find_class(name, self.table)
         return found
 
-    def check_classes(self, classes, source):
+    def check_classes(self, classes: object, source: str) -> None:
         """Before anything is rebuilt: every class is loaded and not older than
         the snapshots of it. Lists every problem at once."""
         if not isinstance(classes, dict):
@@ -167,7 +178,7 @@ class _SnapshotRestorer:
             raise RestoreError(f"cannot restore {source}: " + "; and ".join(problems) +
                                ". The session was not changed.")
 
-    def __call__(self, uid, name, version, data, skipped):
+    def __call__(self, uid: int, name: str, version: int, data: Any, skipped: bool) -> Any:
         if type(uid) is not int or type(name) is not str or type(version) is not int:
             raise CorruptFileError("a session object record is not well formed")
         if skipped:
@@ -194,14 +205,16 @@ class _SnapshotRestorer:
         return obj
 
 
-def read(session, file, *, table, trusted=False, allow=(), threads=None):
+def read(session: Session, file: PathOrFile, *, table: Mapping[type, Any],
+         trusted: bool = False, allow: Iterable[Any] = (), threads: Optional[int] = None
+         ) -> tuple[dict[str, Any], dict[str, Any], int]:
     """Decode a session file into ``(header, {tag: manager or None})`` without
     touching ``session`` (restore_snapshot methods must not change it either)."""
     restorer = _SnapshotRestorer(session, table)
     policy = Policy(trusted=trusted, allow=allow, extra={RESTORER: restorer})
-    seen = {}
+    seen: dict[str, dict[str, Any]] = {}
 
-    def before_decode(header, toc):
+    def before_decode(header: dict[str, Any], toc: dict[str, Any]) -> None:
         seen["header"] = _session_header(header, toc)
         restorer.check_classes(toc.get("session", {}).get("classes", {}), _name(file))
 
@@ -212,11 +225,11 @@ def read(session, file, *, table, trusted=False, allow=(), threads=None):
     return seen["header"], root["managers"], restorer.count
 
 
-def _name(file):
+def _name(file: object) -> str:
     return getattr(file, "name", None) or repr(file)
 
 
-def _session_header(header, toc):
+def _session_header(header: Mapping[str, Any], toc: Mapping[str, Any]) -> dict[str, Any]:
     meta = header.get("metadata")
     if not isinstance(meta, dict) or "torpor_session" not in meta or "session" not in toc:
         raise FormatError(
@@ -230,7 +243,7 @@ def _session_header(header, toc):
     return meta
 
 
-def read_metadata(file):
+def read_metadata(file: PathOrFile) -> dict[str, Any]:
     """The session's header (app, metadata, managers) without restoring anything."""
     header = api.info(file)["header"]
     return _session_header(header, {"session": None})
@@ -245,13 +258,13 @@ class NamedObject:
 
     __slots__ = ("uid", "class_name", "version", "data")
 
-    def __init__(self, uid, class_name, version, data):
+    def __init__(self, uid: int, class_name: str, version: int, data: Any) -> None:
         self.uid = uid
         self.class_name = class_name
         self.version = version
         self.data = data
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<@{self.uid} {self.class_name} v{self.version}>"
 
 
@@ -260,29 +273,32 @@ class Opaque:
     ``torpor_class`` is its recorded name; its attributes, reduce arguments,
     state and items are kept as data."""
 
-    def __init__(self, *args):
+    torpor_class: str       # a class attribute of each stand-in class
+
+    def __init__(self, *args: Any) -> None:
         self.__dict__["torpor_args"] = args
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         if isinstance(state, dict) and all(isinstance(k, str) for k in state):
             self.__dict__.update(state)
         else:
             self.__dict__["torpor_state"] = state
 
-    def append(self, x):
+    def append(self, x: Any) -> None:
         self.__dict__.setdefault("torpor_items", []).append(x)
 
-    def extend(self, xs):
+    def extend(self, xs: Iterable[Any]) -> None:
         self.__dict__.setdefault("torpor_items", []).extend(xs)
 
-    def __setitem__(self, k, v):
+    def __setitem__(self, k: Any, v: Any) -> None:
         self.__dict__.setdefault("torpor_dict", {})[k] = v
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<opaque {self.torpor_class}>"
 
 
-def _describe(uid, class_name, version, data, skipped):
+def _describe(uid: int, class_name: str, version: int, data: Any,
+              skipped: bool) -> Optional[NamedObject]:
     if type(uid) is not int or type(class_name) is not str or type(version) is not int:
         raise CorruptFileError("a session object record is not well formed")
     return None if skipped else NamedObject(uid, class_name, version, data)
@@ -292,14 +308,14 @@ class _OpaquePolicy(Policy):
     """Resolves every name the default policy refuses to an Opaque stand-in
     class, so nothing from the file is imported or called."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(extra={RESTORER: _describe})
-        self.standins = {}
+        self.standins: dict[str, type] = {}
 
-    def allows(self, module, qualname):
+    def allows(self, module: str, qualname: str) -> bool:
         return True
 
-    def resolve(self, module, qualname, source="the file"):
+    def resolve(self, module: str, qualname: str, source: str = "the file") -> Any:
         if Policy.allows(self, module, qualname):
             return super().resolve(module, qualname, source)
         name = f"{module}.{qualname}"
@@ -311,16 +327,16 @@ class _OpaquePolicy(Policy):
         return cls
 
 
-def open_session(file, *, threads=None):
+def open_session(file: PathOrFile, *, threads: Optional[int] = None) -> dict[str, Any]:
     """The raw snapshot tree of a session file, for programmatic access without
     the application's classes and without running anything from the file:
     ``{"metadata", "app", "versions", "managers": {tag: NamedObject}, "objects":
     {uid: NamedObject}}``. Classes the file names are never imported: plain
     instances of them come back as Opaque stand-ins."""
     policy = _OpaquePolicy()
-    seen = {}
+    seen: dict[str, dict[str, Any]] = {}
 
-    def before_decode(header, toc):
+    def before_decode(header: dict[str, Any], toc: dict[str, Any]) -> None:
         seen["header"] = _session_header(header, toc)
         seen["file_header"] = header
 
@@ -341,11 +357,11 @@ def open_session(file, *, threads=None):
     }
 
 
-def _named_objects(root):
+def _named_objects(root: Any) -> dict[int, NamedObject]:
     """Every NamedObject reachable from ``root``, by uid (iterative walk)."""
-    found = {}
-    seen = set()
-    todo = [root]
+    found: dict[int, NamedObject] = {}
+    seen: set[int] = set()
+    todo: list[Any] = [root]
     while todo:
         o = todo.pop()
         if id(o) in seen:

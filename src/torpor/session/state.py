@@ -13,24 +13,33 @@ State subclasses already defined in this process (every subclass registers its
 registrations.
 """
 
+from __future__ import annotations
+
 import threading
 import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Optional, no_type_check
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .core import Session
 
 __all__ = ["State", "StateManager", "register_snapshot_methods", "unregister_snapshot_methods",
            "class_name", "copy_containers"]
 
 
-def class_name(cls):
+def class_name(cls: type) -> str:
     """The name a class is recorded under in a session file."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
 # "module.qualname" -> State subclass. Weak, so a class that is thrown away (a test's
 # local class) leaves the registry; written only when a class is created.
-_state_classes = weakref.WeakValueDictionary()
+_state_classes: weakref.WeakValueDictionary[str, type[State]] = weakref.WeakValueDictionary()
 # class -> snapshot methods, from register_snapshot_methods (global to the process,
 # like ChimeraX's; a Session has its own table on top of this one).
-_global_methods = {}
+_global_methods: dict[type, Any] = {}
 _global_lock = threading.Lock()
 
 
@@ -52,11 +61,11 @@ class State:
 
     version = 1
 
-    def __init_subclass__(cls, **kw):
+    def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         _state_classes[class_name(cls)] = cls
 
-    def take_snapshot(self, session, flags):
+    def take_snapshot(self, session: Session, flags: int) -> Any:
         """Return the data that describes this object (or None to leave it out).
 
         The default is a copy of the instance dict: the dicts, lists, tuples and
@@ -66,7 +75,7 @@ class State:
         return copy_containers(self.__dict__)
 
     @classmethod
-    def restore_snapshot(cls, session, data):
+    def restore_snapshot(cls, session: Session, data: Any) -> Self:
         """Create an object from ``data``. Every State object referenced from
         ``data`` is already restored. Must not change the session: a restore
         that fails part-way must leave it as it was (the session installs the
@@ -75,7 +84,7 @@ class State:
         obj.__dict__.update(data)
         return obj
 
-    def reset_state(self, session):
+    def reset_state(self, session: Session) -> None:
         """Return to the data-less state (used by ``Session.reset``)."""
 
 
@@ -83,15 +92,15 @@ class StateManager(State):
     """A top-level object of a session (a model list, a camera, ...): saved with
     the session under its tag, reset by ``Session.reset``."""
 
-    def reset_state(self, session):
+    def reset_state(self, session: Session) -> None:
         raise NotImplementedError(
             f"{class_name(type(self))} must implement reset_state(session) to be a state manager")
 
-    def include_state(self):
+    def include_state(self) -> bool:
         """Whether this manager is saved at all (False: it is left out)."""
         return True
 
-    def init_state_manager(self, session, base_tag=None):
+    def init_state_manager(self, session: Session, base_tag: Optional[str] = None) -> str:
         """Register this manager with ``session`` under ``base_tag`` (default: the
         class name), made unique with a numeric suffix if the tag is taken."""
         base = base_tag or type(self).__name__
@@ -104,7 +113,7 @@ class StateManager(State):
         return tag
 
 
-def _check_methods(cls, methods):
+def _check_methods(cls: object, methods: Any) -> None:
     if not isinstance(cls, type):
         raise TypeError(f"register_snapshot_methods takes classes as keys, not {cls!r:.60}")
     missing = [m for m in ("take_snapshot", "restore_snapshot") if not callable(getattr(methods, m, None))]
@@ -118,7 +127,8 @@ def _check_methods(cls, methods):
         raise TypeError(f"{methods!r:.60}.version must be a non-negative int, not {v!r:.60}")
 
 
-def register_snapshot_methods(methods, _table=None):
+def register_snapshot_methods(methods: dict[type, Any],
+                              _table: Optional[dict[type, Any]] = None) -> None:
     """Save classes that do not derive from State through snapshot methods:
     ``{cls: Methods}`` where Methods has static ``take_snapshot(obj, session,
     flags)``, ``restore_snapshot(session, data)`` and optionally
@@ -135,13 +145,14 @@ def register_snapshot_methods(methods, _table=None):
         _table.update(methods)
 
 
-def unregister_snapshot_methods(*classes):
+def unregister_snapshot_methods(*classes: type) -> None:
     with _global_lock:
         for cls in classes:
             _global_methods.pop(cls, None)
 
 
-def find_methods(cls, session_table, base_type=None):
+def find_methods(cls: type, session_table: Mapping[type, Any],
+                 base_type: Optional[type] = None) -> tuple[Any, Any]:
     """(registered class, snapshot methods) for objects of ``cls``: the session's
     registration, then the global one (both also for base classes), then the
     class itself if it derives from ``base_type`` (State); (None, None) if none."""
@@ -156,9 +167,10 @@ def find_methods(cls, session_table, base_type=None):
     return None, None
 
 
-def find_class(name, session_table):
+def find_class(name: str, session_table: Mapping[type, Any]) -> tuple[Any, Any]:
     """(class, methods) for a recorded class name, from classes already loaded
     in this process; (None, None) when none is."""
+    cls: Optional[type]
     for table in (session_table, _global_methods):
         for cls, m in list(table.items()):
             if class_name(cls) == name:
@@ -172,7 +184,10 @@ def find_class(name, session_table):
 _COPIED = (dict, list, tuple, set)
 
 
-def copy_containers(obj):
+# Callers see it as untyped: its body (being reworked when the API was typed) does
+# not annotate its locals yet.
+@no_type_check
+def copy_containers(obj: Any) -> Any:
     """Copy the dicts, lists, tuples and sets in ``obj`` (iteratively, keeping
     shared containers shared and cycles cyclic); other objects are not copied.
     What ChimeraX's default snapshot does, without its recursion limit. (Set

@@ -6,8 +6,12 @@ Later stores (fsspec URLs, Redis) implement ``Store`` and pass the same contract
 tests (tests/storage/test_contract.py).
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Optional, Union
 
 from .base import Store, StoreStat, StoreWriter
 from .local import LocalFileStore
@@ -16,15 +20,22 @@ from .memory import MemoryStore
 __all__ = ["Store", "StoreStat", "StoreWriter", "LocalFileStore", "MemoryStore",
            "is_path", "writing", "reading"]
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
+#: What torpor's functions take as ``file``: a path, or a binary file object.
+PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
+
 _LOCAL = LocalFileStore()
 
 
-def is_path(file):
+def is_path(file: object) -> TypeIs[Union[str, os.PathLike[Any]]]:
     return isinstance(file, (str, os.PathLike))
 
 
 @contextlib.contextmanager
-def writing(file, *, mode=None):
+def writing(file: PathOrFile, *, mode: Optional[int] = None
+            ) -> Iterator[Union[StoreWriter, BinaryIO]]:
     """Yield something to write a torpor file into: for a path, an atomic writer
     that is committed when the block ends normally and aborted (the old file left
     intact) when it raises; otherwise ``file`` itself, a binary file object."""
@@ -39,7 +50,7 @@ def writing(file, *, mode=None):
 
 
 @contextlib.contextmanager
-def reading(file):
+def reading(file: PathOrFile) -> Iterator[tuple[BinaryIO, str]]:
     """Yield ``(binary file object, name for messages)`` for a path (opened and
     closed here) or an open file object."""
     if is_path(file):

@@ -8,7 +8,14 @@ intact and nothing of the new one remains. ``tests/storage/test_contract.py``
 holds every store to this.
 """
 
-from typing import BinaryIO, NamedTuple, Optional, Protocol, runtime_checkable
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Optional, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+    from typing_extensions import Self
 
 
 class StoreStat(NamedTuple):
@@ -24,11 +31,12 @@ class StoreWriter(Protocol):
     step; ``abort`` throws it away. Exactly one of the two ends a writer; as a
     context manager, it commits on a normal exit and aborts on an exception."""
 
-    def write(self, data) -> int: ...
+    def write(self, data: ReadableBuffer) -> int: ...
     def commit(self) -> None: ...
     def abort(self) -> None: ...
-    def __enter__(self) -> "StoreWriter": ...
-    def __exit__(self, exc_type, exc, tb) -> None: ...
+    def __enter__(self) -> StoreWriter: ...
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None: ...
 
 
 @runtime_checkable
@@ -63,10 +71,15 @@ class WriterBase:
 
     _ended = False
 
-    def __enter__(self):
+    if TYPE_CHECKING:       # what the writers define
+        def commit(self) -> None: ...
+        def abort(self) -> None: ...
+
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         if self._ended:
             return
         if exc_type is None:
@@ -74,7 +87,7 @@ class WriterBase:
         else:
             self.abort()
 
-    def _end(self, what):
+    def _end(self, what: str) -> None:
         if self._ended:
             raise ValueError(f"cannot {what}: this writer was already committed or aborted")
         self._ended = True

@@ -8,16 +8,22 @@ fsyncs the folder. ``abort`` removes the temporary file: the previous file is
 untouched either way.
 """
 
+from __future__ import annotations
+
 import os
 import tempfile
+from typing import TYPE_CHECKING, BinaryIO, Optional, Union
 
 from .base import StoreStat, WriterBase
-from .sinks import open_sink, release_cached
+from .sinks import BufferedSink, DirectSink, open_sink, release_cached
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 TMP_SUFFIX = ".torpor-tmp"
 
 
-def _umask_mode():
+def _umask_mode() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
@@ -26,7 +32,10 @@ def _umask_mode():
 class AtomicFileWriter(WriterBase):
     """A file being written to a temporary name; see the module's docstring."""
 
-    def __init__(self, path, mode=None):
+    _fd: Optional[int]              # None once closed
+    _sink: Union[BufferedSink, DirectSink]
+
+    def __init__(self, path: str, mode: Optional[int] = None) -> None:
         self.path = path
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
@@ -47,16 +56,17 @@ class AtomicFileWriter(WriterBase):
             self._discard()
             raise
 
-    def write(self, data):
+    def write(self, data: ReadableBuffer) -> int:
         return self._sink.write(data)
 
-    def flush(self):
+    def flush(self) -> None:
         pass
 
-    def commit(self):
+    def commit(self) -> None:
         self._end("commit")
         try:
             self._sink.close()
+            assert self._fd is not None     # open until a commit or an abort
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
@@ -67,14 +77,14 @@ class AtomicFileWriter(WriterBase):
             raise
         _fsync_folder(self.folder)
 
-    def abort(self):
+    def abort(self) -> None:
         self._end("abort")
         try:
             self._sink.abort()
         finally:
             self._discard()
 
-    def _discard(self):
+    def _discard(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -84,7 +94,7 @@ class AtomicFileWriter(WriterBase):
             pass
 
 
-def _fsync_folder(folder):
+def _fsync_folder(folder: str) -> None:
     """Make the rename durable (where a folder can be opened and synced)."""
     try:
         dfd = os.open(folder, os.O_RDONLY)
@@ -102,10 +112,10 @@ class LocalFileStore:
     """Files on the local filesystem. Keys are paths; with ``root``, relative keys
     live under it and a key cannot reach outside it."""
 
-    def __init__(self, root=None):
+    def __init__(self, root: Union[str, os.PathLike[str], None] = None) -> None:
         self.root = None if root is None else os.path.abspath(os.fspath(root))
 
-    def path(self, key):
+    def path(self, key: Union[str, os.PathLike[str]]) -> str:
         key = os.fspath(key)
         if self.root is None:
             return key
@@ -116,26 +126,27 @@ class LocalFileStore:
             raise ValueError(f"{key!r} reaches outside {self.root}")
         return full
 
-    def open_writer(self, key, *, mode=None):
+    def open_writer(self, key: Union[str, os.PathLike[str]], *,
+                    mode: Optional[int] = None) -> AtomicFileWriter:
         return AtomicFileWriter(self.path(key), mode)
 
-    def open_reader(self, key):
+    def open_reader(self, key: Union[str, os.PathLike[str]]) -> BinaryIO:
         return open(self.path(key), "rb")
 
-    def stat(self, key):
+    def stat(self, key: Union[str, os.PathLike[str]]) -> StoreStat:
         st = os.stat(self.path(key))
         return StoreStat(st.st_size, st.st_mtime)
 
-    def delete(self, key):
+    def delete(self, key: Union[str, os.PathLike[str]]) -> bool:
         try:
             os.unlink(self.path(key))
             return True
         except FileNotFoundError:
             return False
 
-    def describe(self, key):
+    def describe(self, key: Union[str, os.PathLike[str]]) -> str:
         return self.path(key)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"LocalFileStore({self.root!r})" if self.root else "LocalFileStore()"
 

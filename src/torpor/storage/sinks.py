@@ -30,6 +30,8 @@ Errors of the I/O thread (a full disk, say) are raised by the next ``write`` or 
 the temporary file, so the previous file stays intact.
 """
 
+from __future__ import annotations
+
 import errno
 import mmap
 import os
@@ -37,9 +39,17 @@ import queue
 import stat
 import threading
 import traceback
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Optional, Union
 
 from . import iohints
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+    from typing_extensions import Self
+
+fcntl: Optional[types.ModuleType]
 try:
     import fcntl
 except ImportError:           # Windows
@@ -55,7 +65,7 @@ BUFFER = 256 << 10            # buffered: small writes (records, headers) gather
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
-def release_cached(path):
+def release_cached(path: str) -> None:
     """Drop the page cache of the file at ``path``, which a save is about to
     replace (the file itself is untouched).
 
@@ -83,12 +93,12 @@ def release_cached(path):
         os.close(fd)
 
 
-def direct_io_enabled():
+def direct_io_enabled() -> bool:
     """Whether saves use ``DirectSink``: ``TORPOR_DIRECT_IO=1``, on a system with O_DIRECT."""
     return bool(_O_DIRECT) and fcntl is not None and os.environ.get("TORPOR_DIRECT_IO", "0") == "1"
 
 
-def open_sink(fd, direct=None):
+def open_sink(fd: int, direct: Optional[bool] = None) -> Union[BufferedSink, DirectSink]:
     """The sink for the file at ``fd`` (open for writing, at position 0); ``direct``
     None follows ``TORPOR_DIRECT_IO``."""
     if direct is None:
@@ -103,20 +113,27 @@ class _Sink:
 
     direct = False                # O_DIRECT set on the descriptor right now
     direct_bytes = 0              # bytes written with O_DIRECT (for tests and figures)
+    _fd: int
+    _synced: int                  # bytes whose writeback has been started
 
-    def __enter__(self):
+    if TYPE_CHECKING:             # what the sinks define
+        def close(self) -> None: ...
+        def abort(self) -> None: ...
+
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[types.TracebackType]) -> None:
         if exc_type is None:
             self.close()
         else:
             self.abort()
 
-    def flush(self):
+    def flush(self) -> None:
         pass
 
-    def _writeback(self, written, flush=None):
+    def _writeback(self, written: int, flush: Optional[Callable[[], object]] = None) -> None:
         """Start the kernel's writeback of what was written since the last call,
         once that is WRITEBACK_STEP bytes (``flush`` first empties a user buffer)."""
         if iohints.start_writeback is not None and written - self._synced >= WRITEBACK_STEP:
@@ -130,7 +147,7 @@ class BufferedSink(_Sink):
     """Page-cache writes from the caller's thread, with blocks preallocated ahead
     and early writeback (see the module's docstring)."""
 
-    def __init__(self, fd):
+    def __init__(self, fd: int) -> None:
         self._fd = fd
         self._file = open(fd, "wb", buffering=BUFFER, closefd=False)
         self.pos = 0
@@ -138,11 +155,11 @@ class BufferedSink(_Sink):
         self._synced = 0
         self._prealloc = iohints.prealloc is not None
 
-    def write(self, data):
+    def write(self, data: ReadableBuffer) -> int:
         n = memoryview(data).nbytes
         if self._prealloc and self.pos + n > self._alloc:
             step = max(PREALLOC_STEP, n)
-            if iohints.prealloc(self._fd, self._alloc, step) == 0:
+            if iohints.prealloc is not None and iohints.prealloc(self._fd, self._alloc, step) == 0:
                 self._alloc += step
             else:
                 self._prealloc = False     # not supported here: write without it
@@ -151,12 +168,12 @@ class BufferedSink(_Sink):
         self._writeback(self.pos, self._file.flush)
         return n
 
-    def close(self):
+    def close(self) -> None:
         self._file.close()                 # flushes; a full disk raises here
         if self._alloc > self.pos:
             os.ftruncate(self._fd, self.pos)   # give back what was allocated ahead
 
-    def abort(self):
+    def abort(self) -> None:
         try:
             self._file.close()
         except OSError:
@@ -166,24 +183,25 @@ class BufferedSink(_Sink):
 class DirectSink(_Sink):
     """Staged O_DIRECT writes on an I/O thread (see the module's docstring)."""
 
-    def __init__(self, fd):
+    def __init__(self, fd: int) -> None:
         self._fd = fd
         self.pos = 0                   # bytes accepted by write()
         self._stage = mmap.mmap(-1, STAGE_SIZE)
         self._view = memoryview(self._stage)
         self._fill = 0
-        self._spare = queue.SimpleQueue()
+        self._spare: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         self._stages = 1
-        self._todo = queue.SimpleQueue()
-        self._thread = None
-        self._error = None
+        # (staging buffer, bytes in it, last?), or None to stop
+        self._todo: queue.SimpleQueue[Optional[tuple[mmap.mmap, int, bool]]] = queue.SimpleQueue()
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
         self._stop = False
         self._written = 0              # bytes the I/O thread has written
         self._synced = 0
 
     # the caller's side
 
-    def write(self, data):
+    def write(self, data: ReadableBuffer) -> int:
         src = memoryview(data)
         if src.ndim != 1 or src.itemsize != 1:
             src = src.cast("B")
@@ -199,7 +217,7 @@ class DirectSink(_Sink):
         self.pos += total
         return total
 
-    def close(self):
+    def close(self) -> None:
         """Write everything still staged; raise the I/O thread's error if it had one."""
         n = self._fill
         if self._thread is None:
@@ -214,7 +232,7 @@ class DirectSink(_Sink):
                 raise self._error
         self._release()
 
-    def abort(self):
+    def abort(self) -> None:
         """Stop without writing anything more (after an error in the caller)."""
         self._stop = True
         if self._thread is not None:
@@ -223,7 +241,7 @@ class DirectSink(_Sink):
             self._thread = None
         self._release()
 
-    def _release(self):
+    def _release(self) -> None:
         # The staging memory goes back to the OS now, not at the next collection
         # (or then, if a view of it is still alive somewhere).
         self._view.release()
@@ -236,7 +254,7 @@ class DirectSink(_Sink):
             except BufferError:
                 pass
 
-    def _ship(self, n, last=False):
+    def _ship(self, n: int, last: bool = False) -> None:
         if self._error is not None:
             raise self._error
         if self._thread is None:
@@ -259,7 +277,7 @@ class DirectSink(_Sink):
 
     # the I/O thread's side
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             item = self._todo.get()
             if item is None:
@@ -284,7 +302,7 @@ class DirectSink(_Sink):
                 return
             self._spare.put(stage)
 
-    def _write_all(self, view, direct):
+    def _write_all(self, view: memoryview, direct: bool) -> None:
         """Write ``view`` at the current position: with O_DIRECT if ``direct`` (its
         start and length are multiples of BLOCK), else through the page cache."""
         if not direct and self.direct:
@@ -311,7 +329,7 @@ class DirectSink(_Sink):
         if not self.direct:
             self._writeback(self._written)
 
-    def _set_direct(self, on):
+    def _set_direct(self, on: bool) -> None:
         if fcntl is None or not _O_DIRECT:
             return
         try:
