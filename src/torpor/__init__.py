@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from . import session  # noqa: E402  (torpor.session.save / sdump / standard_metadata)
 from .api import dump, dumps, info, load, loads, verify  # noqa: E402

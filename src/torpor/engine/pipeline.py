@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 from .. import storage
 from ..errors import FormatError
 from ..format.constants import CODEC_BY_NAME, CODEC_LZ4, MAX_DEPTH
-from ..format.container import (make_header, map_file, open_source, read_header, read_toc)
+from ..format.container import make_header, map_file, open_source, read_toc
+from ..format.container import read_header as _read_header
 from ..format.reader import Reader
 from ..format.writer import Writer
 from . import select
@@ -181,7 +182,7 @@ def decode(f: BinaryIO, name: str, options: LoadOptions,
            ) -> Any:
     """Read the torpor file in ``f`` (named ``name`` in messages) and rebuild it."""
     src = open_source(f, name)
-    header = read_header(src)
+    header = _read_header(src)
     toc: Optional[Toc] = None
     mm: Optional[_mmap.mmap] = None
     policy = options.policy
@@ -217,3 +218,10 @@ def load(file: PathOrFile, options: LoadOptions,
     """``decode`` from a path or a readable binary file object."""
     with storage.reading(file) as (f, name):
         return decode(f, name, options, before_decode)
+
+
+def read_header(file: Any) -> dict[str, Any]:
+    """The header of the torpor file at ``file`` (a path or a readable binary file
+    object), read and checked without reading anything else."""
+    with storage.reading(file) as (f, name):
+        return _read_header(open_source(f, name))

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, NamedTuple, Optional
 import numpy as np
 
 from ..errors import CorruptFileError, FormatError
+from ..version import __version__
 from . import codec, messagepack
 from .constants import (CODEC_NAMES, END_MAGIC, FOOTER_SIZE, FORMAT_VERSION, MAGIC,
                         PREAMBLE_SIZE, SECTION_NAMES, TOC_MAGIC)
@@ -45,7 +46,6 @@ def default_threads() -> int:
 
 
 def torpor_version() -> str:
-    from .. import __version__
     return __version__
 
 

@@ -38,7 +38,6 @@ from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, Optional, Union
 
 import numpy as np
 
-from .. import api
 from ..engine import pipeline
 from ..engine.reduce import fix_global_name
 from ..engine.safety import Policy
@@ -623,7 +622,7 @@ def load_module(filename: Optional[PathOrFile] = None,
 
 
 def _peek_module_name(filename):
-    meta = api.info(filename if filename is not None else default_path())["metadata"]
+    meta = pipeline.read_header(filename if filename is not None else default_path()).get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("module"), str):
         raise FormatError("this torpor file is not a module dump (written by torpor.dump_module)")
     if hasattr(filename, "seek"):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO, Union
 
 from ..engine.pipeline import SaveOptions, check_threads
 from ..errors import RestoreError
+from ..version import __version__
 from . import files, state
 from .files import SESSION_VERSION, NamedObject, Opaque, open_session
 from .state import State, StateManager
@@ -309,7 +310,6 @@ def standard_metadata(previous_metadata: Optional[Mapping[str, Any]] = None, *,
     from the previous metadata), ``modified`` (now), ``creator`` and
     ``dateCopyrighted`` (lists when the previous values differ). Dates are ISO
     8601 UTC. Other keys of ``previous_metadata`` are kept."""
-    from .. import __version__
     md = dict(previous_metadata or {})
     now = _now()
     version = app_version or (__version__ if app_name == "torpor" else None)

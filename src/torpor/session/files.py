@@ -23,7 +23,6 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
-from .. import api
 from ..engine import pipeline
 from ..engine.reduce import fix_global_name
 from ..engine.safety import Policy
@@ -245,7 +244,7 @@ def _session_header(header: Mapping[str, Any], toc: Mapping[str, Any]) -> dict[s
 
 def read_metadata(file: PathOrFile) -> dict[str, Any]:
     """The session's header (app, metadata, managers) without restoring anything."""
-    header = api.info(file)["header"]
+    header = pipeline.read_header(file)
     return _session_header(header, {"session": None})
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Optional, no_type_check
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -186,7 +186,8 @@ _COPIED = (dict, list, tuple, set)
 
 # Callers see it as untyped: its body (being reworked when the API was typed) does
 # not annotate its locals yet.
-@no_type_check
+
+
 def copy_containers(obj: Any) -> Any:
     """Copy the dicts, lists, tuples and sets in ``obj`` (iteratively, keeping
     shared containers shared and cycles cyclic); other objects are not copied.
@@ -195,11 +196,12 @@ def copy_containers(obj: Any) -> Any:
     shallowly, frozensets kept.)"""
     if type(obj) not in _COPIED:
         return obj
-    memo = {}       # id(original) -> copy (a list standing in for a tuple until the end)
-    order = []      # originals in the order they were copied: parents before children
-    todo = [obj]
+    # id(original) -> copy (a list standing in for a tuple until the end)
+    memo: dict[int, Any] = {}
+    order: list[Any] = []   # originals in the order they were copied: parents before children
+    todo: list[Any] = []    # originals whose copies still need their items (sets are done at once)
 
-    def copy_of(o):
+    def copy_of(o: Any) -> Any:
         c = memo.get(id(o))
         if c is None:
             t = type(o)
@@ -209,8 +211,6 @@ def copy_containers(obj: Any) -> Any:
         return c
 
     copy_of(obj)
-    todo.pop()
-    todo.append(obj)
     while todo:
         o = todo.pop()
         order.append(o)
@@ -225,7 +225,7 @@ def copy_containers(obj: Any) -> Any:
         return memo[id(obj)]
     # Turn each stand-in list into a tuple, innermost first, then point every copy
     # that holds a stand-in at its tuple.
-    real = {}
+    real: dict[int, tuple[Any, ...]] = {}
     for o in reversed(tuples):
         stand_in = memo[id(o)]
         real[id(stand_in)] = tuple(real.get(id(x), x) for x in stand_in)
