@@ -102,6 +102,9 @@ def test_a_writer_ends_once(store):
         w.commit()
     with pytest.raises(ValueError, match="already"):
         w.abort()
+    with pytest.raises(ValueError):
+        w.write(b"late")
+    assert _get(store, "k") == b""
 
 
 def test_concurrent_writers_of_one_key_leave_one_whole_object(store):

@@ -22,7 +22,8 @@ class _MemoryWriter(WriterBase):
         self._buf: Optional[io.BytesIO] = io.BytesIO()      # None once ended
 
     def write(self, data: ReadableBuffer) -> int:
-        assert self._buf is not None        # not ended
+        if self._buf is None:
+            raise ValueError("cannot write: this writer was already committed or aborted")
         return self._buf.write(data)
 
     def flush(self) -> None:
