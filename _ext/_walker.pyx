@@ -27,6 +27,7 @@ import numpy as np
 from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, ReduceTail, cycle_error,
                                   decode_path, path_step, reduced_global_module, restore_error,
                                   unsupported)
+from torpor.engine.allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
 from torpor.engine.reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                                   override_reduction, reduce_object)
 from torpor.errors import CorruptFileError, TorporError, UnsupportedObjectError
@@ -781,6 +782,7 @@ cdef class _DFrame:
     cdef int phase           # instances: 0 class next, 1 state next, 2 state read
     cdef bint built          # reduce: this frame called the callable
     cdef Py_ssize_t fill     # object arrays: the next flat index
+    cdef dict hashes         # sets and maps: hash -> count of non-str keys
 
 
 cdef class Decoder:
@@ -1091,6 +1093,8 @@ cdef class Decoder:
             PyList_Append(fr.target, value)
         elif k == D_MAP or k == D_ATTRS:
             if not fr.has_key:
+                if type(value) is not str:
+                    self._count_hash(fr, value)
                 fr.key = value
                 fr.has_key = True
             else:
@@ -1103,6 +1107,8 @@ cdef class Decoder:
         elif k == D_TUPLE or k == D_FROZENSET:
             PyList_Append(fr.items, value)
         elif k == D_SET:
+            if type(value) is not str:
+                self._count_hash(fr, value)
             try:
                 fr.target.add(value)
             except TypeError:
@@ -1130,6 +1136,20 @@ cdef class Decoder:
             fr.items.append(value)
         return 0
 
+    cdef int _count_hash(self, _DFrame fr, object key) except -1:
+        """As fallback.Decoder._count_hash."""
+        try:
+            h = hash(key)
+        except TypeError:
+            self.fail(f"unhashable key of type {type(key).__name__}")
+        if fr.hashes is None:
+            fr.hashes = {}
+        n = fr.hashes.get(h, 0) + 1
+        if n > MAX_EQUAL_HASHES:
+            raise equal_hash_error(f"the {'set' if fr.kind == D_SET else 'dict'} at {self.path()}")
+        fr.hashes[h] = n
+        return 0
+
     cdef int _inst_class(self, _DFrame fr, object cls) except -1:
         # checked and looked up once per class: a model with 500,000 atoms has one
         # Atom class, and a failed getattr costs an AttributeError every time
@@ -1139,6 +1159,7 @@ cdef class Decoder:
         if info is None:
             if id(cls) not in self.callables:
                 self.fail("an instance's class is not a class reference")
+            self.policy.check_call(cls, (), self.callables)
             info = self.inst_classes[cls] = (cls.__new__,
                                              getattr(cls, "__setstate__", None) is not None)
         obj = self._call((<tuple>info)[0], (cls,), "__new__ of", cls)
@@ -1155,6 +1176,7 @@ cdef class Decoder:
         if type(args) is not tuple:
             self.fail("reduce arguments are not a tuple")
         if self.memo[fr.slot] is _UNFILLED:
+            self.policy.check_call(func, args, self.callables)
             obj = self._call(func, args, "the reduce callable", func)
             if id(func) in self.producers:
                 self.callables.add(id(obj))
@@ -1189,6 +1211,8 @@ cdef class Decoder:
             return fr.target
         items = fr.items
         if k == D_TUPLE or k == D_FROZENSET:
+            if k == D_FROZENSET and len(items) > MAX_EQUAL_HASHES:
+                equal_hash_check(items, f"the frozenset at {self.path()}")
             try:
                 value = tuple(items) if k == D_TUPLE else frozenset(items)
             except TypeError:
@@ -1209,8 +1233,10 @@ cdef class Decoder:
                     self.fail("reduce list items are not a list")
                 if dictitems is not None and type(dictitems) is not dict:
                     self.fail("reduce dict items are not a dict")
-                if setter is not None and id(setter) not in self.callables:
-                    self.fail("a state setter is not a global reference")
+                if setter is not None:
+                    if id(setter) not in self.callables:
+                        self.fail("a state setter is not a global reference")
+                    self.policy.check_call(setter, (obj, state), self.callables)
                 self._call(apply_state, (obj, state, listitems, dictitems, setter),
                            "restoring the state of", type(obj))
             return obj

@@ -30,6 +30,7 @@ from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
                      F_SEQ, F_SET)
+from .allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
 from .reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                      override_reduction, reduce_object)
 
@@ -430,7 +431,7 @@ class _DFrame:
     the state dict of an instance with ``__setstate__``, or the flat view of an
     object array being filled."""
     __slots__ = ("kind", "target", "count", "remaining", "slot", "items",
-                 "key", "phase", "built", "fill")
+                 "key", "phase", "built", "fill", "hashes")
 
     def __init__(self, kind, target, count, slot=None, items=None):
         self.kind = kind
@@ -443,6 +444,7 @@ class _DFrame:
         self.phase = 0            # instances: 0 class next, 1 state next, 2 state read
         self.built = False        # reduce: this frame called the callable (applies the state)
         self.fill = 0             # object arrays: the next flat index
+        self.hashes = None        # sets and maps: hash -> count of non-str keys
 
 
 class Decoder:
@@ -609,6 +611,8 @@ class Decoder:
             fr.target.append(value)
         elif k == D_MAP or k == D_ATTRS:
             if fr.key is UNFILLED:
+                if type(value) is not str:
+                    self._count_hash(fr, value, r)
                 fr.key = value
             else:
                 try:
@@ -617,6 +621,8 @@ class Decoder:
                     r.fail(f"unhashable dict key of type {type(fr.key).__name__}")
                 fr.key = UNFILLED
         elif k == D_SET:
+            if type(value) is not str:
+                self._count_hash(fr, value, r)
             try:
                 fr.target.add(value)
             except TypeError:
@@ -644,9 +650,24 @@ class Decoder:
         else:
             fr.items.append(value)
 
+    def _count_hash(self, fr, key, r):
+        """Refuse a set or map whose keys share one hash value too often (a file
+        crafted to make building it quadratic)."""
+        try:
+            h = hash(key)
+        except TypeError:
+            r.fail(f"unhashable key of type {type(key).__name__}")
+        if fr.hashes is None:
+            fr.hashes = {}
+        n = fr.hashes.get(h, 0) + 1
+        if n > MAX_EQUAL_HASHES:
+            raise equal_hash_error(f"the {'set' if fr.kind == D_SET else 'dict'} at {self.path()}")
+        fr.hashes[h] = n
+
     def _inst_class(self, fr, cls, r):
         if not isinstance(cls, type) or id(cls) not in self.callables:
             r.fail("an instance's class is not a class reference")
+        self.policy.check_call(cls, (), self.callables)
         obj = self._call(cls.__new__, (cls,), "__new__ of", cls)
         self.memo[fr.slot] = obj
         fr.target = obj
@@ -673,6 +694,7 @@ class Decoder:
             r.fail("reduce arguments are not a tuple")
         slot = fr.slot
         if self.memo[slot] is UNFILLED:
+            self.policy.check_call(func, args, self.callables)
             obj = self._call(func, args, "the reduce callable", func)
             if id(func) in self.producers:
                 self.callables.add(id(obj))
@@ -706,6 +728,8 @@ class Decoder:
         items = fr.items
         slot = fr.slot
         if k == D_TUPLE or k == D_FROZENSET:
+            if k == D_FROZENSET and len(items) > MAX_EQUAL_HASHES:
+                equal_hash_check(items, f"the frozenset at {self.path()}")
             try:
                 value = tuple(items) if k == D_TUPLE else frozenset(items)
             except TypeError:
@@ -727,8 +751,10 @@ class Decoder:
                     r.fail("reduce list items are not a list")
                 if dictitems is not None and type(dictitems) is not dict:
                     r.fail("reduce dict items are not a dict")
-                if setter is not None and id(setter) not in self.callables:
-                    r.fail("a state setter is not a global reference")
+                if setter is not None:
+                    if id(setter) not in self.callables:
+                        r.fail("a state setter is not a global reference")
+                    self.policy.check_call(setter, (obj, state), self.callables)
                 self._call(apply_state, (obj, state, listitems, dictitems, setter),
                            "restoring the state of", type(obj))
             return obj

@@ -1,10 +1,12 @@
-"""Which classes and callables a file may name, and how they are resolved.
+"""Which classes and callables a file may name or call, and how they are resolved.
 
 Loading never imports a module or calls anything before the name has passed
-``Policy.check``. By default only the names below (builtin, stdlib and numpy value
-types, and the copyreg helpers that build instances of an already-checked class)
-pass. Callers widen it with ``allow=`` patterns, classes registered with
-``register_safe_class`` (the State API uses this), or ``trusted=True``.
+``Policy.allows``, which decides from the name alone. By default only the names of
+``allowlist.SAFE`` pass (builtin, stdlib and numpy value types, and the copyreg
+helpers that build instances of an already-checked class), and each call the
+file makes through them passes ``Policy.check_call`` first. Callers widen it with
+``allow=`` patterns, classes registered with ``register_safe_class`` (the State
+API uses this), or ``trusted=True``; what they allow may be called freely.
 """
 
 from __future__ import annotations
@@ -18,25 +20,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..errors import CorruptFileError, MissingClassError, RestoreError, UnsafeLoadError
+from .allowlist import SAFE, Check
 
-#: Builtin, stdlib and numpy names that construct plain values and nothing else.
-#: User-defined classes are never here: importing their module runs its code.
-SAFE_GLOBALS = frozenset("""
-builtins.object builtins.int builtins.float builtins.complex builtins.str builtins.bytes
-builtins.bytearray builtins.list builtins.tuple builtins.dict builtins.set
-builtins.frozenset builtins.bool builtins.slice builtins.range builtins.NoneType
-builtins.type
-copyreg.__newobj__ copyreg.__newobj_ex__ copyreg._reconstructor
-datetime.date datetime.time datetime.datetime datetime.timedelta datetime.timezone
-datetime.tzinfo zoneinfo.ZoneInfo zoneinfo.ZoneInfo._unpickle
-decimal.Decimal fractions.Fraction uuid.UUID uuid.SafeUUID
-pathlib.Path pathlib.PosixPath pathlib.WindowsPath pathlib.PurePath
-pathlib.PurePosixPath pathlib.PureWindowsPath
-pathlib._local.Path pathlib._local.PosixPath pathlib._local.WindowsPath
-pathlib._local.PurePath pathlib._local.PurePosixPath pathlib._local.PureWindowsPath
-collections.OrderedDict collections.defaultdict collections.deque collections.Counter
-numpy.dtype numpy.ndarray
-""".split())
+#: The default allow-list, name -> Entry (call or value, argument check, reason):
+#: see engine/allowlist.py. User-defined classes are never there: importing their
+#: module runs its code.
+SAFE_GLOBALS = frozenset(SAFE)
 
 #: Classes that registered themselves as safe (the State API registers its classes).
 _registered: dict[str, type] = {}
@@ -93,6 +82,36 @@ class Policy:
         self.producers = frozenset(id(p) for p in producers)
         self.exact = frozenset(exact)
         self.patterns = tuple(re.compile(fnmatch.translate(p)) for p in patterns)
+        # what this load resolved, by id: callables with the check of their
+        # arguments (None: free), and names that are values only
+        self._calls: dict[int, tuple[str, Check | None]] = {}
+        self._values: dict[int, str] = {}
+
+    def permit_call(self, obj: Any, name: str, check: Check | None = None) -> None:
+        """Let the file call ``obj`` (resolved under ``name``), through ``check``."""
+        self._calls[id(obj)] = (name, check)
+
+    def check_call(self, func: Any, args: tuple, callables: Any) -> None:
+        """Before ``func(*args)``: refuse a name the file may only name as a value,
+        and arguments the allow-list's check refuses. ``callables``: the ids of
+        the objects the decoder may call (resolved globals and what producers
+        made)."""
+        if self.trusted:
+            return
+        found = self._calls.get(id(func))
+        if found is None:
+            name = self._values.get(id(func))
+            if name is not None:
+                raise UnsafeLoadError(
+                    f"the file calls {name}, which safe loading lets a file name but not "
+                    f"call (called with arguments of the file's choosing it could allocate "
+                    f"any amount of memory or read raw memory). torpor never writes such a "
+                    f"call. If you trust the file, load it with trusted=True.", [name])
+            return                  # made by a producer (load_module's code loader)
+        check = found[1]
+        if check is not None:
+            values = self._values
+            check(args, lambda o: id(o) in callables and id(o) not in values)
 
     def allows(self, module: str, qualname: str) -> bool:
         name = f"{module}.{qualname}"
@@ -100,11 +119,6 @@ class Policy:
             return True
         if self.trusted or name in SAFE_GLOBALS or name in self.exact or name in _registered:
             return True
-        if module.startswith("numpy.") or module == "numpy":
-            # numpy's own scalar and dtype classes are value types; anything else of
-            # numpy's (functions that read files, for example) still needs allow=.
-            if _is_numpy_value_type(module, qualname):
-                return True
         return any(p.match(name) for p in self.patterns)
 
     def check_all(self, names: Iterable[str], source: str = "the file") -> None:
@@ -120,10 +134,20 @@ class Policy:
             raise unsafe_error([f"{module}.{qualname}"], source)
         name = f"{module}.{qualname}"
         if name in self.extra:
-            return self.extra[name]
-        if name in _registered:
-            return _registered[name]
-        return import_global(module, qualname)
+            obj = self.extra[name]
+        elif name in _registered:
+            obj = _registered[name]
+        else:
+            obj = import_global(module, qualname)
+        entry = SAFE.get(name)
+        if entry is None or self.trusted or name in self.extra or name in self.exact \
+                or name in _registered or any(p.match(name) for p in self.patterns):
+            self.permit_call(obj, name)          # the caller allowed it: free to call
+        elif entry.call:
+            self.permit_call(obj, name, entry.check)
+        else:
+            self._values[id(obj)] = name
+        return obj
 
 
 def _split(name):
@@ -131,15 +155,6 @@ def _split(name):
     # A qualname may itself hold dots (Outer.Inner); try the longest importable module
     # only when resolving, here the split just has to be consistent with allows().
     return (module, qual) if module else ("builtins", qual)
-
-
-def _is_numpy_value_type(module, qualname):
-    try:
-        import numpy as np
-        obj = getattr(np, qualname, None) if module == "numpy" else None
-    except Exception:  # pragma: no cover - numpy always imports here
-        return False
-    return isinstance(obj, type) and (issubclass(obj, np.generic) or obj is np.dtype)
 
 
 def unsafe_error(names: Sequence[str], source: str = "the file") -> UnsafeLoadError:
