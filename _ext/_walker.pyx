@@ -25,8 +25,8 @@ import struct
 import numpy as np
 
 from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, ReduceTail, cycle_error,
-                                  decode_path, path_step, reduced_global_module, restore_error,
-                                  unsupported)
+                                  decode_path, insert_error, path_step, reduced_global_module,
+                                  restore_error, unsupported)
 from torpor.engine.allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
 from torpor.engine.reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                                   override_reduction, reduce_object)
@@ -52,7 +52,7 @@ CODES = {
     "EXT_NDARRAY": EXT_NDARRAY, "EXT_NDARRAY_INLINE": EXT_NDARRAY_INLINE,
     "EXT_OBJARRAY": EXT_OBJARRAY, "EXT_DTYPE": EXT_DTYPE, "EXT_NPSCALAR": EXT_NPSCALAR,
     "F_SEQ": F_SEQ, "F_MAP": F_MAP, "F_ATTRS": F_ATTRS, "F_REDUCE": F_REDUCE, "F_FLAT": F_FLAT,
-    "F_SET": F_SET,
+    "F_SET": F_SET, "F_REDUCE_STATE": F_REDUCE_STATE,
     "D_LIST": D_LIST, "D_MAP": D_MAP, "D_TUPLE": D_TUPLE, "D_SET": D_SET,
     "D_FROZENSET": D_FROZENSET, "D_BYTEARRAY": D_BYTEARRAY, "D_BYTES_OOB": D_BYTES_OOB,
     "D_BYTEARRAY_OOB": D_BYTEARRAY_OOB, "D_GLOBAL": D_GLOBAL, "D_INST": D_INST,
@@ -179,7 +179,7 @@ cdef class _EFrame:
 
 
 cdef class Encoder:
-    cdef object writer
+    cdef object container
     cdef Py_ssize_t max_depth
     cdef char* buf
     cdef Py_ssize_t length, cap
@@ -212,8 +212,8 @@ cdef class Encoder:
         if self.buf != NULL:
             PyMem_Free(self.buf)
 
-    def __init__(self, writer, max_depth=MAX_DEPTH, reducer_override=None):
-        self.writer = writer
+    def __init__(self, container, max_depth=MAX_DEPTH, reducer_override=None):
+        self.container = container
         self.max_depth = max_depth
         self.override = reducer_override
         self.overridden = set()
@@ -384,7 +384,7 @@ cdef class Encoder:
         if self.length:
             data = PyBytes_FromStringAndSize(self.buf, self.length)
             self.length = 0
-            self.writer.stream_frame(data)
+            self.container.stream_frame(data)
         return 0
 
     # -- driver ---------------------------------------------------------------
@@ -590,7 +590,7 @@ cdef class Encoder:
             if i >= 0:
                 return self._ext_uint(EXT_REF, i)
             self._marker(EXT_BYTES_OOB, 1)
-            return self._uint(self.writer.add_bytes(obj))
+            return self._uint(self.container.add_bytes(obj))
         if t is complex:
             b = _complex.pack(obj.real, obj.imag)
             return self._ext_bytes(EXT_COMPLEX, b)
@@ -603,7 +603,7 @@ cdef class Encoder:
                 b = bytes(obj)
                 return self._bin(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
             self._marker(EXT_BYTEARRAY_OOB, 1)
-            return self._uint(self.writer.add_bytes(obj))
+            return self._uint(self.container.add_bytes(obj))
         if t is set:
             i = self._memoize(obj)
             if i >= 0:
@@ -650,7 +650,7 @@ cdef class Encoder:
             self._bin(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
         else:
             self._marker(EXT_NDARRAY, 4)
-            self._uint(self.writer.add_array(arr, fortran))
+            self._uint(self.container.add_array(arr, fortran))
         seq = [_arrays.encode_dtype(dt), list(arr.shape), fortran]
         return self._push(seq, 3, F_SEQ, arr)
 
@@ -755,6 +755,7 @@ cdef class Encoder:
             fr.seq = items
             fr.n = len(items)
             fr.pos = 0
+            fr.kind = F_REDUCE_STATE
             return 0
         self._raw(b"\xc0\xc0\xc0", 3)
         if rv[5] is not None:
@@ -826,13 +827,14 @@ cdef class Decoder:
             raise CorruptFileError(
                 f"the object stream could not be rebuilt ({type(e).__name__}: {e})") from e
 
-    def path(self):
-        """Where the object being built sits in the graph, as Python syntax."""
+    def path(self, own=False):
+        """As fallback.Decoder.path."""
         cdef _DFrame fr
+        stack = self.stack[:-1] if own else self.stack
         return decode_path([(fr.kind, fr.count - fr.remaining,
-                             fr.key if fr.has_key else UNFILLED) for fr in self.stack])
+                             fr.key if fr.has_key else UNFILLED) for fr in stack])
 
-    cdef object _call(self, object func, tuple args, str what, object owner):
+    cdef object _call(self, object func, tuple args, str what, object owner, bint own=False):
         """As fallback.Decoder._call: errors of code that is not torpor's become
         RestoreError naming the object's path."""
         try:
@@ -840,7 +842,7 @@ cdef class Decoder:
         except TorporError:
             raise
         except Exception as e:
-            raise restore_error(e, what, owner, self.path()) from e
+            raise restore_error(e, what, owner, self.path(own)) from e
 
     cdef fail(self, msg):
         raise CorruptFileError(f"object stream is corrupt at byte {self.pos}: {msg}")
@@ -1100,8 +1102,8 @@ cdef class Decoder:
             else:
                 try:
                     PyDict_SetItem(fr.target, fr.key, value)
-                except TypeError:
-                    self.fail(f"unhashable dict key of type {type(fr.key).__name__}")
+                except Exception as e:
+                    raise insert_error(e, fr.key, "dict", self.path(True)) from e
                 fr.has_key = False
                 fr.key = None
         elif k == D_TUPLE or k == D_FROZENSET:
@@ -1111,8 +1113,8 @@ cdef class Decoder:
                 self._count_hash(fr, value)
             try:
                 fr.target.add(value)
-            except TypeError:
-                self.fail(f"unhashable set item of type {type(value).__name__}")
+            except Exception as e:
+                raise insert_error(e, value, "set", self.path(True)) from e
         elif k == D_INST:
             if fr.phase == 0:
                 self._inst_class(fr, value)
@@ -1140,13 +1142,13 @@ cdef class Decoder:
         """As fallback.Decoder._count_hash."""
         try:
             h = hash(key)
-        except TypeError:
-            self.fail(f"unhashable key of type {type(key).__name__}")
+        except Exception as e:
+            raise insert_error(e, key, "set" if fr.kind == D_SET else "dict", self.path(True)) from e
         if fr.hashes is None:
             fr.hashes = {}
         n = fr.hashes.get(h, 0) + 1
         if n > MAX_EQUAL_HASHES:
-            raise equal_hash_error(f"the {'set' if fr.kind == D_SET else 'dict'} at {self.path()}")
+            raise equal_hash_error(f"the {'set' if fr.kind == D_SET else 'dict'} at {self.path(True)}")
         fr.hashes[h] = n
         return 0
 
@@ -1162,7 +1164,7 @@ cdef class Decoder:
             self.policy.check_call(cls, (), self.callables)
             info = self.inst_classes[cls] = (cls.__new__,
                                              getattr(cls, "__setstate__", None) is not None)
-        obj = self._call((<tuple>info)[0], (cls,), "__new__ of", cls)
+        obj = self._call((<tuple>info)[0], (cls,), "__new__ of", cls, True)
         self.memo[fr.slot] = obj
         fr.target = obj
         fr.phase = 1
@@ -1177,7 +1179,7 @@ cdef class Decoder:
             self.fail("reduce arguments are not a tuple")
         if self.memo[fr.slot] is _UNFILLED:
             self.policy.check_call(func, args, self.callables)
-            obj = self._call(func, args, "the reduce callable", func)
+            obj = self._call(func, args, "the reduce callable", func, True)
             if id(func) in self.producers:
                 self.callables.add(id(obj))
             self.memo[fr.slot] = obj
@@ -1211,12 +1213,10 @@ cdef class Decoder:
             return fr.target
         items = fr.items
         if k == D_TUPLE or k == D_FROZENSET:
-            if k == D_FROZENSET and len(items) > MAX_EQUAL_HASHES:
-                equal_hash_check(items, f"the frozenset at {self.path()}")
-            try:
-                value = tuple(items) if k == D_TUPLE else frozenset(items)
-            except TypeError:
-                self.fail("unhashable frozenset item")
+            if k == D_FROZENSET:
+                value = self._frozenset(items)
+            else:
+                value = tuple(items)
             if self.memo[fr.slot] is _UNFILLED:
                 self.memo[fr.slot] = value
             return self.memo[fr.slot]
@@ -1244,6 +1244,16 @@ cdef class Decoder:
         if fr.slot >= 0:
             self.memo[fr.slot] = value
         return value
+
+    cdef object _frozenset(self, list items):
+        """As fallback.Decoder._frozenset."""
+        if len(items) > MAX_EQUAL_HASHES:
+            equal_hash_check(items, f"the frozenset at {self.path()}")
+        try:
+            return frozenset(items)
+        except Exception as e:
+            bad = next((x for x in items if getattr(type(x), "__hash__", None) is None), items[0])
+            raise insert_error(e, bad, "frozenset", self.path()) from e
 
     cdef object _build_leaf(self, int k, list items):
         if k == D_GLOBAL:

@@ -43,3 +43,14 @@ def roundtrip(impl):
 def pytest_report_header(config):
     return [f"torpor walker: {torpor.implementation}; tested implementations: {IMPLS}; "
             f"TORPOR_REQUIRE_EXTENSION={os.environ.get('TORPOR_REQUIRE_EXTENSION', '')}"]
+
+
+@pytest.fixture
+def walker_env(impl):
+    """The environment for a subprocess that must use the walker under test."""
+    env = dict(os.environ)
+    env.pop("TORPOR_PUREPYTHON", None)
+    if impl is fallback:
+        env["TORPOR_PUREPYTHON"] = "1"
+        env.pop("TORPOR_REQUIRE_EXTENSION", None)
+    return env

@@ -8,7 +8,7 @@ from torpor.format import messagepack as mp
 from torpor.format.constants import (CODEC_RAW, EXT_BIGINT, EXT_FROZENSET, EXT_GLOBAL,
                                      EXT_INST, EXT_REDUCE, EXT_SET, EXT_TUPLE)
 from torpor.format.container import make_header
-from torpor.format.writer import Writer
+from torpor.format.writer import ContainerWriter
 
 
 class Raw:
@@ -120,7 +120,7 @@ def I(cls, attrs=None):
 def file_of(obj, globals_=(), toc=None):
     """A complete, valid torpor file whose object stream is ``obj`` crafted."""
     buf = io.BytesIO()
-    w = Writer(buf, codec_id=CODEC_RAW, threads=1)
+    w = ContainerWriter(buf, codec_id=CODEC_RAW, threads=1)
     w.write_header(make_header({}, "crafted", CODEC_RAW))
     w.stream_frame(stream(obj))
     w.finish(dict(toc or {}, globals=list(globals_), memo=0))

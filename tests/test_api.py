@@ -127,11 +127,34 @@ def test_cli_info_and_verify(tmp_path):
 def test_compiled_walker_is_loaded_when_required():
     """With TORPOR_REQUIRE_EXTENSION=1 (as CI sets it) the compiled walker and filters
     must be the ones in use: a silently broken build fails here."""
-    code = "import torpor, torpor.format.codec as c; print(torpor.implementation, c.NATIVE_FILTERS)"
+    code = ("import torpor, torpor.format.codec as c, torpor.storage.iohints as h; "
+            "print(torpor.implementation, c.NATIVE_FILTERS, h._iohints is not None)")
     env = dict(os.environ, TORPOR_REQUIRE_EXTENSION="1")
     env.pop("TORPOR_PUREPYTHON", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.split() == ["cython", "True"], out.stderr
+    assert out.stdout.split() == ["cython", "True", "True"], out.stderr
+
+
+@pytest.mark.parametrize("module, path", [("torpor.format.codec", "torpor/format/_filters"),
+                                          ("torpor.storage.iohints", "torpor/storage/_iohints"),
+                                          ("torpor.engine.select", "torpor/engine/_walker")])
+def test_a_missing_extension_fails_when_required(tmp_path, module, path):
+    """TORPOR_REQUIRE_EXTENSION turns a missing extension into an ImportError
+    (each of the three: a broken build cannot pass as pure Python)."""
+    blocker = tmp_path / "block.py"
+    blocker.write_text(
+        "import sys, importlib.abc\n"
+        "class B(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        f"        if name == {path.replace('/', '.')!r}:\n"
+        "            raise ImportError('blocked for the test')\n"
+        "sys.meta_path.insert(0, B())\n")
+    code = f"import block, {module}"
+    env = dict(os.environ, TORPOR_REQUIRE_EXTENSION="1", PYTHONPATH=os.pathsep.join(
+        [str(tmp_path)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env.pop("TORPOR_PUREPYTHON", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "TORPOR_REQUIRE_EXTENSION" in out.stderr, out.stderr
 
 
 def test_purepython_env_selects_fallback():
@@ -172,9 +195,39 @@ def test_bad_threads_are_refused_clearly(tmp_path, bad, error):
         with pytest.raises(error, match="threads must be"):
             call()
     assert torpor.load(p, threads=1) == [1]
+    assert torpor.load(p, threads=np.int64(2)) == [1]      # any integer type
 
 
 @pytest.mark.parametrize("bad", [0, -5, "10", None])
 def test_bad_max_depth_is_refused(bad):
     with pytest.raises((ValueError, TypeError), match="max_depth"):
         torpor.dumps([1], max_depth=bad)
+
+
+def test_old_module_paths_still_import():
+    """The modules' paths before the packages keep working."""
+    import importlib
+    import torpor.session.state
+    for old, new in [("torpor.state", "torpor.session.state"),
+                     ("torpor.triggers", "torpor.session.triggers"),
+                     ("torpor.modules", "torpor.interactive.modules"),
+                     ("torpor.ipython", "torpor.interactive.ipython"),
+                     ("torpor.fallback", "torpor.engine.fallback")]:
+        assert importlib.import_module(old) is importlib.import_module(new)
+    from torpor.triggers import DEREGISTER
+    assert DEREGISTER == torpor.session.DEREGISTER
+
+
+def test_torpors_own_classes_keep_their_names_in_files():
+    """Objects of torpor's own classes are written under the names the first files
+    used, and load without importing the module those names mention."""
+    from torpor.interactive.modules import CodeDescriptor, SavedFile
+    from torpor.session import NamedObject
+    f = SavedFile("x.txt", "rb", 3, False)
+    n = NamedObject(1, "app.Thing", 1, {"a": 1})
+    data = torpor.dumps([f, n])
+    names = set(torpor.info(io.BytesIO(data))["globals"])
+    assert "torpor.modules.SavedFile" in names and "torpor._session_io.NamedObject" in names
+    back = torpor.loads(data, trusted=True)
+    assert back[0] == f and type(back[1]) is NamedObject and back[1].data == {"a": 1}
+    assert CodeDescriptor is torpor.modules.CodeDescriptor

@@ -30,6 +30,7 @@ def test_sdist_carries_ext_and_no_generated_c(tmp_path):
     names = tarfile.open(sdist).getnames()
     assert any(n.endswith("_ext/_walker.pyx") for n in names)
     assert any(n.endswith("_ext/_filters.pyx") for n in names)
+    assert any(n.endswith("_ext/_iohints.pyx") for n in names)
     assert not any(n.endswith(".c") for n in names)
 
 

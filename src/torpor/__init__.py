@@ -26,6 +26,17 @@ from .interactive.modules import (dump_module, dump_session, load_module,  # noq
 from .session import (Session, State, StateManager, open_session,  # noqa: E402
                       register_snapshot_methods, unregister_snapshot_methods)
 
+# The modules' old paths (before the packages) keep working: ``import torpor.state``,
+# ``torpor.triggers.DEREGISTER``, ``%load_ext torpor.ipython``.
+import sys as _sys  # noqa: E402
+
+from .engine import fallback  # noqa: E402
+from .interactive import ipython, modules  # noqa: E402
+from .session import state, triggers  # noqa: E402
+
+for _old in ("state", "triggers", "modules", "ipython", "fallback"):
+    _sys.modules[f"{__name__}.{_old}"] = globals()[_old]
+del _sys, _old
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell

@@ -10,8 +10,7 @@ from .engine import pipeline
 from .engine.safety import Policy
 from .errors import FormatError, TorporError
 from .format.constants import MAX_DEPTH
-from .format.container import describe_sections, open_source, read_header, read_toc
-from .format.reader import Reader
+from .format.container import describe_sections
 
 PathOrFile = storage.PathOrFile
 
@@ -81,17 +80,7 @@ def loads(data: Any, **kw: Any) -> Any:
 def info(file: PathOrFile) -> dict[str, Any]:
     """The header (with the user metadata) and the table of contents, without
     rebuilding anything. Returns a dict."""
-    with storage.reading(file) as (f, name):
-        src = open_source(f, name)
-        header = read_header(src)
-        if src.size is not None:
-            toc = read_toc(src)
-        else:
-            reader = Reader(src, threads=1)
-            try:
-                toc = reader.read_all().toc
-            finally:
-                reader.close()
+    header, toc = pipeline.inspect(file)
     sections = describe_sections(toc["sections"])
     return {"header": header, "metadata": header.get("metadata", {}),
             "sections": sections, "globals": toc.get("globals", []),
@@ -104,16 +93,7 @@ def verify(file: PathOrFile, threads: Optional[int] = None) -> int:
     """Read the whole file and check every checksum (header, each section's header
     and chunks, table of contents) without rebuilding any object. Returns the
     number of sections; raises CorruptFileError on the first damage found."""
-    threads = pipeline.check_threads(threads)
-    with storage.reading(file) as (f, name):
-        src = open_source(f, name)
-        read_header(src)
-        toc = read_toc(src) if src.size is not None else None
-        reader = Reader(src, threads=threads)
-        try:
-            return len(reader.read_all(toc).entries)
-        finally:
-            reader.close()
+    return pipeline.verify(file, pipeline.check_threads(threads))
 
 
 __all__ = ["dump", "dumps", "load", "loads", "info", "verify", "TorporError"]

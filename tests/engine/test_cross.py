@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 import torpor
 from torpor.engine import fallback, safety as _safety, select as _impl
 from torpor.format import container
-from torpor.format.reader import Reader
-from torpor.format.writer import Writer
+from torpor.format.reader import ContainerReader
+from torpor.format.writer import ContainerWriter
 
 _walker = pytest.importorskip("torpor.engine._walker")
 
@@ -55,7 +55,7 @@ def shape_of(x, seen=None):
 
 def write(mod, obj):
     buf = io.BytesIO()
-    w = Writer(buf)
+    w = ContainerWriter(buf)
     w.write_header(container.make_header({}, mod.IMPLEMENTATION, 1))
     enc = mod.Encoder(w)
     enc.encode(obj)
@@ -67,7 +67,7 @@ def read(mod, data):
     src = container.open_source(io.BytesIO(data), "x")
     container.read_header(src)
     toc = container.read_toc(src)
-    stream, payloads, _, _ = Reader(src).read_all(toc)
+    stream, payloads, _, _ = ContainerReader(src).read_all(toc)
     return mod.Decoder(_safety.Policy(), payloads).decode(stream)
 
 

@@ -55,14 +55,14 @@ def test_setstate_error_names_path_and_chains(impl):
     e = _roundtrip_error({"models": [1, BadState()]})
     assert isinstance(e.__cause__, ValueError)
     assert "refusing this state" in str(e)
-    assert "root['models'][1]" in str(e)
+    assert "at root['models'][1];" in str(e)
     assert "BadState" in str(e)
 
 
 def test_reduce_callable_error(impl):
     e = _roundtrip_error([{"k": BadReduce()}])
     assert isinstance(e.__cause__, KeyError)
-    assert "root[0]['k']" in str(e)
+    assert "at root[0]['k'];" in str(e)
     assert "_explode" in str(e)
 
 
@@ -78,13 +78,13 @@ def test_reduce_callable_error_inside_tuple_and_attributes(impl):
     finally:
         del sys.modules[__name__].Holder
     assert isinstance(e.__cause__, RuntimeError)
-    assert "root.inner[1]" in str(e)
+    assert "at root.inner[1];" in str(e)
 
 
 def test_apply_state_error(impl):
     e = _roundtrip_error({"a": BadListItems([1, 2])})
     assert isinstance(e.__cause__, OSError)
-    assert "root['a']" in str(e)
+    assert "at root['a'];" in str(e)
 
 
 def test_missing_module_is_missing_class_error(impl):
@@ -140,3 +140,70 @@ def test_damaged_stream_is_still_corrupt(impl):
     dec = impl.Decoder(Policy(), {})
     with pytest.raises(torpor.CorruptFileError):
         dec.decode(b"\x92\x01")
+
+
+class Key:
+    """A key whose __hash__ fails once the class is 'broken' (as a key in a
+    cycle whose attributes are not set yet would)."""
+    broken = False
+
+    def __init__(self, n):
+        self.n = n
+
+    def __hash__(self):
+        if Key.broken:
+            raise RuntimeError("hash needs n")
+        return hash(self.n)
+
+    def __eq__(self, other):
+        return isinstance(other, Key) and other.n == self.n
+
+
+@pytest.mark.parametrize("make, where", [
+    (lambda: {"d": {Key(1): 1}}, "the dict at root['d']"),
+    (lambda: {"s": {Key(1), Key(2)}}, "the set at root['s']"),
+    (lambda: {"f": frozenset({Key(1)})}, "the frozenset at root['f']"),
+    (lambda: {"d": {Key(i): i for i in range(200)}}, "the dict at root['d']"),
+])
+def test_a_failing_key_hash_is_a_restore_error(impl, monkeypatch, make, where):
+    data = torpor.dumps(make())
+    monkeypatch.setattr(Key, "broken", True)
+    with pytest.raises(torpor.RestoreError) as ei:
+        torpor.loads(data, trusted=True)
+    assert not isinstance(ei.value, torpor.CorruptFileError)
+    assert where in str(ei.value) and "hash needs n" in str(ei.value)
+    assert isinstance(ei.value.__cause__, RuntimeError)
+
+
+def test_an_unhashable_key_in_a_stream_is_corrupt(impl):
+    """No good file has a list as a set item: that is damage, not user code."""
+    from crafted import S, file_of
+    with pytest.raises(torpor.CorruptFileError, match="unhashable list"):
+        torpor.loads(file_of(S([[1]])))
+
+
+def test_a_lookup_that_fails_inside_a_module_is_a_restore_error(impl, monkeypatch):
+    mod = types.ModuleType("torpor_test_lazy")
+
+    def __getattr__(name):
+        raise ImportError(f"lazy loader could not load {name}")
+    mod.__getattr__ = __getattr__
+    monkeypatch.setitem(sys.modules, "torpor_test_lazy", mod)
+    from crafted import G, file_of
+    with pytest.raises(torpor.RestoreError, match="lazy loader") as ei:
+        torpor.loads(file_of(G("torpor_test_lazy", "Thing")), trusted=True)
+    assert not isinstance(ei.value, (torpor.MissingClassError, torpor.CorruptFileError))
+
+
+class WithState:
+    def __reduce__(self):
+        import threading
+        return WithState, (), {"lock": threading.Lock()}, iter([1]), None
+
+
+def test_save_errors_name_the_state_of_a_reduced_object(impl):
+    """The path into a reduced object's state says so (it was named as if it were
+    the reduce callable)."""
+    with pytest.raises(torpor.UnsupportedObjectError) as ei:
+        torpor.dumps({"w": WithState()})
+    assert ei.value.path == "root['w'].<state>['lock']"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torpor.engine import fallback, frames
 from torpor.format import constants
 from torpor.format.container import make_header
-from torpor.format.writer import Writer
+from torpor.format.writer import ContainerWriter
 
 _walker = pytest.importorskip("torpor.engine._walker")
 
@@ -125,7 +125,7 @@ HEADER = make_header({}, "twin-test", constants.CODEC_LZ4)
 
 def stream_of(mod, obj, codec=constants.CODEC_LZ4):
     buf = io.BytesIO()
-    w = Writer(buf, codec_id=codec, threads=1)
+    w = ContainerWriter(buf, codec_id=codec, threads=1)
     try:
         w.write_header(HEADER)
         enc = mod.Encoder(w)

@@ -1,5 +1,5 @@
-"""Every test here runs on both walkers: sessions and module dumps go through
-the engine's pipeline, so each walker must save and restore them alike."""
+"""Every test here runs on both walkers: module dumps go through the engine's
+pipeline, so each walker must save and load them alike."""
 
 import pytest
 

@@ -282,7 +282,7 @@ def test_open_files_are_never_reopened(tmp_path):
     assert target.read_text() == "hello, later"
 
 
-def test_modules_not_imported_need_trusted(tmp_path):
+def test_modules_not_imported_need_trusted(tmp_path, walker_env):
     (tmp_path / "thirdmod_q.py").write_text("VALUE = 42\n")
     p = tmp_path / "m.torpor"
     code = textwrap.dedent(f"""
@@ -290,7 +290,7 @@ def test_modules_not_imported_need_trusted(tmp_path):
         import torpor, thirdmod_q
         torpor.dump_module({str(p)!r})
     """)
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, env=walker_env)
     dest = types.ModuleType("dest")
     with pytest.raises(torpor.UnsafeLoadError, match="thirdmod_q"):
         torpor.load_module(p, module=dest)
@@ -299,10 +299,10 @@ def test_modules_not_imported_need_trusted(tmp_path):
     assert repr(d["thirdmod_q"]) == "<module 'thirdmod_q' (not imported)>"
 
 
-def test_main_module_across_processes(tmp_path):
+def test_main_module_across_processes(tmp_path, walker_env):
     p = tmp_path / "main.torpor"
     save = SOURCE + f"\nimport torpor\ntorpor.dump_module({str(p)!r})\n"
-    subprocess.run([sys.executable, "-c", save], check=True)
+    subprocess.run([sys.executable, "-c", save], check=True, env=walker_env)
     load = textwrap.dedent(f"""
         import torpor, sys
         assert torpor.load_module({str(p)!r}, trusted=True) is None
@@ -311,7 +311,7 @@ def test_main_module_across_processes(tmp_path):
         check_namespace(globals())
         print("ok")
     """)
-    r = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True, env=walker_env)
     assert r.stdout.strip() == "ok", r.stderr
 
 

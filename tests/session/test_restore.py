@@ -75,7 +75,7 @@ def test_every_truncation_is_an_error(impl):
         assert t.a.n == 10
 
 
-def test_missing_class_is_refused_before_any_change(tmp_path, impl):
+def test_missing_class_is_refused_before_any_change(tmp_path, impl, walker_env):
     mod = tmp_path / "ghostmod.py"
     mod.write_text("import torpor\nclass Ghost(torpor.StateManager):\n"
                    "    def reset_state(self, session): pass\n")
@@ -86,7 +86,7 @@ def test_missing_class_is_refused_before_any_change(tmp_path, impl):
         s = torpor.Session("app"); s.g = ghostmod.Ghost(); s.g.x = 1
         s.save({str(p)!r})
     """)
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, env=walker_env)
     t = _target()
     before = _snapshot_of(t)
     with pytest.raises(torpor.RestoreError, match=r"ghostmod.Ghost.*never imports"):

@@ -285,7 +285,7 @@ def test_save_streams_arrays_without_copying(tmp_path):
     assert peak < live / 3, (peak, live)
 
 
-def test_sdump_and_cli_dump(tmp_path, impl):
+def test_sdump_and_cli_dump(tmp_path, impl, walker_env):
     s = viewer.build(1_000, n_structures=2)
     p = tmp_path / "v.torpor"
     s.save(p)
@@ -298,14 +298,14 @@ def test_sdump_and_cli_dump(tmp_path, impl):
     # the view and the selection name the same structure object as the models
     uid = re.search(r"'center_of': (@\d+) viewer.Structure", text).group(1)
     assert text.count(f"{uid} viewer.Structure") >= 3
-    r = subprocess.run([sys.executable, "-m", "torpor", "dump", str(p)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "torpor", "dump", str(p)], capture_output=True, text=True, env=walker_env)
     assert r.returncode == 0 and r.stdout == text
     outfile = tmp_path / "dump.txt"
     torpor.session.sdump(None, p, output=outfile)
     assert outfile.read_text() == text
 
 
-def test_open_session_runs_nothing_from_the_file(tmp_path):
+def test_open_session_runs_nothing_from_the_file(tmp_path, walker_env):
     mod = tmp_path / "appmod.py"
     mod.write_text(textwrap.dedent("""
         import numpy as np, torpor
@@ -324,7 +324,7 @@ def test_open_session_runs_nothing_from_the_file(tmp_path):
         s = torpor.Session("app"); s.mgr = appmod.Mgr(); s.mgr.docs = [d, d]
         s.save({str(p)!r})
     """)
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, env=walker_env)
     check = textwrap.dedent(f"""
         import sys, torpor, numpy as np
         tree = torpor.open_session({str(p)!r})
@@ -340,7 +340,7 @@ def test_open_session_runs_nothing_from_the_file(tmp_path):
         assert tree["app"] == "app" and tree["versions"]["session"] == 1
         print("ok")
     """)
-    r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=walker_env)
     assert r.stdout.strip() == "ok", r.stderr
 
 
@@ -348,13 +348,13 @@ def test_save_honours_threads(tmp_path, monkeypatch):
     """Session.save(threads=N) reaches the writer (it was accepted and dropped)."""
     from torpor.engine import pipeline
     seen = []
-    real = pipeline.Writer
+    real = pipeline.ContainerWriter
 
     class Spy(real):
         def __init__(self, f, **kw):
             seen.append(kw["threads"])
             super().__init__(f, **kw)
-    monkeypatch.setattr(pipeline, "Writer", Spy)
+    monkeypatch.setattr(pipeline, "ContainerWriter", Spy)
     s = torpor.Session("app")
     s.a = Counter(1)
     s.save(tmp_path / "t.torpor", threads=3)

@@ -86,6 +86,17 @@ def test_abort_leaves_the_old_object_and_nothing_else(store):
         store.stat("new")
 
 
+def test_a_writer_dropped_unfinished_leaves_nothing(store):
+    import gc
+    _put(store, "k", b"old")
+    w = store.open_writer("k")
+    w.write(b"new")
+    del w
+    gc.collect()
+    assert _get(store, "k") == b"old"
+    assert _leftovers(store) == []
+
+
 def test_readers_see_the_old_object_until_commit(store):
     _put(store, "k", b"old")
     w = store.open_writer("k")
@@ -149,6 +160,19 @@ def test_a_torpor_file_round_trips_through_the_store(store, impl):
         assert torpor.info(f)["objects"] >= 3
 
 
+def test_the_pipeline_saves_into_and_loads_from_a_store(store, impl):
+    """pipeline.save / load / inspect / verify take a store and a key."""
+    obj = {"a": np.arange(200_000), "nested/key": [1, 2]}
+    pipeline.save(obj, "runs/1/state.torpor", pipeline.SaveOptions.of(), store=store,
+                  metadata={"run": 1})
+    back = pipeline.load("runs/1/state.torpor", pipeline.LoadOptions(Policy()), store=store)
+    np.testing.assert_array_equal(back["a"], obj["a"])
+    header, toc = pipeline.inspect("runs/1/state.torpor", store=store)
+    assert header["metadata"] == {"run": 1} and len(toc["sections"]) >= 2
+    assert pipeline.verify("runs/1/state.torpor", store=store) == len(toc["sections"])
+    assert pipeline.read_header("runs/1/state.torpor", store=store)["metadata"] == {"run": 1}
+
+
 def test_a_failed_encode_leaves_the_old_torpor_file(store, impl):
     with store.open_writer("state.torpor") as w:
         pipeline.encode([1, 2], w, pipeline.SaveOptions.of(),
@@ -165,13 +189,18 @@ def test_a_failed_encode_leaves_the_old_torpor_file(store, impl):
 # --- what only local files have ----------------------------------------------------
 
 def test_local_keys_stay_under_the_root(tmp_path):
-    store = LocalFileStore(tmp_path / "root")
     os.mkdir(tmp_path / "root")
-    for key in ("../escape", "a/../../escape", str(tmp_path / "abs")):
-        with pytest.raises(ValueError):
+    os.mkdir(tmp_path / "outside")
+    os.symlink(tmp_path / "outside", tmp_path / "root" / "link")
+    store = LocalFileStore(tmp_path / "root")
+    for key in ("../escape", "a/../../escape", str(tmp_path / "abs"), "link/x", "link/deep/x"):
+        with pytest.raises(ValueError, match="outside|absolute"):
             store.open_writer(key)
+        with pytest.raises(ValueError):
+            store.open_reader(key)
+    assert os.listdir(tmp_path / "outside") == []
     with pytest.raises(FileNotFoundError, match="folder"):
-        store.open_writer("missing-folder/x")
+        LocalFileStore().open_writer(str(tmp_path / "missing-folder" / "x"))
 
 
 def test_local_commit_keeps_the_replaced_files_mode(tmp_path):

@@ -5,6 +5,7 @@ write fails."""
 import errno
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -224,6 +225,30 @@ def test_write_error_on_the_io_thread_is_raised(tmp_path, small_stages, monkeypa
     with pytest.raises(OSError) as e:
         torpor.dump(np.random.default_rng(1).random(400_000), p)
     assert e.value.errno == errno.EIO and "torpor-io" in seen
+    assert os.listdir(tmp_path) == [] and _io_threads() == []
+
+
+def test_write_error_found_when_the_save_ends_stops_the_io_thread(tmp_path, small_stages, monkeypatch):
+    """The I/O thread fails on a stage while the writer fills the last one: close
+    raises the error, and the thread (waiting for more) is stopped too."""
+    monkeypatch.setenv("TORPOR_DIRECT_IO", "1")
+    p = tmp_path / "late.torpor"
+    real_close = _sink.DirectSink.close
+
+    def slow_close(self):
+        time.sleep(0.3)                  # the I/O thread fails meanwhile
+        return real_close(self)
+
+    def write(fd, data):
+        if threading.current_thread().name == "torpor-io":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os_write(fd, data)
+    os_write = os.write
+    monkeypatch.setattr(_sink.DirectSink, "close", slow_close)
+    monkeypatch.setattr(_sink.os, "write", write)
+    with pytest.raises(OSError) as e:
+        torpor.dump(np.random.default_rng(2).random(SMALL_STAGE // 8 + 100), p, compress=None)
+    assert e.value.errno == errno.ENOSPC
     assert os.listdir(tmp_path) == [] and _io_threads() == []
 
 

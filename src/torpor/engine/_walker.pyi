@@ -14,7 +14,7 @@ IMPLEMENTATION: str
 CODES: dict[str, int]
 
 class _Writer(Protocol):
-    """What ``Encoder`` writes to (a ``format.writer.Writer``)."""
+    """What ``Encoder`` writes to (a ``format.writer.ContainerWriter``)."""
 
     def stream_frame(self, data: bytes, /) -> object: ...
     def add_array(self, arr: np.ndarray[Any, Any], fortran: bool, /) -> int: ...
@@ -23,7 +23,7 @@ class _Writer(Protocol):
 class Encoder:
     #: "module.qualname" of every global written, in order (values are None)
     globals: dict[str, None]
-    def __init__(self, writer: _Writer, max_depth: int = ...,
+    def __init__(self, container: _Writer, max_depth: int = ...,
                  reducer_override: Callable[[Any], Any] | None = None) -> None: ...
     @property
     def n_memo(self) -> int: ...

@@ -5,7 +5,7 @@ Nothing here is on a hot path."""
 
 import pickle
 
-from ..errors import CycleError, RestoreError, UnsupportedObjectError
+from ..errors import CorruptFileError, CycleError, RestoreError, UnsupportedObjectError
 from ..format.constants import (EXT_BYTEARRAY, EXT_BYTEARRAY_OOB, EXT_BYTES_OOB, EXT_DTYPE,
                                 EXT_FROZENSET, EXT_GLOBAL, EXT_INST, EXT_NDARRAY,
                                 EXT_NDARRAY_INLINE, EXT_NPSCALAR, EXT_OBJARRAY, EXT_REDUCE,
@@ -13,7 +13,7 @@ from ..format.constants import (EXT_BYTEARRAY, EXT_BYTEARRAY_OOB, EXT_BYTES_OOB,
 from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
-                     F_SEQ, F_SET)
+                     F_REDUCE_STATE, F_SEQ, F_SET)
 
 #: The decoder frame each marker extension opens.
 MARKER_KIND = {
@@ -74,7 +74,9 @@ def path_step(kind, i, key):
         return f"[{key!r:.60}]" if i % 2 else f".<key {key!r:.60}>"
     if kind == F_ATTRS:
         return f".{key}" if i % 2 else f".<attribute name {key!r:.60}>"
-    return (".<reduce callable>", ".<reduce args>", ".<state>")[min(i, 2)]
+    if kind == F_REDUCE_STATE:
+        return (".<state>", ".<list items>", ".<dict items>", ".<state setter>")[min(i, 3)]
+    return (".<reduce callable>", ".<reduce args>")[min(i, 1)]
 
 
 def decode_path(steps):
@@ -103,6 +105,20 @@ def restore_error(exc, what, owner, path):
     return RestoreError(
         f"{what} {full} raised {type(exc).__name__}: {exc} while rebuilding the object at "
         f"{path}; the file is intact, the code that rebuilds this object failed")
+
+
+def insert_error(exc, key, container, path):
+    """The error for a key that could not go into a set or dict the decoder builds:
+    a damaged stream when the key's type is unhashable (no good file holds such a
+    set), else the key's own __hash__ or __eq__ failed: a RestoreError."""
+    if isinstance(exc, TypeError) and getattr(type(key), "__hash__", None) is None:
+        return CorruptFileError(f"object stream is corrupt: the {container} at {path} holds an "
+                                f"unhashable {type(key).__name__}")
+    t = type(key)
+    return RestoreError(
+        f"{t.__module__}.{t.__qualname__}.__hash__ or __eq__ raised {type(exc).__name__}: "
+        f"{exc} while a key went into the {container} at {path}; the file is intact, the "
+        f"code of the key's class failed")
 
 
 def unsupported(obj, path, reason):

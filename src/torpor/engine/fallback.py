@@ -25,11 +25,11 @@ from ..format.messagepack import (TokenReader, pack_array_header, pack_bin, pack
                                   pack_float, pack_int, pack_map_header, pack_str_bytes,
                                   read_uint_payload, uint_payload)
 from .common import (FIXED_COUNT, MARKER_KIND, UNFILLED, ReduceTail, cycle_error, decode_path,
-                     path_step, reduced_global_module, restore_error, unsupported)
+                     insert_error, path_step, reduced_global_module, restore_error, unsupported)
 from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
-                     F_SEQ, F_SET)
+                     F_REDUCE_STATE, F_SEQ, F_SET)
 from .allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
 from .reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                      override_reduction, reduce_object)
@@ -59,15 +59,15 @@ class _EFrame:
 
 
 class Encoder:
-    """Writes one object graph as a MessagePack stream to ``writer`` (a
-    ``format.writer.Writer``, or anything with its three methods).
+    """Writes one object graph as a MessagePack stream to ``container`` (a
+    ``format.writer.ContainerWriter``, or anything with its three methods).
 
-    ``writer.stream_frame(bytes)`` receives the stream in frames of about FRAME_SIZE
-    bytes; ``writer.add_array(arr, fortran)`` and ``writer.add_bytes(obj)`` receive
+    ``container.stream_frame(bytes)`` receives the stream in frames of about FRAME_SIZE
+    bytes; ``container.add_array(arr, fortran)`` and ``container.add_bytes(obj)`` receive
     large payloads out of band and return their section index."""
 
-    def __init__(self, writer, max_depth=MAX_DEPTH, reducer_override=None):
-        self.writer = writer
+    def __init__(self, container, max_depth=MAX_DEPTH, reducer_override=None):
+        self.container = container
         self.max_depth = max_depth
         # reducer_override(obj) -> None or (callable, args): called once per object
         # without a fast path, before the default reduction (as pickle's hook is).
@@ -83,7 +83,7 @@ class Encoder:
         self.keep = []          # memoized objects, alive so their ids stay unique
         self.strtab = {}        # str -> string-table index
         self.open = set()       # ids of tuples/frozensets/reduced objects under construction
-        self.kinds = {}         # class -> KIND_* (cached classify())
+        self.kinds = {}         # class -> SAVE_* (cached classify())
         self.globals = {}       # "module.qualname" of every global written, in order
         self.stack = []
         self._dispatch = {
@@ -120,7 +120,7 @@ class Encoder:
 
     def _flush(self):
         if self.out:
-            self.writer.stream_frame(bytes(self.out))
+            self.container.stream_frame(bytes(self.out))
             self.out = bytearray()
 
     def _push(self, seq, kind, owner, close=None):
@@ -221,7 +221,7 @@ class Encoder:
         if i is not None:
             return self._ref(i)
         self._marker(EXT_BYTES_OOB, 1)
-        pack_int(self.out, self.writer.add_bytes(obj))
+        pack_int(self.out, self.container.add_bytes(obj))
 
     def _bytearray(self, obj):
         i = self._memoize(obj)
@@ -232,7 +232,7 @@ class Encoder:
             pack_bin(self.out, obj)
         else:
             self._marker(EXT_BYTEARRAY_OOB, 1)
-            pack_int(self.out, self.writer.add_bytes(obj))
+            pack_int(self.out, self.container.add_bytes(obj))
 
     # -- containers -----------------------------------------------------------
     def _list(self, obj):
@@ -312,7 +312,7 @@ class Encoder:
             pack_bin(self.out, _arrays.inline_bytes(arr))
         else:
             self._marker(EXT_NDARRAY, 4)
-            pack_int(self.out, self.writer.add_array(arr, fortran))
+            pack_int(self.out, self.container.add_array(arr, fortran))
         self._push([_arrays.encode_dtype(dt), list(arr.shape), fortran], F_SEQ, arr)
 
     # -- everything else ------------------------------------------------------
@@ -415,6 +415,7 @@ class Encoder:
             fr = self.stack[-1]
             fr.seq = tail.items()
             fr.pos = 0
+            fr.kind = F_REDUCE_STATE
         else:
             # a cycle rebuilt this object (with its state) while its args were written
             self.out += b"\xc0\xc0\xc0" + (b"\xc0" if rv[5] is not None else b"")
@@ -476,9 +477,11 @@ class Decoder:
             raise CorruptFileError(
                 f"the object stream could not be rebuilt ({type(e).__name__}: {e})") from e
 
-    def path(self):
-        """Where the object being built sits in the graph, as Python syntax."""
-        return decode_path([(fr.kind, fr.count - fr.remaining, fr.key) for fr in self.stack])
+    def path(self, own=False):
+        """Where the object being built sits in the graph, as Python syntax; with
+        ``own``, the object of the innermost open frame itself."""
+        stack = self.stack[:-1] if own else self.stack
+        return decode_path([(fr.kind, fr.count - fr.remaining, fr.key) for fr in stack])
 
     def _decode(self, data):
         r = TokenReader(data, what="object stream")
@@ -617,16 +620,16 @@ class Decoder:
             else:
                 try:
                     fr.target[fr.key] = value
-                except TypeError:
-                    r.fail(f"unhashable dict key of type {type(fr.key).__name__}")
+                except Exception as e:
+                    raise insert_error(e, fr.key, "dict", self.path(own=True)) from e
                 fr.key = UNFILLED
         elif k == D_SET:
             if type(value) is not str:
                 self._count_hash(fr, value, r)
             try:
                 fr.target.add(value)
-            except TypeError:
-                r.fail(f"unhashable set item of type {type(value).__name__}")
+            except Exception as e:
+                raise insert_error(e, value, "set", self.path(own=True)) from e
         elif k == D_INST:
             if fr.phase == 0:
                 self._inst_class(fr, value, r)
@@ -655,20 +658,20 @@ class Decoder:
         crafted to make building it quadratic)."""
         try:
             h = hash(key)
-        except TypeError:
-            r.fail(f"unhashable key of type {type(key).__name__}")
+        except Exception as e:
+            raise insert_error(e, key, "set" if fr.kind == D_SET else "dict", self.path(own=True)) from e
         if fr.hashes is None:
             fr.hashes = {}
         n = fr.hashes.get(h, 0) + 1
         if n > MAX_EQUAL_HASHES:
-            raise equal_hash_error(f"the {'set' if fr.kind == D_SET else 'dict'} at {self.path()}")
+            raise equal_hash_error(f"the {'set' if fr.kind == D_SET else 'dict'} at {self.path(own=True)}")
         fr.hashes[h] = n
 
     def _inst_class(self, fr, cls, r):
         if not isinstance(cls, type) or id(cls) not in self.callables:
             r.fail("an instance's class is not a class reference")
         self.policy.check_call(cls, (), self.callables)
-        obj = self._call(cls.__new__, (cls,), "__new__ of", cls)
+        obj = self._call(cls.__new__, (cls,), "__new__ of", cls, own=True)
         self.memo[fr.slot] = obj
         fr.target = obj
         fr.phase = 1
@@ -676,15 +679,16 @@ class Decoder:
         # attributes go straight into the new instance's __dict__.
         fr.items = {} if getattr(cls, "__setstate__", None) is not None else None
 
-    def _call(self, func, args, what, owner):
+    def _call(self, func, args, what, owner, own=False):
         """Call code that is not torpor's (a class's __new__ or __setstate__, a reduce
-        callable): what it raises becomes a RestoreError naming the object's path."""
+        callable): what it raises becomes a RestoreError naming the object's path
+        (``own``: the object is the innermost open frame's, not its child)."""
         try:
             return func(*args)
         except TorporError:
             raise
         except Exception as e:
-            raise restore_error(e, what, owner, self.path()) from e
+            raise restore_error(e, what, owner, self.path(own)) from e
 
     def _reduce_build(self, fr, r):
         func, args = fr.items
@@ -695,7 +699,7 @@ class Decoder:
         slot = fr.slot
         if self.memo[slot] is UNFILLED:
             self.policy.check_call(func, args, self.callables)
-            obj = self._call(func, args, "the reduce callable", func)
+            obj = self._call(func, args, "the reduce callable", func, own=True)
             if id(func) in self.producers:
                 self.callables.add(id(obj))
             self.memo[slot] = obj
@@ -728,12 +732,10 @@ class Decoder:
         items = fr.items
         slot = fr.slot
         if k == D_TUPLE or k == D_FROZENSET:
-            if k == D_FROZENSET and len(items) > MAX_EQUAL_HASHES:
-                equal_hash_check(items, f"the frozenset at {self.path()}")
-            try:
-                value = tuple(items) if k == D_TUPLE else frozenset(items)
-            except TypeError:
-                r.fail("unhashable frozenset item")
+            if k == D_FROZENSET:
+                value = self._frozenset(items)
+            else:
+                value = tuple(items)
             if self.memo[slot] is UNFILLED:
                 self.memo[slot] = value
             return self.memo[slot]
@@ -762,6 +764,15 @@ class Decoder:
         if slot is not None:
             self.memo[slot] = value
         return value
+
+    def _frozenset(self, items):
+        if len(items) > MAX_EQUAL_HASHES:
+            equal_hash_check(items, f"the frozenset at {self.path()}")
+        try:
+            return frozenset(items)
+        except Exception as e:
+            bad = next((x for x in items if getattr(type(x), "__hash__", None) is None), items[0])
+            raise insert_error(e, bad, "frozenset", self.path()) from e
 
     def _build_leaf(self, k, items, r):
         if k == D_GLOBAL:

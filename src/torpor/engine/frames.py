@@ -16,6 +16,7 @@ F_ATTRS = 2     # names and values of an instance's __dict__
 F_REDUCE = 3    # callable, args, then the state, list items and dict items
 F_FLAT = 4      # an object array: its header, then its items in memory order
 F_SET = 5       # items of a set or frozenset
+F_REDUCE_STATE = 6  # a reduced object's state, list items, dict items and state setter
 
 # Decoder frames: what the frame is building.
 D_LIST = 0

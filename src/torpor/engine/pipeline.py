@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import operator
 import io
 import mmap as _mmap
 from collections.abc import Iterator
@@ -31,10 +32,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 from .. import storage
 from ..errors import FormatError
 from ..format.constants import CODEC_BY_NAME, CODEC_LZ4, MAX_DEPTH
-from ..format.container import make_header, map_file, open_source, read_toc
+from ..format.container import Toc, make_header, map_file, open_source, read_toc
 from ..format.container import read_header as _read_header
-from ..format.reader import Reader
-from ..format.writer import Writer
+from ..format.reader import ContainerReader
+from ..format.writer import ContainerWriter
 from . import select
 from .safety import Policy
 
@@ -52,9 +53,10 @@ def check_threads(threads: Optional[int]) -> Optional[int]:
     """``threads`` as given to dump/load: None (one per core, at most 8) or an int >= 1."""
     if threads is None:
         return None
-    if type(threads) is not int:
+    if isinstance(threads, bool) or not hasattr(type(threads), "__index__"):
         raise TypeError(f"threads must be None or an int of at least 1, not "
                         f"{type(threads).__name__} {threads!r:.40}")
+    threads = operator.index(threads)        # numpy integers too
     if threads < 1:
         raise ValueError(f"threads must be at least 1 (or None for one per core), not {threads}")
     return threads
@@ -124,7 +126,7 @@ def encode(obj: Any, f: SupportsWrite[ReadableBuffer], options: SaveOptions,
            header: dict[str, Any], reducer_override: Optional[Callable[[Any], Any]] = None,
            toc_extra: Optional[Callable[[], dict[str, Any]]] = None) -> None:
     """Write ``obj`` as a complete torpor file to the file object ``f``."""
-    w = Writer(f, codec_id=options.codec, threads=options.threads, shuffle=options.shuffle,
+    w = ContainerWriter(f, codec_id=options.codec, threads=options.threads, shuffle=options.shuffle,
                level=options.level)
     try:
         w.write_header(header)
@@ -143,11 +145,12 @@ def save(obj: Any, file: PathOrFile, options: SaveOptions, *,
          metadata: Optional[dict[str, Any]] = None,
          reducer_override: Optional[Callable[[Any], Any]] = None,
          toc_extra: Optional[Callable[[], dict[str, Any]]] = None,
-         file_mode: Optional[int] = None) -> None:
-    """``encode`` into a path (atomically: the old file stays intact on any error)
-    or a binary file object. ``file_mode``: permission bits of a new file."""
+         file_mode: Optional[int] = None, store: Optional[storage.Store] = None) -> None:
+    """``encode`` into a path (atomically: the old file stays intact on any error),
+    a key of ``store`` (likewise), or a binary file object. ``file_mode``:
+    permission bits of a new file."""
     header = make_header(metadata, select.IMPLEMENTATION, options.codec)
-    with storage.writing(file, mode=file_mode) as out:
+    with storage.writing(file, mode=file_mode, store=store) as out:
         encode(obj, out, options, header, reducer_override, toc_extra)
 
 
@@ -200,7 +203,7 @@ def decode(f: BinaryIO, name: str, options: LoadOptions,
                 raise FormatError(f"mmap=True needs a real file on disk; {name} cannot be mapped ({e})") from None
     elif options.mmap:
         raise FormatError(f"mmap=True needs a seekable file on disk; {name} is a stream")
-    reader = Reader(src, threads=options.threads, mmap=mm)
+    reader = ContainerReader(src, threads=options.threads, mmap=mm)
     try:
         contents = reader.read_all(toc)
     finally:
@@ -213,15 +216,44 @@ def decode(f: BinaryIO, name: str, options: LoadOptions,
 
 
 def load(file: PathOrFile, options: LoadOptions,
-         before_decode: Optional[Callable[[dict[str, Any], dict[str, Any]], None]] = None
-         ) -> Any:
-    """``decode`` from a path or a readable binary file object."""
-    with storage.reading(file) as (f, name):
+         before_decode: Optional[Callable[[dict[str, Any], dict[str, Any]], None]] = None,
+         store: Optional[storage.Store] = None) -> Any:
+    """``decode`` from a path, a key of ``store``, or a readable binary file object."""
+    with storage.reading(file, store=store) as (f, name):
         return decode(f, name, options, before_decode)
 
 
-def read_header(file: Any) -> dict[str, Any]:
+def read_header(file: Any, store: Optional[storage.Store] = None) -> dict[str, Any]:
     """The header of the torpor file at ``file`` (a path or a readable binary file
     object), read and checked without reading anything else."""
-    with storage.reading(file) as (f, name):
+    with storage.reading(file, store=store) as (f, name):
         return _read_header(open_source(f, name))
+
+
+def inspect(file: Any, store: Optional[storage.Store] = None) -> tuple[dict[str, Any], Toc]:
+    """The header and the table of contents of the torpor file at ``file``,
+    rebuilding nothing (a stream is read to its end, a seekable file is not)."""
+    with storage.reading(file, store=store) as (f, name):
+        src = open_source(f, name)
+        header = _read_header(src)
+        if src.size is not None:
+            return header, read_toc(src)
+        reader = ContainerReader(src, threads=1)
+        try:
+            return header, reader.read_all().toc
+        finally:
+            reader.close()
+
+
+def verify(file: Any, threads: Optional[int] = None, store: Optional[storage.Store] = None) -> int:
+    """Read the whole file and check every checksum, rebuilding nothing; the
+    number of sections."""
+    with storage.reading(file, store=store) as (f, name):
+        src = open_source(f, name)
+        _read_header(src)
+        toc = read_toc(src) if src.size is not None else None
+        reader = ContainerReader(src, threads=threads)
+        try:
+            return len(reader.read_all(toc).entries)
+        finally:
+            reader.close()

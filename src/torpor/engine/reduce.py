@@ -58,6 +58,7 @@ def classify(cls):
 #: files stay the same when torpor's modules move. Loading never imports them:
 #: the layer that reads such files maps each name to its own object (Policy.extra).
 _fixed_names: dict[int, tuple[Any, str, str]] = {}
+_fixed_objects: dict[str, Any] = {}
 
 _T = TypeVar("_T")
 
@@ -66,7 +67,14 @@ def fix_global_name(obj: _T, name: str) -> _T:
     """Write ``obj`` under ``name`` ("module.qualname") in every file."""
     module, _, qualname = name.rpartition(".")
     _fixed_names[id(obj)] = (obj, module, qualname)
+    _fixed_objects[name] = obj
     return obj
+
+
+def fixed_global(name: str) -> Any:
+    """The object written under the fixed ``name``, or None: found without
+    importing anything (the module the name mentions may no longer exist)."""
+    return _fixed_objects.get(name)
 
 
 def global_ref(obj):

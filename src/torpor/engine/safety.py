@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from ..errors import CorruptFileError, MissingClassError, RestoreError, UnsafeLoadError
 from .allowlist import SAFE, Check
+from .reduce import fixed_global
 
 #: The default allow-list, name -> Entry (call or value, argument check, reason):
 #: see engine/allowlist.py. User-defined classes are never there: importing their
@@ -138,7 +139,9 @@ class Policy:
         elif name in _registered:
             obj = _registered[name]
         else:
-            obj = import_global(module, qualname)
+            obj = fixed_global(name)
+            if obj is None:
+                obj = import_global(module, qualname)
         entry = SAFE.get(name)
         if entry is None or self.trusted or name in self.extra or name in self.exact \
                 or name in _registered or any(p.match(name) for p in self.patterns):
@@ -198,4 +201,8 @@ def import_global(module: str, qualname: str) -> Any:
                 f"the file refers to {module}.{qualname}, but module {module!r} defines no "
                 f"{qualname!r}: the class or function was renamed, moved or removed; import "
                 f"or install the version of {module} that defines it", module, qualname) from None
+        except Exception as e:
+            raise RestoreError(
+                f"looking up {qualname} in {module} (which the file refers to) failed: "
+                f"{type(e).__name__}: {e}") from e
     return obj

@@ -179,7 +179,10 @@ try:
     from . import _filters
     NATIVE_FILTERS = True
     NATIVE_LZ4 = not os.environ.get("TORPOR_NO_NATIVE_LZ4") and _bind_native_lz4(_filters)
-except ImportError:
+except ImportError as _e:
+    if os.environ.get("TORPOR_REQUIRE_EXTENSION") and not os.environ.get("TORPOR_PUREPYTHON"):
+        raise ImportError(
+            f"TORPOR_REQUIRE_EXTENSION is set but the compiled _filters does not import: {_e}") from _e
     _filters = None
 
 if NATIVE_FILTERS and _filters is not None:

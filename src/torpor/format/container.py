@@ -2,9 +2,9 @@
 footer and the named records of its sections; and ``Source``, sequential reads
 over any binary stream.
 
-docs/FORMAT.md is the byte-level description. ``writer.Writer`` writes a
+docs/FORMAT.md is the byte-level description. ``writer.ContainerWriter`` writes a
 container in one pass (it never seeks, so a file can go to a pipe or socket);
-``reader.Reader`` reads one in sequence from any stream, or through the table of
+``reader.ContainerReader`` reads one in sequence from any stream, or through the table of
 contents when the file is seekable (which is also how ``mmap=True`` maps raw
 array sections).
 """

@@ -21,14 +21,14 @@ from .dtypes import decode_dtype
 
 
 class Contents(NamedTuple):
-    """What ``Reader.read_all`` returns."""
+    """What ``ContainerReader.read_all`` returns."""
     stream: bytes          # the object stream, its frames joined
     payloads: dict[int, Any]  # section index -> array, bytes or bytearray
     entries: list[TocEntry]   # TocEntry of every section, as read
     toc: Toc               # the table of contents
 
 
-class Reader:
+class ContainerReader:
     """Reads every section of a container in file order and returns the stream and
     the payloads. With ``mmap`` set (a mmap object of the file), raw array sections
     become copy-on-write views of it instead of being read."""

@@ -49,7 +49,7 @@ class _Section:
                         self.codec, self.checksum, self.meta)
 
 
-class Writer:
+class ContainerWriter:
     """Writes a container to ``f`` (anything with ``write``), in one pass."""
 
     def __init__(self, f: SupportsWrite[ReadableBuffer], codec_id: int = CODEC_LZ4,

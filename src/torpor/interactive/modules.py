@@ -166,9 +166,6 @@ def module_attribute(module: str, name: str) -> NoReturn:
     raise FormatError("module references are rebuilt by torpor.load_module only")
 
 
-for _obj, _name in ((make_code, _MAKE_CODE), (import_module, _IMPORT),
-                    (module_attribute, _ATTR), (SavedFile, _FILE)):
-    fix_global_name(_obj, _name)
 
 
 # --- saving --------------------------------------------------------------------
@@ -677,3 +674,12 @@ def load_session(filename: Optional[PathOrFile] = None,
                   stacklevel=2)
     return load_module(filename, module=main, **kwds)
 
+
+# Files name these under the module they were first written from (torpor.modules),
+# wherever the code lives now.
+for _obj, _name in ((make_code, _MAKE_CODE), (import_module, _IMPORT),
+                    (module_attribute, _ATTR), (SavedFile, _FILE),
+                    (CodeDescriptor, "torpor.modules.CodeDescriptor"),
+                    (_ModuleRef, "torpor.modules._ModuleRef"),
+                    (_ClassStandIn, "torpor.modules._ClassStandIn")):
+    fix_global_name(_obj, _name)

@@ -378,3 +378,9 @@ def _named_objects(root: Any) -> dict[int, NamedObject]:
         elif isinstance(o, Opaque):
             todo.append(o.__dict__)
     return dict(sorted(found.items()))
+
+
+# Files name these under the module they were first written from, wherever the
+# code lives now.
+fix_global_name(NamedObject, "torpor._session_io.NamedObject")
+fix_global_name(Opaque, "torpor._session_io.Opaque")

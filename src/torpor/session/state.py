@@ -184,10 +184,6 @@ def find_class(name: str, session_table: Mapping[type, Any]) -> tuple[Any, Any]:
 _COPIED = (dict, list, tuple, set)
 
 
-# Callers see it as untyped: its body (being reworked when the API was typed) does
-# not annotate its locals yet.
-
-
 def copy_containers(obj: Any) -> Any:
     """Copy the dicts, lists, tuples and sets in ``obj`` (iteratively, keeping
     shared containers shared and cycles cyclic); other objects are not copied.

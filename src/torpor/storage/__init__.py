@@ -34,11 +34,16 @@ def is_path(file: object) -> TypeIs[Union[str, os.PathLike[Any]]]:
 
 
 @contextlib.contextmanager
-def writing(file: PathOrFile, *, mode: Optional[int] = None
+def writing(file: PathOrFile, *, mode: Optional[int] = None, store: Optional[Store] = None
             ) -> Iterator[Union[StoreWriter, BinaryIO]]:
-    """Yield something to write a torpor file into: for a path, an atomic writer
-    that is committed when the block ends normally and aborted (the old file left
-    intact) when it raises; otherwise ``file`` itself, a binary file object."""
+    """Yield something to write a torpor file into: for a path (or a key of
+    ``store``), an atomic writer that is committed when the block ends normally
+    and aborted (the old file left intact) when it raises; otherwise ``file``
+    itself, a binary file object."""
+    if store is not None:
+        with store.open_writer(os.fspath(file), mode=mode) as sw:   # type: ignore[arg-type]
+            yield sw
+        return
     if is_path(file):
         with _LOCAL.open_writer(file, mode=mode) as w:
             yield w
@@ -50,9 +55,15 @@ def writing(file: PathOrFile, *, mode: Optional[int] = None
 
 
 @contextlib.contextmanager
-def reading(file: PathOrFile) -> Iterator[tuple[BinaryIO, str]]:
-    """Yield ``(binary file object, name for messages)`` for a path (opened and
-    closed here) or an open file object."""
+def reading(file: PathOrFile, *, store: Optional[Store] = None
+            ) -> Iterator[tuple[BinaryIO, str]]:
+    """Yield ``(binary file object, name for messages)`` for a path (or a key of
+    ``store``; opened and closed here) or an open file object."""
+    if store is not None:
+        key = os.fspath(file)               # type: ignore[arg-type]
+        with store.open_reader(key) as sf:
+            yield sf, store.describe(key)
+        return
     if is_path(file):
         with _LOCAL.open_reader(file) as f:
             yield f, os.fspath(file)

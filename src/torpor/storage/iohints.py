@@ -18,7 +18,10 @@ try:
     if os.environ.get("TORPOR_PUREPYTHON"):
         raise ImportError("TORPOR_PUREPYTHON is set")
     from . import _iohints
-except ImportError:
+except ImportError as _e:
+    if os.environ.get("TORPOR_REQUIRE_EXTENSION") and not os.environ.get("TORPOR_PUREPYTHON"):
+        raise ImportError(
+            f"TORPOR_REQUIRE_EXTENSION is set but the compiled _iohints does not import: {_e}") from _e
     _iohints = None
 
 if _iohints is not None:

@@ -73,6 +73,10 @@ class AtomicFileWriter(WriterBase):
             os.chmod(self.tmp, self.mode)
             os.replace(self.tmp, self.path)
         except BaseException:
+            try:
+                self._sink.abort()     # stops an O_DIRECT sink's I/O thread if it still runs
+            except Exception:
+                pass
             self._discard()
             raise
         _fsync_folder(self.folder)
@@ -83,6 +87,14 @@ class AtomicFileWriter(WriterBase):
             self._sink.abort()
         finally:
             self._discard()
+
+    def __del__(self) -> None:
+        # a writer dropped without commit or abort leaves no temporary file behind
+        if not self._ended and getattr(self, "_sink", None) is not None:
+            try:
+                self.abort()
+            except Exception:
+                pass
 
     def _discard(self) -> None:
         if self._fd is not None:
@@ -109,11 +121,13 @@ def _fsync_folder(folder: str) -> None:
 
 
 class LocalFileStore:
-    """Files on the local filesystem. Keys are paths; with ``root``, relative keys
-    live under it and a key cannot reach outside it."""
+    """Files on the local filesystem. Keys are paths. With ``root``, keys are
+    relative to it, may name sub-folders (created on the first write), and can
+    never reach outside it: not with ``..``, an absolute path, or a symbolic
+    link inside the root that points elsewhere."""
 
     def __init__(self, root: Union[str, os.PathLike[str], None] = None) -> None:
-        self.root = None if root is None else os.path.abspath(os.fspath(root))
+        self.root = None if root is None else os.path.realpath(os.fspath(root))
 
     def path(self, key: Union[str, os.PathLike[str]]) -> str:
         key = os.fspath(key)
@@ -122,13 +136,17 @@ class LocalFileStore:
         if os.path.isabs(key):
             raise ValueError(f"{key!r} is an absolute path; keys of this store are relative to {self.root}")
         full = os.path.abspath(os.path.join(self.root, key))
-        if os.path.commonpath([full, self.root]) != self.root:
+        if os.path.commonpath([os.path.realpath(full), self.root]) != self.root:
             raise ValueError(f"{key!r} reaches outside {self.root}")
         return full
 
     def open_writer(self, key: Union[str, os.PathLike[str]], *,
                     mode: Optional[int] = None) -> AtomicFileWriter:
-        return AtomicFileWriter(self.path(key), mode)
+        path = self.path(key)
+        if self.root is not None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.path(key)          # a folder made just now must not lead outside either
+        return AtomicFileWriter(path, mode)
 
     def open_reader(self, key: Union[str, os.PathLike[str]]) -> BinaryIO:
         return open(self.path(key), "rb")
