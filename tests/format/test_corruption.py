@@ -59,10 +59,21 @@ def test_not_a_torpor_file():
 
 
 def test_newer_format_version():
+    """A file of a newer format version (its header checksum valid) asks for an
+    upgrade; a flipped version byte is damage, not a newer file."""
+    import struct
+    from torpor.format.codec import checksum
     data = bytearray(small_file())
+    hlen = struct.unpack_from("<I", data, 12)[0]
     data[8] = 99
-    with pytest.raises(torpor.FormatError, match="version 99"):
+    data[16 + hlen:24 + hlen] = struct.pack("<Q", checksum(bytes(data[:16 + hlen])))
+    with pytest.raises(torpor.FormatError, match="version 99.*Upgrade") as ei:
         torpor.loads(bytes(data))
+    assert not isinstance(ei.value, torpor.CorruptFileError)
+    flipped = bytearray(small_file())
+    flipped[8] ^= 0x40
+    with pytest.raises(torpor.CorruptFileError, match="header checksum"):
+        torpor.loads(bytes(flipped))
 
 
 def test_hostile_stream_lengths(impl):

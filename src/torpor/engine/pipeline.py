@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 from .. import storage
 from ..errors import FormatError
 from ..format.constants import CODEC_BY_NAME, CODEC_LZ4, MAX_DEPTH
-from ..format.container import Toc, make_header, map_file, open_source, read_toc
+from ..format.container import (Toc, damaged_as_corrupt, make_header, map_file, open_source,
+                                read_toc)
 from ..format.container import read_header as _read_header
 from ..format.reader import ContainerReader
 from ..format.writer import ContainerWriter
@@ -184,13 +185,15 @@ def decode(f: BinaryIO, name: str, options: LoadOptions,
            before_decode: Optional[Callable[[dict[str, Any], dict[str, Any]], None]] = None
            ) -> Any:
     """Read the torpor file in ``f`` (named ``name`` in messages) and rebuild it."""
-    src = open_source(f, name)
-    header = _read_header(src)
+    with damaged_as_corrupt(name):
+        src = open_source(f, name)
+        header = _read_header(src)
     toc: Optional[Toc] = None
     mm: Optional[_mmap.mmap] = None
     policy = options.policy
     if src.size is not None:
-        toc = read_toc(src)
+        with damaged_as_corrupt(name):
+            toc = read_toc(src)
         if before_decode is not None:
             before_decode(header, toc)
         globals_ = toc.get("globals", [])
@@ -205,7 +208,8 @@ def decode(f: BinaryIO, name: str, options: LoadOptions,
         raise FormatError(f"mmap=True needs a seekable file on disk; {name} is a stream")
     reader = ContainerReader(src, threads=options.threads, mmap=mm)
     try:
-        contents = reader.read_all(toc)
+        with damaged_as_corrupt(name):
+            contents = reader.read_all(toc)
     finally:
         reader.close()
     if toc is None and before_decode is not None:
@@ -226,14 +230,14 @@ def load(file: PathOrFile, options: LoadOptions,
 def read_header(file: Any, store: Optional[storage.Store] = None) -> dict[str, Any]:
     """The header of the torpor file at ``file`` (a path or a readable binary file
     object), read and checked without reading anything else."""
-    with storage.reading(file, store=store) as (f, name):
+    with storage.reading(file, store=store) as (f, name), damaged_as_corrupt(name):
         return _read_header(open_source(f, name))
 
 
 def inspect(file: Any, store: Optional[storage.Store] = None) -> tuple[dict[str, Any], Toc]:
     """The header and the table of contents of the torpor file at ``file``,
     rebuilding nothing (a stream is read to its end, a seekable file is not)."""
-    with storage.reading(file, store=store) as (f, name):
+    with storage.reading(file, store=store) as (f, name), damaged_as_corrupt(name):
         src = open_source(f, name)
         header = _read_header(src)
         if src.size is not None:
@@ -248,7 +252,7 @@ def inspect(file: Any, store: Optional[storage.Store] = None) -> tuple[dict[str,
 def verify(file: Any, threads: Optional[int] = None, store: Optional[storage.Store] = None) -> int:
     """Read the whole file and check every checksum, rebuilding nothing; the
     number of sections."""
-    with storage.reading(file, store=store) as (f, name):
+    with storage.reading(file, store=store) as (f, name), damaged_as_corrupt(name):
         src = open_source(f, name)
         _read_header(src)
         toc = read_toc(src) if src.size is not None else None

@@ -76,9 +76,22 @@ def array_from_bytes(data, dtype, shape, fortran):
     return arr
 
 
-def check_shape(shape):
-    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape) or len(shape) > 64:
+#: Largest number of bytes an array's shape may describe (numpy's own bound is
+#: the largest signed 64-bit size; this leaves room for the dtype's itemsize).
+MAX_ARRAY_BYTES = 1 << 62
+
+
+def check_shape(shape, itemsize=1):
+    """The shape as a tuple, if it is a list of at most 64 dimensions whose
+    product (zeros aside) times ``itemsize`` numpy can represent."""
+    if type(shape) is not list or len(shape) > 64 or not all(type(d) is int and d >= 0 for d in shape):
         raise CorruptFileError(f"invalid array shape {shape!r:.100}")
+    n = max(1, itemsize)
+    for d in shape:
+        n *= max(1, d)
+        if n > MAX_ARRAY_BYTES:
+            raise CorruptFileError(f"array shape {shape!r:.100} describes more bytes than any "
+                                   f"array can hold")
     return tuple(shape)
 
 

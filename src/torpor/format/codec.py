@@ -143,6 +143,11 @@ def _py_lz4_trial(src, out, parts):
 
 
 def _py_lz4_frame_into(data, dest, offset, raw):
+    head = bytes(data[:15])
+    if len(head) >= 7 and head[4] & 0x08:
+        # python-lz4 allocates what a frame's content size claims: it must be raw
+        if len(head) < 15 or int.from_bytes(head[6:14], "little") != raw:
+            raise ValueError(f"the lz4 frame claims a content size other than {raw} bytes")
     out = lz4.frame.decompress(data)
     if len(out) != raw:
         raise ValueError(f"the lz4 frame decodes to {len(out)} bytes, not {raw}")

@@ -11,6 +11,7 @@ array sections).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import mmap as _mmap
@@ -18,12 +19,12 @@ import os
 import platform
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, NamedTuple, Optional
 
 import numpy as np
 
-from ..errors import CorruptFileError, FormatError
+from ..errors import CorruptFileError, FormatError, TorporError
 from ..version import __version__
 from . import codec, messagepack
 from .constants import (CODEC_NAMES, END_MAGIC, FOOTER_SIZE, FORMAT_VERSION, MAGIC,
@@ -127,7 +128,9 @@ class Source:
             raise CorruptFileError(
                 f"{self.name} is truncated or damaged: {what} at byte {self.pos} needs {n} "
                 f"bytes but the file ends after {self.size - self.pos}")
-        if n <= 1 << 24:
+        # A stream of unknown size is read in pieces past 1 MiB, so a false length
+        # costs at most what the stream really holds.
+        if n <= (1 << 24 if self.size is not None else 1 << 20):
             data = self.f.read(n)
         else:
             # read big pieces into a buffer of the final size: no chain of copies, and a
@@ -206,18 +209,21 @@ def read_header(src: Source) -> dict[str, Any]:
         if magic[1:4] == b"TPR":
             raise CorruptFileError(f"{src.name} has a damaged torpor signature (was it transferred in text mode?)")
         raise FormatError(f"{src.name} is not a torpor file (it does not start with the torpor signature)")
+    if hlen > MAX_HEADER:
+        raise CorruptFileError(f"{src.name}: header length {hlen} is implausible")
+    body = src.read(hlen, "the header")
+    digest = U64.unpack(src.read(8, "the header checksum"))[0]
+    # The preamble, the header and its checksum keep this layout in every format
+    # version, so the checksum is checked first: a damaged version byte is damage,
+    # not a file from a newer torpor.
+    if codec.checksum(pre + body) != digest:
+        raise CorruptFileError(f"{src.name}: the header checksum does not match")
     if version != FORMAT_VERSION:
         raise FormatError(
             f"{src.name} uses torpor format version {version}; this torpor ({torpor_version()}) "
             f"reads version {FORMAT_VERSION}. Upgrade torpor to read it.")
     if flags:
         raise FormatError(f"{src.name} uses format flags 0x{flags:04x} that this torpor does not know")
-    if hlen > MAX_HEADER:
-        raise CorruptFileError(f"{src.name}: header length {hlen} is implausible")
-    body = src.read(hlen, "the header")
-    digest = U64.unpack(src.read(8, "the header checksum"))[0]
-    if codec.checksum(pre + body) != digest:
-        raise CorruptFileError(f"{src.name}: the header checksum does not match")
     header = messagepack.unpackb(body, what=f"{src.name}'s header")
     if not isinstance(header, dict):
         raise CorruptFileError(f"{src.name}: the header is not a map")
@@ -261,6 +267,20 @@ def read_toc_block(src, head=None):
     toc = Toc(doc)
     toc["sections"] = [_toc_entry(t, i, src.name) for i, t in enumerate(doc["sections"])]
     return toc
+
+
+@contextlib.contextmanager
+def damaged_as_corrupt(name: str) -> Iterator[None]:
+    """The container's reading code checks what it reads; should a malformed value
+    still slip through to a Python error, the caller sees a CorruptFileError
+    naming the file, never a bare TypeError (OSError and MemoryError pass)."""
+    try:
+        yield
+    except TorporError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError, struct.error,
+            UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{name} is damaged: {type(e).__name__}: {e}") from e
 
 
 def map_file(f: BinaryIO) -> _mmap.mmap:

@@ -50,8 +50,8 @@ def decode_dtype(d, allow_object=False):
         return _decode(d, 0, allow_object)
     except CorruptFileError:
         raise
-    except (TypeError, ValueError, KeyError, IndexError) as e:
-        raise CorruptFileError(f"invalid dtype description {d!r:.200}: {e}") from None
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, MemoryError) as e:
+        raise CorruptFileError(f"invalid dtype description {d!r:.200}: {type(e).__name__}: {e}") from None
 
 
 def _decode(d, depth, allow_object):
@@ -89,6 +89,6 @@ def _decode(d, depth, allow_object):
 
 
 def _dim(x):
-    if type(x) is not int or x < 0:
+    if type(x) is not int or x < 0 or x > 1 << 62:
         raise CorruptFileError(f"invalid dimension {x!r:.50} in a dtype description")
     return x

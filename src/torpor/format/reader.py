@@ -150,17 +150,17 @@ class ContainerReader:
         else:
             self._read_chunks(dest, raw, codec_id, index, _itemsize(kind, meta), wait=kind != SECTION_ARRAY)
         entry = TocEntry(kind, at, payload, src.pos - payload, raw, codec_id, digest, meta)
-        if kind == SECTION_BYTES and meta.get("type") == "bytes":
-            value = bytes(dest)         # one copy for immutable bytes, as pickle does
-        elif kind == SECTION_STREAM:
-            value = bytes(dest)
+        if kind == SECTION_STREAM or (kind == SECTION_BYTES and meta.get("type") == "bytes"):
+            value = dest.tobytes()      # one copy for immutable bytes, as pickle does
+        elif kind == SECTION_BYTES:
+            value = bytearray(dest)
         return entry, value
 
     def _allocate(self, kind, raw, meta, index):
         if kind == SECTION_ARRAY:
             try:
                 dt = decode_dtype(meta["dtype"])
-                shape = arrays.check_shape(meta["shape"])
+                shape = arrays.check_shape(meta["shape"], dt.itemsize)
                 order = meta["order"]
             except (KeyError, TypeError):
                 raise CorruptFileError(f"{self.src.name}: array section {index} lacks its dtype, shape or order") from None
@@ -175,13 +175,19 @@ class ContainerReader:
                 return None, _MappedArray(dt, shape, order)
             arr = np.empty(shape, dt, order=order)
             return arrays.byte_view(arr), arr
-        buf = bytearray(raw)
+        # Not bytearray(raw), which fills every page with zeros: the memory of a
+        # section that claims more than it holds is never touched.
+        buf = np.empty(raw, np.uint8)
         return buf, buf
 
     def _read_raw(self, dest, raw, meta, index, value):
         src = self.src
         chunks = meta.get("chunks")
-        if not isinstance(chunks, list) or sum(c[0] for c in chunks if isinstance(c, list)) != raw:
+        if not isinstance(chunks, list) or not all(
+                type(c) is list and len(c) == 2 and type(c[0]) is int and type(c[1]) is int
+                and 0 <= c[0] <= raw for c in chunks):
+            raise CorruptFileError(f"{src.name}: section {index}'s chunk list is not well formed")
+        if sum(c[0] for c in chunks) != raw:
             raise CorruptFileError(f"{src.name}: section {index}'s chunk list does not add up")
         if isinstance(value, _MappedArray):
             start = src.pos
