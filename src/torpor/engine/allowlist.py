@@ -35,7 +35,7 @@ MAX_INT_DIGITS = 4300
 #: Largest exponent a Fraction string may have.
 MAX_FRACTION_EXPONENT = 4300
 
-Check = Callable[[tuple, Callable[[Any], bool]], None]
+Check = Callable[[tuple[Any, ...], Callable[[Any], bool]], None]
 
 
 class Entry(NamedTuple):
@@ -60,7 +60,7 @@ def _refuse(name: str, reason: str) -> Refused:
 _MATERIAL = (list, tuple, dict, set, frozenset, str, bytes, bytearray)
 
 
-def _materialized(name: str, args: tuple, start: int = 0) -> None:
+def _materialized(name: str, args: tuple[Any, ...], start: int = 0) -> None:
     """Iterable arguments must be containers the file holds, never a range (a
     lazy sequence of any length from a few bytes)."""
     for a in args[start:]:
@@ -92,7 +92,7 @@ def equal_hash_check(items: Any, what: str) -> None:
 def _check_sized(name: str) -> Check:
     """bytes / bytearray: from a buffer, a string and its encoding, or a list of
     ints the file holds; never from a count (``bytes(3 << 30)``)."""
-    def check(args: tuple, can_call: Callable[[Any], bool]) -> None:
+    def check(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
         if args and isinstance(args[0], int):
             raise _refuse(name, f"a size ({args[0]}) instead of data")
         _materialized(name, args)
@@ -102,7 +102,7 @@ def _check_sized(name: str) -> Check:
 def _check_container(name: str, hashed: str = "") -> Check:
     """Containers built from data the file holds; ``hashed``: "items" (a set's) or
     "keys" (a mapping's, from a dict or pairs) are checked for equal hashes."""
-    def check(args: tuple, can_call: Callable[[Any], bool]) -> None:
+    def check(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
         _materialized(name, args)
         if not hashed or not args or not isinstance(args[0], (list, tuple, set, frozenset, dict)):
             return
@@ -113,17 +113,17 @@ def _check_container(name: str, hashed: str = "") -> Check:
     return check
 
 
-def _check_deque(args: tuple, can_call: Callable[[Any], bool]) -> None:
+def _check_deque(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     _materialized("collections.deque", args[:1])
 
 
-def _check_defaultdict(args: tuple, can_call: Callable[[Any], bool]) -> None:
+def _check_defaultdict(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     if args and args[0] is not None and not can_call(args[0]):
         raise _refuse("collections.defaultdict", "a default factory the file may not call")
     _materialized("collections.defaultdict", args, 1)
 
 
-def _check_int(args: tuple, can_call: Callable[[Any], bool]) -> None:
+def _check_int(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     if args and isinstance(args[0], (str, bytes, bytearray)) and len(args[0]) > MAX_INT_DIGITS:
         raise _refuse("builtins.int", f"a string of {len(args[0])} digits (at most "
                                       f"{MAX_INT_DIGITS} in safe mode)")
@@ -132,7 +132,7 @@ def _check_int(args: tuple, can_call: Callable[[Any], bool]) -> None:
 _FRACTION = re.compile(r"\s*[-+]?(\d[\d_]*)?(\.\d[\d_]*)?([eE][-+]?\d+)?\s*$")
 
 
-def _check_fraction(args: tuple, can_call: Callable[[Any], bool]) -> None:
+def _check_fraction(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     if args and isinstance(args[0], str):
         m = _FRACTION.match(args[0].split("/")[0])
         if m and m.group(3) and abs(int(m.group(3)[1:])) > MAX_FRACTION_EXPONENT:
@@ -140,26 +140,26 @@ def _check_fraction(args: tuple, can_call: Callable[[Any], bool]) -> None:
                                                 f"{MAX_FRACTION_EXPONENT} in safe mode)")
 
 
-def _check_type(args: tuple, can_call: Callable[[Any], bool]) -> None:
+def _check_type(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     if len(args) != 1:
         raise _refuse("builtins.type", f"{len(args)} arguments (a file may only ask for "
                                        f"the type of a value, not create a class)")
 
 
 def _check_no_args(name: str) -> Check:
-    def check(args: tuple, can_call: Callable[[Any], bool]) -> None:
+    def check(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
         if args:
             raise _refuse(name, f"{len(args)} arguments")
     return check
 
 
-def _check_newobj(args: tuple, can_call: Callable[[Any], bool]) -> None:
+def _check_newobj(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     """copyreg.__newobj__(cls, *args) is cls.__new__(cls, *args): cls must be a
     class the file may call, with arguments its own check accepts."""
     _check_class_call("copyreg.__newobj__", args[0] if args else None, args[1:], can_call)
 
 
-def _check_newobj_ex(args: tuple, can_call: Callable[[Any], bool]) -> None:
+def _check_newobj_ex(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     if len(args) != 3 or not isinstance(args[1], tuple) or not isinstance(args[2], dict):
         raise _refuse("copyreg.__newobj_ex__", "arguments that are not (class, args, kwargs)")
     if args[2]:
@@ -167,7 +167,7 @@ def _check_newobj_ex(args: tuple, can_call: Callable[[Any], bool]) -> None:
     _check_class_call("copyreg.__newobj_ex__", args[0], args[1], can_call)
 
 
-def _check_reconstructor(args: tuple, can_call: Callable[[Any], bool]) -> None:
+def _check_reconstructor(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     """copyreg._reconstructor(cls, base, state): base.__new__(cls, state)."""
     if len(args) != 3:
         raise _refuse("copyreg._reconstructor", f"{len(args)} arguments")
@@ -176,7 +176,7 @@ def _check_reconstructor(args: tuple, can_call: Callable[[Any], bool]) -> None:
         _check_class_call("copyreg._reconstructor", args[1], (args[2],), can_call)
 
 
-def _check_class_call(via: str, cls: Any, args: tuple, can_call: Callable[[Any], bool]) -> None:
+def _check_class_call(via: str, cls: Any, args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     if not isinstance(cls, type) or not can_call(cls):
         raise _refuse(via, f"{cls!r:.60}, which the file may not call")
     entry = SAFE.get(f"{cls.__module__}.{cls.__qualname__}")

@@ -16,7 +16,7 @@ import importlib
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..errors import CorruptFileError, MissingClassError, RestoreError, UnsafeLoadError
@@ -92,7 +92,7 @@ class Policy:
         """Let the file call ``obj`` (resolved under ``name``), through ``check``."""
         self._calls[id(obj)] = (name, check)
 
-    def check_call(self, func: Any, args: tuple, callables: Any) -> None:
+    def check_call(self, func: Any, args: tuple[Any, ...], callables: Container[int]) -> None:
         """Before ``func(*args)``: refuse a name the file may only name as a value,
         and arguments the allow-list's check refuses. ``callables``: the ids of
         the objects the decoder may call (resolved globals and what producers
@@ -153,7 +153,7 @@ class Policy:
         return obj
 
 
-def _split(name):
+def _split(name: str) -> tuple[str, str]:
     module, _, qual = name.rpartition(".")
     # A qualname may itself hold dots (Outer.Inner); try the longest importable module
     # only when resolving, here the split just has to be consistent with allows().

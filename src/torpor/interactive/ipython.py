@@ -24,14 +24,15 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
 
-def _human(n):
+def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
+    raise AssertionError("unreachable: the last unit always returns")
 
 
-def _parser(name):
+def _parser(name: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"%{name}", add_help=False, exit_on_error=False)
     p.add_argument("file", nargs="?")
     return p

@@ -33,8 +33,8 @@ import re
 import sys
 import types
 import warnings
-from collections.abc import Iterable, Mapping
-from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, Optional, Union
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, Optional, Union, cast
 
 import numpy as np
 
@@ -69,7 +69,7 @@ _INTERPRETER = frozenset({
 _IPY_NUMBERED = re.compile(r"^_i?\d+$")
 
 
-def _interpreter_name(name):
+def _interpreter_name(name: str) -> bool:
     return name in _INTERPRETER or bool(_IPY_NUMBERED.match(name))
 
 
@@ -142,10 +142,10 @@ class CodeDescriptor:
 class _ModuleRef:
     """A module named in a file, left unimported (load_module_asdict, untrusted)."""
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.__name__ = name
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<module {self.__name__!r} (not imported)>"
 
 
@@ -170,7 +170,7 @@ def module_attribute(module: str, name: str) -> NoReturn:
 
 # --- saving --------------------------------------------------------------------
 
-def _importable(module):
+def _importable(module: types.ModuleType) -> bool:
     """True if ``module`` can be imported back by its name from its file."""
     name = module.__name__
     if name == "__main__":
@@ -185,20 +185,24 @@ class _Ref:
 
     __slots__ = ("module", "attr")
 
-    def __init__(self, module, attr):
+    def __init__(self, module: str, attr: str) -> None:
         self.module = module
         self.attr = attr
 
 
 _BY_NAME = (type, types.FunctionType, types.BuiltinFunctionType)
 
+# What the reducer_override hook returns for an object it reduces: (callable, arguments).
+_Reduced = tuple[Callable[..., Any], tuple[Any, ...]]
 
-def _references(namespace, module_name, by_value, refimported):
+
+def _references(namespace: Mapping[str, Any], module_name: str, by_value: bool,
+                refimported: bool) -> dict[str, _Ref]:
     """Top-level variables saved as references to other modules' attributes:
     functions and classes imported from elsewhere (always), and with
     ``refimported`` any value that is some loaded module's attribute."""
     index = _module_attribute_index({module_name, "__main__", "builtins"}) if refimported else {}
-    out = {}
+    out: dict[str, _Ref] = {}
     for k, v in namespace.items():
         if isinstance(v, _BY_NAME):
             mod = getattr(v, "__module__", None)
@@ -214,8 +218,8 @@ def _references(namespace, module_name, by_value, refimported):
     return out
 
 
-def _lookup(module, qualname):
-    obj = sys.modules.get(module)
+def _lookup(module: str, qualname: str) -> Any:
+    obj: Any = sys.modules.get(module)
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
     return obj
@@ -224,22 +228,22 @@ def _lookup(module, qualname):
 class _ByValueHook:
     """reducer_override for dump_module."""
 
-    def __init__(self, module_name, by_value):
+    def __init__(self, module_name: str, by_value: bool) -> None:
         self.module_name = module_name
         self.by_value = by_value          # save this module's code by value?
-        self.code = []                    # [kind, module, qualname, signature] records
-        self.modules = {}
+        self.code: list[list[str]] = []   # [kind, module, qualname, signature] records
+        self.modules: dict[str, None] = {}
 
-    def wants(self, cls):
+    def wants(self, cls: type) -> bool:
         """Which classes' instances the hook may reduce (the walker asks once per
         class, and skips the hook for the rest)."""
         return (cls is _Ref or issubclass(cls, (types.ModuleType, types.FunctionType, type, io.IOBase))
                 or cls.__module__ in ("_io", "io"))
 
-    def _is_ours(self, obj):
+    def _is_ours(self, obj: object) -> bool:
         return self.by_value and getattr(obj, "__module__", None) == self.module_name
 
-    def __call__(self, obj):
+    def __call__(self, obj: Any) -> Optional[_Reduced]:
         t = type(obj)
         if t is _Ref:
             return module_attribute, (obj.module, obj.attr)
@@ -254,7 +258,7 @@ class _ByValueHook:
             return self._file(obj)
         return None
 
-    def _file(self, f):
+    def _file(self, f: Any) -> Optional[_Reduced]:
         name = getattr(f, "name", None)
         if not isinstance(name, (str, bytes, int)):
             return None            # an in-memory stream: the walker says what fails
@@ -265,16 +269,16 @@ class _ByValueHook:
             pos = None
         return SavedFile, (name, getattr(f, "mode", "rb"), pos, closed)
 
-    def _pickle(self, obj):
+    def _pickle(self, obj: object) -> tuple[bytes, list[np.ndarray[Any, Any]]]:
         import cloudpickle
-        buffers = []
+        buffers: list[pickle.PickleBuffer] = []
         blob = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         # out-of-band buffers as uint8 arrays over the same memory: the walker
         # writes them as array sections, zero-copy
         views = [np.frombuffer(b.raw(), np.uint8) for b in buffers]
         return blob, views
 
-    def _function(self, f):
+    def _function(self, f: types.FunctionType) -> _Reduced:
         try:
             sig = str(inspect.signature(f))
         except (TypeError, ValueError):
@@ -292,15 +296,15 @@ class _ByValueHook:
         self.code.append(["function", f.__module__, f.__qualname__, sig])
         return make_code, ("function", f.__name__, f.__qualname__, f.__module__, sig, blob, [], views)
 
-    def _class(self, cls):
+    def _class(self, cls: type) -> _Reduced:
         blob, views = self._pickle(cls)
         self.code.append(["class", cls.__module__, cls.__qualname__, ""])
         return make_code, ("class", cls.__name__, cls.__qualname__, cls.__module__, "", blob, [], views)
 
 
-def _module_attribute_index(skip):
+def _module_attribute_index(skip: set[str]) -> dict[int, tuple[str, str]]:
     """id(value) -> (module name, attribute) over the loaded modules (refimported)."""
-    index = {}
+    index: dict[int, tuple[str, str]] = {}
     for mname, mod in list(sys.modules.items()):
         if mod is None or mname in skip or mname.startswith("_"):
             continue
@@ -314,7 +318,7 @@ def _module_attribute_index(skip):
     return index
 
 
-def _resolve_module(module):
+def _resolve_module(module: object) -> types.ModuleType:
     if module is None:
         module = "__main__"
     if isinstance(module, str):
@@ -327,12 +331,13 @@ def _resolve_module(module):
     return module
 
 
-def _select(namespace, exclude):
+def _select(namespace: Mapping[Any, Any], exclude: Union[str, Iterable[str], None]
+            ) -> dict[str, Any]:
     pats = [exclude] if isinstance(exclude, str) else list(exclude or ())
     for p in pats:
         if not isinstance(p, str):
             raise TypeError(f"exclude= takes names or glob patterns, not {p!r:.40}")
-    keep = {}
+    keep: dict[str, Any] = {}
     for k, v in namespace.items():
         if not isinstance(k, str) or _interpreter_name(k):
             continue
@@ -342,11 +347,11 @@ def _select(namespace, exclude):
     return keep
 
 
-def _dry_run(name, value, hook):
+def _dry_run(name: str, value: object, hook: _ByValueHook) -> None:
     pipeline.dry_run({name: value}, hook)
 
 
-def _variable_error(e):
+def _variable_error(e: TorporError) -> TorporError:
     """Rephrase a walker error so it names the variable and the path inside it."""
     path = getattr(e, "path", None) or ""
     m = re.match(r"root\[('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\](.*)", path)
@@ -358,7 +363,8 @@ def _variable_error(e):
     err = UnsupportedObjectError(
         f"cannot save variable {var!r}: {msg}. Leave it out with exclude=[{var!r}] or "
         f"save everything else with on_error='skip'.", path=inner, obj_type=getattr(e, "obj_type", None))
-    err.variable = var
+    # errors.UnsupportedObjectError declares no ``variable``: only this error sets it
+    cast(Any, err).variable = var
     return err
 
 
@@ -424,20 +430,21 @@ def dump_module(filename: Optional[PathOrFile] = None,
 
 # --- loading -------------------------------------------------------------------
 
-def _python_minor(v):
+def _python_minor(v: object) -> str:
     return ".".join(str(v).split(".")[:2])
 
 
 class _Loader:
     """The per-load stand-ins for make_code / import_module / module_attribute."""
 
-    def __init__(self, target, trusted, describe):
+    def __init__(self, target: dict[str, Any], trusted: bool, describe: bool) -> None:
         self.target = target            # the dict code is bound to
         self.trusted = trusted
         self.describe = describe
-        self.classes = []
+        self.classes: list[type] = []
 
-    def make_code(self, kind, name, qualname, module, signature, blob, deps, buffers):
+    def make_code(self, kind: str, name: str, qualname: str, module: str, signature: str,
+                  blob: bytes, deps: list[Any], buffers: list[Any]) -> object:
         if self.describe:
             if kind == "class":
                 return type(name, (_ClassStandIn,), {"__qualname__": qualname, "__module__": module,
@@ -452,14 +459,14 @@ class _Loader:
         self.classes.append(obj)
         return obj
 
-    def finish(self):
-        seen = set()
+    def finish(self) -> None:
+        seen: set[int] = set()
         for cls in self.classes:
             for klass in cls.__mro__:
                 if klass.__module__ == cls.__module__:
                     _rebind_class(klass, self.target, seen)
 
-    def import_module(self, name):
+    def import_module(self, name: str) -> Union[types.ModuleType, _ModuleRef]:
         if type(name) is not str:
             raise FormatError("a module reference is not a name")
         mod = sys.modules.get(name)
@@ -478,7 +485,7 @@ class _Loader:
             f"the file refers to module {name!r}, which is not imported yet; importing it runs "
             f"its code. Import it first, or pass trusted=True.", [name])
 
-    def module_attribute(self, module, attr):
+    def module_attribute(self, module: str, attr: str) -> object:
         mod = self.import_module(module)
         if isinstance(mod, _ModuleRef):
             return _ModuleRef(f"{module}.{attr}")
@@ -493,11 +500,13 @@ class _ClassStandIn(Opaque):
     without running the class's code: the attributes only (kept as
     open_session's Opaque stand-ins keep them)."""
 
-    def __repr__(self):
+    torpor_descriptor: CodeDescriptor   # a class attribute of each stand-in class
+
+    def __repr__(self) -> str:
         return f"<{self.torpor_descriptor.module}.{self.torpor_descriptor.qualname} instance (class not loaded)>"
 
 
-def _rebind(f, namespace):
+def _rebind(f: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
     g = types.FunctionType(f.__code__, namespace, f.__name__, f.__defaults__, f.__closure__)
     g.__kwdefaults__ = f.__kwdefaults__
     g.__qualname__ = f.__qualname__
@@ -508,7 +517,7 @@ def _rebind(f, namespace):
     return g
 
 
-def _rebind_class(cls, namespace, seen=None):
+def _rebind_class(cls: type, namespace: dict[str, Any], seen: Optional[set[int]] = None) -> None:
     """Bind the methods of a class saved by value to the namespace it is loaded
     into (cloudpickle gave them private copies of the globals they used)."""
     seen = seen if seen is not None else set()
@@ -516,14 +525,20 @@ def _rebind_class(cls, namespace, seen=None):
         return
     seen.add(id(cls))
     for k, v in list(vars(cls).items()):
-        new = None
+        new: object = None
         if isinstance(v, types.FunctionType):
             new = _rebind(v, namespace)
         elif isinstance(v, (staticmethod, classmethod)) and isinstance(v.__func__, types.FunctionType):
             new = type(v)(_rebind(v.__func__, namespace))
         elif isinstance(v, property):
-            new = property(*(_rebind(f, namespace) if isinstance(f, types.FunctionType) else f
-                             for f in (v.fget, v.fset, v.fdel)), v.__doc__)
+            # unpacked into names typed Any: mypy cannot match a starred generator
+            # to property's (fget, fset, fdel, doc), nor the mixed accessor types
+            fget: Any
+            fset: Any
+            fdel: Any
+            fget, fset, fdel = (_rebind(f, namespace) if isinstance(f, types.FunctionType) else f
+                                for f in (v.fget, v.fset, v.fdel))
+            new = property(fget, fset, fdel, v.__doc__)
         elif isinstance(v, type) and v.__module__ == cls.__module__:
             _rebind_class(v, namespace, seen)
         if new is not None:
@@ -533,7 +548,9 @@ def _rebind_class(cls, namespace, seen=None):
                 pass
 
 
-def _read(filename, target, *, trusted, describe, allow=(), threads=None):
+def _read(filename: Optional[PathOrFile], target: dict[str, Any], *, trusted: bool, describe: bool,
+          allow: Iterable[Any] = (), threads: Optional[int] = None
+          ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Decode a module dump; returns (header, namespace dict)."""
     if filename is None:
         filename = default_path()
@@ -542,9 +559,9 @@ def _read(filename, target, *, trusted, describe, allow=(), threads=None):
     extra = {_MAKE_CODE: make, _IMPORT: loader.import_module,
              _ATTR: loader.module_attribute, _FILE: SavedFile}
     policy = Policy(trusted=trusted, allow=allow, extra=extra, producers=[make])
-    seen = {}
+    seen: dict[str, Any] = {}
 
-    def before_decode(header, toc):
+    def before_decode(header: dict[str, Any], toc: dict[str, Any]) -> None:
         meta = header.get("metadata")
         if not isinstance(meta, dict) or "torpor_module" not in meta or "module" not in toc:
             raise FormatError("this torpor file is not a module dump (written by "
@@ -599,6 +616,7 @@ def load_module(filename: Optional[PathOrFile] = None,
     if mode not in ("update", "replace"):
         raise ValueError(f'mode must be "update" or "replace", not {mode!r}')
     passed = module is not None
+    mod: Optional[types.ModuleType]
     if passed:
         mod = _resolve_module(module)
     else:
@@ -618,13 +636,13 @@ def load_module(filename: Optional[PathOrFile] = None,
     return mod
 
 
-def _peek_module_name(filename):
+def _peek_module_name(filename: Optional[PathOrFile]) -> str:
     meta = pipeline.read_header(filename if filename is not None else default_path()).get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("module"), str):
         raise FormatError("this torpor file is not a module dump (written by torpor.dump_module)")
-    if hasattr(filename, "seek"):
+    if filename is not None and hasattr(filename, "seek"):
         filename.seek(0)
-    return meta["module"]
+    return cast(str, meta["module"])     # checked above
 
 
 def load_module_asdict(filename: Optional[PathOrFile] = None, update: bool = False, *,
