@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from . import api
 from .errors import TorporError
+from .storage.local import stale_temp_files
 
 
 def _human(n: float) -> str:
@@ -46,6 +48,13 @@ def _info(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     n = api.verify(args.file)
     print(f"{args.file}: OK ({n} sections, every checksum matches)")
+    folder = os.path.dirname(os.path.abspath(args.file))
+    stale = stale_temp_files(folder)
+    if stale:
+        size = sum(os.path.getsize(p) for p in stale if os.path.exists(p))
+        print(f"note: {len(stale)} temporary file(s) of interrupted saves ({size / 2**20:.1f} MiB) "
+              f"in {folder}: {', '.join(os.path.basename(p) for p in stale)}; the next save in "
+              f"that folder removes them")
     return 0
 
 

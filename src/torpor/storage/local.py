@@ -11,6 +11,8 @@ untouched either way.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
 from typing import TYPE_CHECKING, BinaryIO, Optional, Union
 
@@ -21,6 +23,49 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 TMP_SUFFIX = ".torpor-tmp"
+#: This machine, as temporary names record it (a folder may be shared over NFS:
+#: only this machine's own leftovers are judged by its process table).
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+#: .NAME.HOST.PID.RANDOM.torpor-tmp
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+"
+                       + re.escape(TMP_SUFFIX) + "$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True             # exists (another user's), or cannot tell: keep its file
+    return True
+
+
+def stale_temp_files(folder: str) -> list[str]:
+    """Temporary files in ``folder`` left by saves of this machine whose process is
+    gone (killed with SIGKILL, or the machine lost power mid-save)."""
+    found = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return found
+    for e in entries:
+        m = _TMP_NAME.match(e.name)
+        if m and m["host"] == _HOST and not _alive(int(m["pid"])):
+            found.append(e.path)
+    return found
+
+
+def remove_stale_temp_files(folder: str) -> list[str]:
+    """Remove what ``stale_temp_files`` finds; returns the paths removed."""
+    removed = []
+    for path in stale_temp_files(folder):
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass                 # gone already, or not ours to remove
+    return removed
 
 
 def _umask_mode() -> int:
@@ -47,8 +92,10 @@ class AtomicFileWriter(WriterBase):
             except FileNotFoundError:
                 mode = _umask_mode()
         self.mode = mode
-        self._fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
-                                              suffix=TMP_SUFFIX, dir=folder)
+        remove_stale_temp_files(folder)     # what killed saves left here
+        self._fd, self.tmp = tempfile.mkstemp(
+            prefix=f".{os.path.basename(path)}.{_HOST}.{os.getpid()}.", suffix=TMP_SUFFIX,
+            dir=folder)
         try:
             release_cached(path)           # see there: why, and what it saves
             self._sink = open_sink(self._fd)
