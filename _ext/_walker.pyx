@@ -24,7 +24,7 @@ import struct
 
 import numpy as np
 
-from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, ReduceTail, cycle_error,
+from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin, ReduceTail, cycle_error,
                                   decode_path, insert_error, path_step, reduced_global_module,
                                   restore_error, unsupported)
 from torpor.engine.allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
@@ -626,7 +626,14 @@ cdef class Encoder:
         if isinstance(obj, _npgeneric) and t.__module__ == "numpy" and not obj.dtype.hasobject:
             desc, data = _arrays.scalar_parts(obj)
             self._marker(EXT_NPSCALAR, 2)
-            self._value(desc)
+            if type(desc) is str:
+                self._value(desc)
+                return self._bin(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+            # as fallback: the data follows the description's items
+            seq = [desc, InlineBin(data)]
+            return self._push(seq, 2, F_SEQ, obj)
+        if t is InlineBin:
+            data = obj.data
             return self._bin(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
         return self._object(obj, t)
 
@@ -1285,7 +1292,7 @@ cdef class Decoder:
         if k == D_DTYPE:
             return _arrays.dtype_from_desc(items[0])
         if k == D_NPSCALAR:
-            return _arrays.scalar_from_bytes(items[0], items[1])
+            return _arrays.scalar_from_items(items)
         self.fail(f"unknown frame kind {k}")
 
     cdef object _payload(self, section, types_):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import torpor
-from golden.make_golden import golden_extras, golden_object
+from golden.make_golden import golden_dtypes, golden_extras, golden_object, legacy_scalars
 from helpers import assert_same_array
 
 GOLDEN = pathlib.Path(__file__).parent.parent / "golden"
@@ -34,9 +34,25 @@ def test_golden_file_loads(impl, path):
     assert type(got["scalar"]) is np.float16 and got["scalar"] == want["scalar"]
     assert list(got["objects"]) == list(want["objects"])
     assert got["big_bytes"] == want["big_bytes"]
-    if torpor.info(path)["metadata"].get("extras"):
+    meta = torpor.info(path)["metadata"]
+    if meta.get("extras"):
         for k, v in golden_extras().items():
             assert_same_array(v, got["extras"][k])
+    if meta.get("dtypes"):
+        want_d, got_d = golden_dtypes(), got["dtypes"]
+        for k in ("titled", "meta"):
+            assert got_d[k] == want_d[k] and got_d[k].fields == want_d[k].fields
+            assert got_d[k].metadata == want_d[k].metadata
+        for k in ("titled_array", "meta_array"):
+            assert got_d[k].dtype.fields == want_d[k].dtype.fields
+            assert got_d[k].dtype.metadata == want_d[k].dtype.metadata
+            assert got_d[k].tobytes() == want_d[k].tobytes()
+        for k in ("void", "subarray_scalar"):
+            assert type(got_d[k]) is np.void and got_d[k].dtype == want_d[k].dtype
+            assert got_d[k].tobytes() == want_d[k].tobytes()
+    if meta.get("legacy_scalars"):
+        for a, b in zip(got["legacy_scalars"], legacy_scalars()):
+            assert type(a) is np.void and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
 def _chunk_modes(path, blocks=None):

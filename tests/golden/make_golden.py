@@ -12,6 +12,13 @@ The files of v1:
   chunks of 2 MiB, and the per-chunk filter choice, delta filter (mode 3) included.
 - ``v1_lz4_planes``: the frame of a filtered chunk (modes 2 and 3) holds one lz4
   block per byte plane.
+- ``v1_lz4_dtypes``: also ``golden_dtypes()``: dtypes with field titles and
+  metadata (the descriptions' titles element and ``"meta"`` form, torpor 0.2.0),
+  and structured and subarray numpy scalars (their data after the description).
+- ``v1_0.1.0_scalars``: written by torpor 0.1.0 (commit 81a6233, not by this
+  script): ``golden_object()`` plus ``legacy_scalars``, structured numpy scalars
+  as 0.1.0 wrote them, the data inside the description's list. Kept so that
+  files of that version keep loading.
 """
 
 import collections
@@ -32,6 +39,25 @@ def golden_extras():
     x = np.linspace(-1, 1, 64, dtype=np.float32)
     return {"noise": rng.integers(0, 2**63, 40_000, dtype=np.int64),
             "field": np.exp(-(x[:, None, None] ** 2 + x[None, :, None] ** 2 + x[None, None, :] ** 2) * 3)}
+
+
+def golden_dtypes():
+    """What ``v1_lz4_dtypes`` holds besides the extras (must stay as it is)."""
+    titled = np.dtype([(("X axis", "x"), "<f4"), ("y", "u2")])
+    meta = np.dtype("<f8", metadata={"unit": "nm"})
+    rec = np.zeros(3, [("x", "<f4"), ("y", "u1")])
+    rec[1] = (1.5, 7)
+    return {"titled": titled, "meta": meta,
+            "titled_array": np.arange(40_000, dtype="<f4").view(np.dtype([(("X", "x"), "<f4")])),
+            "meta_array": np.zeros(5, meta),
+            "void": rec[1], "subarray_scalar": np.ones(1, [("m", "<f8", (2, 2))])[0]}
+
+
+def legacy_scalars():
+    """The structured scalars of ``v1_0.1.0_scalars``."""
+    rec = np.zeros(3, [("x", "<f4"), ("y", "u1")])
+    rec[1] = (1.5, 7)
+    return [rec[1], rec[2]]
 
 
 def golden_object():
@@ -63,16 +89,21 @@ def main():
     import torpor
     version = torpor.FORMAT_VERSION
     obj = golden_object()
-    files = {"lz4": "lz4", "gzip": "gzip", "raw": None, "lz4_filters": "lz4", "lz4_planes": "lz4"}
+    files = {"lz4": "lz4", "gzip": "gzip", "raw": None, "lz4_filters": "lz4", "lz4_planes": "lz4",
+             "lz4_dtypes": "lz4"}
     for suffix, compress in files.items():
         name = HERE / f"v{version}_{suffix}.torpor"
         if name.exists():
             print("kept", name)
             continue
-        extras = suffix in ("lz4_filters", "lz4_planes")
+        extras = suffix in ("lz4_filters", "lz4_planes", "lz4_dtypes")
+        dtypes = suffix == "lz4_dtypes"
         content = dict(obj, extras=golden_extras()) if extras else obj
-        torpor.dump(content, name, compress=compress,
-                    metadata={"golden": True, "version": version, "extras": extras})
+        metadata = {"golden": True, "version": version, "extras": extras}
+        if dtypes:
+            content = dict(content, dtypes=golden_dtypes())
+            metadata["dtypes"] = True
+        torpor.dump(content, name, compress=compress, metadata=metadata)
         print("wrote", name)
 
 

@@ -44,6 +44,15 @@ class Unfilled:
 UNFILLED = Unfilled()
 
 
+class InlineBin:
+    """Bytes a walker writes as a MessagePack bin where they stand, even when they
+    are large (a numpy scalar's data after its dtype description)."""
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+
 class ReduceTail:
     """The state, list items and dict items of a reduced object, queued after its
     callable and arguments; written as nils when a cycle already rebuilt the

@@ -24,7 +24,7 @@ from ..format.constants import (ARRAY_OOB_MIN, AT_MARKERS, BYTES_OOB_MIN, EXT_BI
 from ..format.messagepack import (TokenReader, pack_array_header, pack_bin, pack_ext,
                                   pack_float, pack_int, pack_map_header, pack_str_bytes,
                                   read_uint_payload, uint_payload)
-from .common import (FIXED_COUNT, MARKER_KIND, UNFILLED, ReduceTail, cycle_error, decode_path,
+from .common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin, ReduceTail, cycle_error, decode_path,
                      insert_error, path_step, reduced_global_module, restore_error, unsupported)
 from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
@@ -92,7 +92,7 @@ class Encoder:
             bytearray: self._bytearray, list: self._list, tuple: self._tuple,
             dict: self._dict, set: self._set, frozenset: self._frozenset,
             _ndarray: self._ndarray, _memmap: self._ndarray, _npdtype: self._dtype,
-            ReduceTail: self._reduce_tail,
+            ReduceTail: self._reduce_tail, InlineBin: self._inline_bin,
         }
 
     @property
@@ -289,8 +289,16 @@ class Encoder:
     def _npscalar(self, obj):
         desc, data = _arrays.scalar_parts(obj)
         self._marker(EXT_NPSCALAR, 2)
-        self._value(desc)
-        pack_bin(self.out, data)
+        if type(desc) is str:
+            self._value(desc)
+            pack_bin(self.out, data)
+        else:
+            # a structured or subarray description is a list whose items are
+            # written after it returns: the data must follow them, not precede
+            self._push([desc, InlineBin(data)], F_SEQ, obj)
+
+    def _inline_bin(self, obj):
+        pack_bin(self.out, obj.data)
 
     def _ndarray(self, arr):
         i = self._memoize(arr)
@@ -804,7 +812,7 @@ class Decoder:
         if k == D_DTYPE:
             return _arrays.dtype_from_desc(items[0])
         if k == D_NPSCALAR:
-            return _arrays.scalar_from_bytes(items[0], items[1])
+            return _arrays.scalar_from_items(items)
         r.fail(f"unknown frame kind {k}")
 
     def _payload(self, section, types_, r):

@@ -104,6 +104,19 @@ def scalar_from_bytes(dtype_desc, data):
     return np.frombuffer(data, dt)[0]
 
 
+def scalar_from_items(items):
+    """The numpy scalar of an NPSCALAR's two elements, [dtype description, bin].
+
+    torpor 0.1.0 wrote a structured or subarray scalar with its bin *inside* the
+    description's list (before the list's items): the list then reads as [bin,
+    first items...] and the description's last item stands second. Such files are
+    read back too."""
+    desc, data = items
+    if type(desc) is list and desc and type(desc[0]) is bytes and type(data) is not bytes:
+        desc, data = desc[1:] + [data], desc[0]
+    return scalar_from_bytes(desc, data)
+
+
 def dtype_from_desc(desc):
     """A dtype saved on its own (EXT_DTYPE): object fields are allowed here, since
     no raw memory is read through it."""

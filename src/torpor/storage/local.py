@@ -44,7 +44,7 @@ def _alive(pid: int) -> bool:
 def stale_temp_files(folder: str) -> list[str]:
     """Temporary files in ``folder`` left by saves of this machine whose process is
     gone (killed with SIGKILL, or the machine lost power mid-save)."""
-    found = []
+    found: list[str] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -58,7 +58,7 @@ def stale_temp_files(folder: str) -> list[str]:
 
 def remove_stale_temp_files(folder: str) -> list[str]:
     """Remove what ``stale_temp_files`` finds; returns the paths removed."""
-    removed = []
+    removed: list[str] = []
     for path in stale_temp_files(folder):
         try:
             os.unlink(path)
