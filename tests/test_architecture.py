@@ -115,3 +115,13 @@ def test_import_contracts_can_fail(tmp_path, forbidden):
                        text=True, cwd=tmp_path, env=env)
     assert r.returncode != 0, r.stdout
     assert "torpor.format.dtypes" in r.stdout
+
+
+def test_docs_safety_lists_the_whole_allow_list():
+    """docs/SAFETY.md names every entry of the default allow-list (numpy's scalar
+    and dtype classes as a group)."""
+    from torpor.engine.allowlist import SAFE
+    text = (ROOT / "docs" / "SAFETY.md").read_text()
+    missing = [n for n in SAFE if not n.startswith("numpy.") and f"`{n}`" not in text]
+    assert missing == []
+    assert "`numpy.dtype`" in text

@@ -66,10 +66,31 @@ def pack(obj):
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def build(parts, fix_toc=True):
+def fix_raw_chunks(section):
+    """Recompute the chunk checksums of a raw section's meta for its payload (its
+    chunk lengths kept when they still add up, else one chunk)."""
+    meta = section.meta
+    if section.codec != 0 or not isinstance(meta, dict) or not isinstance(meta.get("chunks"), list):
+        return
+    p = section.payload
+    lengths = [c[0] for c in meta["chunks"] if isinstance(c, list) and c and type(c[0]) is int]
+    if sum(lengths) != len(p) or any(n < 0 for n in lengths):
+        lengths = [len(p)]
+    chunks, pos = [], 0
+    for n in lengths:
+        chunks.append([n, checksum(p[pos:pos + n])])
+        pos += n
+    section.meta = dict(meta, chunks=chunks)
+
+
+def build(parts, fix_toc=True, fix_chunks=False):
     """The file's bytes, every checksum and offset recomputed. With ``fix_toc``
     the table of contents' entries are rewritten to match the sections (keeping
-    each entry's meta); without, the table is written as ``parts.toc`` holds it."""
+    each entry's meta); without, the table is written as ``parts.toc`` holds it.
+    With ``fix_chunks``, raw sections' chunk checksums are recomputed too."""
+    if fix_chunks:
+        for s in parts.sections:
+            fix_raw_chunks(s)
     out = bytearray()
     body = pack(parts.header)
     pre = PRE.pack(parts.magic, parts.version, parts.flags, len(body))

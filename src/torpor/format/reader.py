@@ -142,13 +142,19 @@ class ContainerReader:
         limit = (src.size - src.pos if src.size is not None else None)
         if limit is not None and raw > limit * MAX_RATIO[codec_id] + 64:
             raise CorruptFileError(f"{src.name}: section {index} claims {raw} bytes, more than its data can hold")
-        dest, value = self._allocate(kind, raw, meta, index)
-        if codec_id == CODEC_RAW:
-            self._read_raw(dest, raw, meta, index, value)
-            if isinstance(value, _MappedArray):
-                value = value.arr
+        if src.size is None and raw:
+            # A stream of unknown length: what the section claims is believed only
+            # once its bytes have arrived, so they are read first, then placed.
+            dest, value = self._staged(kind, raw, codec_id, meta, index)
         else:
-            self._read_chunks(dest, raw, codec_id, index, _itemsize(kind, meta), wait=kind != SECTION_ARRAY)
+            dest, value = self._allocate(kind, raw, meta, index)
+            if codec_id == CODEC_RAW:
+                self._read_raw(dest, raw, meta, index, value)
+                if isinstance(value, _MappedArray):
+                    value = value.arr
+            else:
+                self._read_chunks(dest, raw, codec_id, index, _itemsize(kind, meta),
+                                  wait=kind != SECTION_ARRAY)
         entry = TocEntry(kind, at, payload, src.pos - payload, raw, codec_id, digest, meta)
         if kind == SECTION_STREAM or (kind == SECTION_BYTES and meta.get("type") == "bytes"):
             value = dest.tobytes()      # one copy for immutable bytes, as pickle does
@@ -180,15 +186,65 @@ class ContainerReader:
         buf = np.empty(raw, np.uint8)
         return buf, buf
 
-    def _read_raw(self, dest, raw, meta, index, value):
+    def _staged(self, kind, raw, codec_id, meta, index):
+        """Read a section of a stream whole (each piece bounded by the bytes that
+        really arrive), then allocate its destination and decode into it."""
         src = self.src
+        if codec_id == CODEC_RAW:
+            chunks = self._raw_chunk_list(raw, meta, index)
+            pieces = [src.read(n, f"the data of section {index}") for n, _ in chunks]
+            dest, value = self._allocate(kind, raw, meta, index)
+            view = memoryview(dest).cast("B")
+            pos = 0
+            for piece in pieces:
+                view[pos:pos + len(piece)] = piece
+                pos += len(piece)
+            self._verify_spans(view, chunks)
+            return dest, value
+        # Compressed: chunks are held until the bytes received make the claim
+        # possible (received x the codec's largest ratio covers it), then the
+        # destination is allocated and the rest streams as usual; so a large real
+        # section holds back at most 1/ratio of itself, a false claim nothing.
+        records = []
+        dest = value = dest_view = None
+        itemsize = _itemsize(kind, meta)
+        done = received = 0
+        while done < raw:
+            stored, craw, mode, digest = self._chunk_record(raw, done, codec_id, index)
+            received += codec.CHUNK_RECORD_SIZE + stored
+            if dest_view is None:
+                records.append((src.read(stored, "chunk data"), done, mode, craw, digest))
+                if received * MAX_RATIO[codec_id] + 64 >= raw:
+                    dest, value = self._allocate(kind, raw, meta, index)
+                    dest_view = memoryview(dest)
+                    for data, at, m, n, d in records:
+                        self._dispatch((dest_view, at, data, codec_id, m, n, itemsize, d), None)
+                    records = []
+            else:
+                buf, data = self._read_input(stored)
+                self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest), buf)
+            done += craw
+        if dest_view is None:      # every chunk is here and still short of the ratio
+            dest, value = self._allocate(kind, raw, meta, index)
+            dest_view = memoryview(dest)
+            for data, at, m, n, d in records:
+                self._dispatch((dest_view, at, data, codec_id, m, n, itemsize, d), None)
+        self._wait_all()
+        return dest, value
+
+    def _raw_chunk_list(self, raw, meta, index):
         chunks = meta.get("chunks")
         if not isinstance(chunks, list) or not all(
                 type(c) is list and len(c) == 2 and type(c[0]) is int and type(c[1]) is int
                 and 0 <= c[0] <= raw for c in chunks):
-            raise CorruptFileError(f"{src.name}: section {index}'s chunk list is not well formed")
+            raise CorruptFileError(f"{self.src.name}: section {index}'s chunk list is not well formed")
         if sum(c[0] for c in chunks) != raw:
-            raise CorruptFileError(f"{src.name}: section {index}'s chunk list does not add up")
+            raise CorruptFileError(f"{self.src.name}: section {index}'s chunk list does not add up")
+        return chunks
+
+    def _read_raw(self, dest, raw, meta, index, value):
+        src = self.src
+        chunks = self._raw_chunk_list(raw, meta, index)
         if isinstance(value, _MappedArray):
             start = src.pos
             src.skip(raw, "an array section")
@@ -219,33 +275,39 @@ class ContainerReader:
         of all sections share one pool and ``_inflight`` (at most 2 * threads), so
         small arrays decode in parallel too; with ``wait`` the section is complete
         on return, otherwise by the end of ``read_all``."""
-        src = self.src
         dest_view = memoryview(dest)
-        decode = self.decoder.decode_into
         done = 0
         while done < raw:
-            rec = src.read(codec.CHUNK_RECORD_SIZE, "a chunk record")
-            magic, size, stored, craw, mode, z1, z2, digest = codec.CHUNK_RECORD.unpack(rec)
-            if magic != codec.CHUNK_MAGIC or size != 20 or z1 or z2 or craw == 0 \
-                    or craw > MAX_CHUNK_RAW or craw > raw - done \
-                    or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec_id] + 64):
-                raise CorruptFileError(f"{src.name}: damaged chunk record in section {index} at byte {src.pos - len(rec)}")
+            stored, craw, mode, digest = self._chunk_record(raw, done, codec_id, index)
             buf, data = self._read_input(stored)
-            job = (dest_view, done, data, codec_id, mode, craw, itemsize, digest)
-            if self.threads == 1:
-                decode(*job)
-                if buf is not None:
-                    self._inputs.append(buf)
-            else:
-                if self._pool is None:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(
-                        self.threads, thread_name_prefix="torpor")
-                self._inflight.append((self._pool.submit(decode, *job), buf))
-                if len(self._inflight) >= self.depth:
-                    self._finish(self._inflight.popleft())
+            self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest), buf)
             done += craw
         if wait:
             self._wait_all()
+
+    def _chunk_record(self, raw, done, codec_id, index):
+        """The next chunk record, checked: (stored, raw, mode, checksum)."""
+        src = self.src
+        rec = src.read(codec.CHUNK_RECORD_SIZE, "a chunk record")
+        magic, size, stored, craw, mode, z1, z2, digest = codec.CHUNK_RECORD.unpack(rec)
+        if magic != codec.CHUNK_MAGIC or size != 20 or z1 or z2 or craw == 0 \
+                or craw > MAX_CHUNK_RAW or craw > raw - done \
+                or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec_id] + 64):
+            raise CorruptFileError(f"{src.name}: damaged chunk record in section {index} at byte {src.pos - len(rec)}")
+        return stored, craw, mode, digest
+
+    def _dispatch(self, job, buf):
+        """Decode a chunk, here or on the pool (``buf``: its recycled input buffer)."""
+        if self.threads == 1:
+            self.decoder.decode_into(*job)
+            if buf is not None:
+                self._inputs.append(buf)
+            return
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="torpor")
+        self._inflight.append((self._pool.submit(self.decoder.decode_into, *job), buf))
+        if len(self._inflight) >= self.depth:
+            self._finish(self._inflight.popleft())
 
     def _wait_all(self):
         while self._inflight:
