@@ -179,16 +179,14 @@ def import_global(module: str, qualname: str) -> Any:
     if mod is None:
         try:
             mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name is not None and not (module == e.name or module.startswith(e.name + ".")):
-                raise RestoreError(
-                    f"importing {module} (for {module}.{qualname}, which the file refers to) "
-                    f"failed: {type(e).__name__}: {e}") from e
-            raise MissingClassError(
-                f"the file refers to {module}.{qualname}, but module {module!r} is not "
-                f"installed here: install the package that provides it (or make it "
-                f"importable) and load again", module, qualname) from None
         except Exception as e:
+            missing = isinstance(e, ModuleNotFoundError) and (
+                e.name is None or module == e.name or module.startswith(e.name + "."))
+            if missing:                # the module itself, not one it imports
+                raise MissingClassError(
+                    f"the file refers to {module}.{qualname}, but module {module!r} is not "
+                    f"installed here: install the package that provides it (or make it "
+                    f"importable) and load again", module, qualname) from None
             raise RestoreError(
                 f"importing {module} (for {module}.{qualname}, which the file refers to) "
                 f"failed: {type(e).__name__}: {e}") from e
