@@ -97,6 +97,11 @@ def main():
         if walker == "python":
             wenv["TORPOR_PUREPYTHON"] = "1"
             wenv.pop("TORPOR_REQUIRE_EXTENSION", None)
+            if args.asan:
+                # nothing native to sanitize, and atheris's Python coverage is not
+                # seen through the preloaded ASan runtime: run it plainly
+                wenv.pop("LD_PRELOAD", None)
+                wenv.pop("ASAN_OPTIONS", None)
         else:
             wenv["TORPOR_REQUIRE_EXTENSION"] = "1"     # never fuzz the twin by mistake
         for target in args.targets.split(","):
