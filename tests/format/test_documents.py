@@ -61,6 +61,8 @@ EDITS = {
     "dtype nonsense": _set_meta("dtype", ["struct", 1, 2, 3, 4, 5]),
     "dtype meta not a map": _set_meta("dtype", ["meta", "<f8", [1]]),
     "dtype object": _set_meta("dtype", "|O"),
+    "dtype not a typestr": _set_meta("dtype", "f8,i4"),
+    "toc meta replaces fixed fields": lambda p: p.toc["sections"][0].__setitem__(7, {"raw_length": "x", "length": []}),
     "order X": _set_meta("order", "X"),
     "meta not a map": lambda p: setattr(_array_section(p), "meta", [1, 2]),
     "toc sections not a list": _toc("sections", {"a": 1}),
@@ -122,6 +124,21 @@ def test_malformed_documents_are_torpor_errors(impl, edit):
 def test_malformed_chunk_lists_are_torpor_errors(impl, edit):
     parts = parse(base(compress=None))
     RAW_EDITS[edit](parts)
+    data = build(parts)
+    _check(data)
+    with pytest.raises(torpor.CorruptFileError):
+        torpor.loads(data)
+
+
+def test_a_stored_gzip_chunk_is_corrupt(impl):
+    """Mode 0 exists for lz4 only: a gzip chunk marked stored is damage."""
+    import struct
+    from fuzz.documents import checksum
+    parts = parse(base("gzip"))
+    s = _bytes_section(parts)
+    raw = bytes(s.raw)                           # the section holds zeros
+    s.payload = struct.pack("<IIIIBBHQ", 0x184D2A5B, 20, len(raw), len(raw), 0, 0, 0,
+                            checksum(raw)) + raw      # one "stored" gzip chunk, checksum right
     data = build(parts)
     _check(data)
     with pytest.raises(torpor.CorruptFileError):

@@ -19,6 +19,13 @@ def _dead_pid():
     return p.pid
 
 
+def test_a_temporary_name_with_an_absurd_pid_blocks_nothing(tmp_path):
+    from torpor.storage import local
+    (tmp_path / f".x.{local._HOST}.{'9' * 20}.a.torpor-tmp").write_bytes(b"")
+    torpor.dump([1], tmp_path / "k.torpor")
+    assert torpor.load(tmp_path / "k.torpor") == [1]
+
+
 def test_next_save_removes_temp_files_of_killed_saves(tmp_path):
     """A save killed with SIGKILL leaves its temporary file; the next save to the
     same folder removes it (its writer is gone), and torpor verify says so first."""

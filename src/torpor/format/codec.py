@@ -305,8 +305,9 @@ class ChunkDecoder:
         the checksum of what landed there."""
         try:
             if mode == MODE_STORED:
-                if codec == CODEC_LZ4:
-                    data = _stored_payload(data, raw)
+                if codec != CODEC_LZ4:
+                    raise CorruptFileError("only lz4 chunks can be stored (mode 0)")
+                data = _stored_payload(data, raw)
                 if len(data) != raw:
                     raise CorruptFileError(f"a stored chunk has {len(data)} bytes, not {raw}")
                 copy_into(dest, offset, data)

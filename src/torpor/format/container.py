@@ -290,12 +290,13 @@ def map_file(f: BinaryIO) -> _mmap.mmap:
 
 
 def describe_sections(entries: Iterable[TocEntry]) -> list[dict[str, Any]]:
-    """``info``'s view of TocEntry records: plain dicts with names for the codes."""
+    """``info``'s view of TocEntry records: plain dicts with names for the codes
+    (the meta's keys first, so a crafted meta cannot replace the fixed fields)."""
     out: list[dict[str, Any]] = []
     for s in entries:
-        d = {"kind": SECTION_NAMES.get(s.kind, s.kind), "offset": s.offset,
-             "payload_offset": s.payload, "length": s.stored, "raw_length": s.raw,
-             "codec": CODEC_NAMES.get(s.codec, s.codec), "checksum": f"{s.checksum:016x}"}
-        d.update(s.meta)
+        d = dict(s.meta)
+        d.update({"kind": SECTION_NAMES.get(s.kind, s.kind), "offset": s.offset,
+                  "payload_offset": s.payload, "length": s.stored, "raw_length": s.raw,
+                  "codec": CODEC_NAMES.get(s.codec, s.codec), "checksum": f"{s.checksum:016x}"})
         out.append(d)
     return out

@@ -15,11 +15,15 @@ a section's meta records: it is all a reader needs to place the bytes, and it is
 plain MessagePack whatever the metadata holds.
 """
 
+import re
+
 import numpy as np
 
 from ..errors import CorruptFileError
 
 _MAX_NEST = 32
+#: numpy's array-interface typestr: byte order, kind, size, a datetime unit
+_TYPESTR = re.compile(r"^[<>|][biufcmMSUVO]\d*(\[\d*[A-Za-z]+\])?$")
 
 
 def encode_dtype(dt, layout=False):
@@ -58,6 +62,8 @@ def _decode(d, depth, allow_object):
     if depth > _MAX_NEST:
         raise CorruptFileError("a dtype description is nested too deeply")
     if type(d) is str:
+        if not _TYPESTR.match(d):
+            raise CorruptFileError(f"{d!r:.60} is not a numpy typestr (docs/FORMAT.md, dtypes)")
         dt = np.dtype(d)
         if dt.hasobject and not allow_object:
             raise CorruptFileError("an object dtype cannot describe raw array data")

@@ -27,7 +27,7 @@ TMP_SUFFIX = ".torpor-tmp"
 #: only this machine's own leftovers are judged by its process table).
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 #: .NAME.HOST.PID.RANDOM.torpor-tmp
-_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[^.]+"
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d{1,10})\.[^.]+"
                        + re.escape(TMP_SUFFIX) + "$")
 
 
@@ -36,7 +36,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except (PermissionError, OSError, OverflowError):
         return True             # exists (another user's), or cannot tell: keep its file
     return True
 
