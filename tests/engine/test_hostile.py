@@ -120,9 +120,41 @@ def test_allowlist_decides_by_name_alone():
     R(G("copyreg", "__newobj__"), G("builtins", "bytes"), 3 << 30),
     R(G("collections", "defaultdict"), G("numpy", "void")),
     R(G("collections", "Counter"), R(G("builtins", "range"), 10**12)),
+    # found by the attack review
+    R(G("builtins", "dict"), [R(G("builtins", "range"), 0, 2)]),        # a pair as a range
+    R(G("builtins", "set"), R(G("collections", "deque"), [1, 2])),      # a deque to expand
+    R(G("builtins", "int"), R(G("decimal", "Decimal"), "1e1000000")),
+    R(G("fractions", "Fraction"), R(G("decimal", "Decimal"), "1e100000000")),
+    R(G("fractions", "Fraction"), "1e1_000_000_000"),
+    R(G("decimal", "Decimal"), 1 << 20_000),
+    R(G("builtins", "str"), b"abc", "punycode"),
+    R(G("builtins", "bytes"), "abc", "idna"),
+    R(G("builtins", "bytes"), "abc", "bz2_codec"),
 ])
 def test_allowed_constructors_refuse_unbounded_arguments(impl, obj):
     _refused(file_of(obj))
+
+
+def test_refused_codecs_import_nothing():
+    """An encoding outside the safe set is refused before its codec module loads."""
+    code = textwrap.dedent(f"""
+        import sys, torpor
+        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent.parent)!r})
+        from crafted import G, R, file_of
+        before = set(sys.modules)
+        for enc in ("idna", "bz2_codec", "punycode", "rot_13"):
+            try:
+                torpor.loads(file_of(R(G("builtins", "str"), b"x", enc)))
+            except torpor.UnsafeLoadError:
+                pass
+            else:
+                raise SystemExit("not refused: " + enc)
+        new = sorted(set(sys.modules) - before)
+        print("imported:", new)
+        raise SystemExit(1 if any(m.startswith(("encodings.", "stringprep")) for m in new) else 0)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_allowed_constructors_with_data_from_the_file_still_work(impl):
@@ -131,10 +163,10 @@ def test_allowed_constructors_with_data_from_the_file_still_work(impl):
     obj = [R(G("collections", "deque"), [1, 2, 3], 2), R(G("fractions", "Fraction"), "3/4"),
            R(G("builtins", "bytearray"), b"abc"), R(G("builtins", "frozenset"), [1, 2]),
            R(G("builtins", "range"), 10**15), R(G("builtins", "int"), "123"),
-           R(G("fractions", "Fraction"), "1e5")]
+           R(G("fractions", "Fraction"), "1e5"), R(G("builtins", "str"), b"caf\xc3\xa9", "utf-8")]
     out = torpor.loads(file_of(obj))
     assert out == [collections.deque([2, 3], maxlen=2), fractions.Fraction(3, 4),
-                   bytearray(b"abc"), frozenset({1, 2}), range(10**15), 123, 100000]
+                   bytearray(b"abc"), frozenset({1, 2}), range(10**15), 123, 100000, "café"]
 
 
 # --- hash collisions ----------------------------------------------------------------
@@ -149,7 +181,8 @@ COLLIDING = [k * HASH_MOD for k in range(1, 60_001)]
     (lambda: R(G("builtins", "set"), COLLIDING), False),
     (lambda: R(G("builtins", "dict"), [[k, 1] for k in COLLIDING]), False),
     (lambda: R(G("collections", "OrderedDict"), [[k, 1] for k in COLLIDING]), False),
-], ids=["set", "frozenset", "dict", "set()", "dict()", "OrderedDict()"])
+    (lambda: R(G("collections", "defaultdict"), None, [[k, 1] for k in COLLIDING]), False),
+], ids=["set", "frozenset", "dict", "set()", "dict()", "OrderedDict()", "defaultdict()"])
 def test_colliding_hashes_are_refused_fast(impl, make, native):
     data = file_of(make())
     assert len(data) < 1_200_000

@@ -60,13 +60,27 @@ def _refuse(name: str, reason: str) -> Refused:
 _MATERIAL = (list, tuple, dict, set, frozenset, str, bytes, bytearray)
 
 
+_SCALARS = (int, float, bool, type(None))
+
+
 def _materialized(name: str, args: tuple[Any, ...], start: int = 0) -> None:
-    """Iterable arguments must be containers the file holds, never a range (a
-    lazy sequence of any length from a few bytes)."""
+    """Arguments must be containers the file holds, of these exact types, or plain
+    scalars: never a range, an array, a deque or anything else whose length the
+    file does not pay for (a range of 10**15 items costs a few bytes)."""
     for a in args[start:]:
-        if isinstance(a, range):
-            raise _refuse(name, f"a range of {len(a)} items (a container the file "
-                                f"does not hold)")
+        t = type(a)
+        if t not in _MATERIAL and t not in _SCALARS:
+            what = f"a range of {a.stop - a.start} steps" if t is range else f"a {t.__qualname__}"
+            raise _refuse(name, f"{what} (only containers the file holds may be expanded)")
+
+
+#: Encodings and error handlers str() and bytes() may use in safe mode: linear
+#: ones that are always loaded (others may be quadratic, or import a module).
+_CODECS = frozenset({"utf-8", "utf8", "utf_8", "ascii", "latin-1", "latin1", "latin_1",
+                     "iso-8859-1", "utf-16", "utf16", "utf-32", "utf32", "utf-16-le",
+                     "utf-16-be", "utf-32-le", "utf-32-be"})
+_ERRORS = frozenset({"strict", "surrogatepass", "surrogateescape", "replace", "ignore",
+                     "backslashreplace"})
 
 
 def equal_hash_error(what: str) -> UnsafeLoadError:
@@ -97,6 +111,11 @@ def _check_sized(name: str) -> Check:
         if args and hasattr(type(args[0]), "__index__"):
             raise _refuse(name, f"a size ({args[0]}) instead of data")
         _materialized(name, args)
+        if len(args) > 1 and (not isinstance(args[1], str) or args[1].lower() not in _CODECS):
+            raise _refuse(name, f"the encoding {args[1]!r:.40} (safe mode decodes with "
+                                f"{', '.join(sorted(_CODECS))} only)")
+        if len(args) > 2 and args[2] not in _ERRORS:
+            raise _refuse(name, f"the error handler {args[2]!r:.40}")
     return check
 
 
@@ -107,11 +126,16 @@ def _check_container(name: str, hashed: str = "") -> Check:
         _materialized(name, args)
         if not hashed or not args or not isinstance(args[0], (list, tuple, set, frozenset, dict)):
             return
-        arg = args[0]
-        if hashed == "keys" and not isinstance(arg, dict):
-            arg = [p[0] for p in arg if isinstance(p, (list, tuple)) and p]
-        equal_hash_check(arg, f"the {name} the file builds")
+        _equal_hashes(name, args[0], hashed)
     return check
+
+
+def _equal_hashes(name: str, arg: Any, hashed: str) -> None:
+    if hashed == "keys" and type(arg) is not dict:
+        if not all(type(p) in (list, tuple) and len(p) == 2 for p in arg):
+            raise _refuse(name, "key/value pairs that are not lists or tuples of two items")
+        arg = [p[0] for p in arg]
+    equal_hash_check(arg, f"the {name} the file builds")
 
 
 def _check_deque(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
@@ -122,9 +146,13 @@ def _check_defaultdict(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -
     if args and args[0] is not None and not can_call(args[0]):
         raise _refuse("collections.defaultdict", "a default factory the file may not call")
     _materialized("collections.defaultdict", args, 1)
+    if len(args) > 1 and type(args[1]) in (list, tuple, dict):
+        _equal_hashes("collections.defaultdict", args[1], "keys")
 
 
 def _check_int(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    if args and type(args[0]) not in (str, bytes, bytearray, int, float, bool):
+        raise _refuse("builtins.int", f"a {type(args[0]).__qualname__} (a number or digits only)")
     if args and isinstance(args[0], (str, bytes, bytearray)) and len(args[0]) > MAX_INT_DIGITS:
         raise _refuse("builtins.int", f"a string of {len(args[0])} digits (at most "
                                       f"{MAX_INT_DIGITS} in safe mode)")
@@ -134,11 +162,28 @@ _FRACTION = re.compile(r"\s*[-+]?(\d[\d_]*)?(\.\d[\d_]*)?([eE][-+]?\d+)?\s*$")
 
 
 def _check_fraction(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    if any(type(a) not in (int, str, bool) for a in args):
+        raise _refuse("fractions.Fraction", "arguments other than ints and a string")
+    for a in args:
+        if type(a) is int and a.bit_length() > MAX_INT_DIGITS * 4:
+            raise _refuse("fractions.Fraction", f"an int of {a.bit_length()} bits")
     if args and isinstance(args[0], str):
+        if "_" in args[0] or len(args[0]) > 2 * MAX_INT_DIGITS:
+            raise _refuse("fractions.Fraction", "a long string, or one with underscores")
         m = _FRACTION.match(args[0].split("/")[0])
         if m and m.group(3) and abs(int(m.group(3)[1:])) > MAX_FRACTION_EXPONENT:
             raise _refuse("fractions.Fraction", f"the exponent {m.group(3)[1:]} (at most "
                                                 f"{MAX_FRACTION_EXPONENT} in safe mode)")
+
+
+def _check_decimal(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    if args and type(args[0]) not in (str, int, float, tuple, bool):
+        raise _refuse("decimal.Decimal", f"a {type(args[0]).__qualname__}")
+    if args and type(args[0]) is int and args[0].bit_length() > MAX_INT_DIGITS * 3:
+        raise _refuse("decimal.Decimal", f"an int of {args[0].bit_length()} bits (converting it "
+                                         f"takes quadratic time)")
+    if args and type(args[0]) is str and len(args[0]) > 2 * MAX_INT_DIGITS:
+        raise _refuse("decimal.Decimal", f"a string of {len(args[0])} characters")
 
 
 def _check_no_args(name: str) -> Check:
@@ -218,7 +263,7 @@ SAFE: dict[str, Entry] = {
     "datetime.tzinfo": _call(_check_no_args("datetime.tzinfo"), "an abstract base, no state"),
     "zoneinfo.ZoneInfo": _call(None, "reads a zone from the tz database by a key it validates (no path escapes)"),
     "zoneinfo.ZoneInfo._unpickle": _call(None, "as ZoneInfo"),
-    "decimal.Decimal": _call(None, "a string's exponent is stored, not expanded (an int argument converts in quadratic time: a known gap, docs/SAFETY.md)"),
+    "decimal.Decimal": _call(_check_decimal, "from a string (its exponent is stored, not expanded), an int of at most MAX_INT_DIGITS digits, or a tuple"),
     "fractions.Fraction": _call(_check_fraction, "numerator and denominator; a string's exponent is bounded"),
     "uuid.UUID": _call(None, "a 128-bit value"),
     "uuid.SafeUUID": _call(None, "an enum member"),

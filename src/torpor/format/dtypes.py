@@ -77,13 +77,16 @@ def _decode(d, depth, allow_object):
         names, fields, offsets, itemsize, aligned = d[1:6]
         if not (len(names) == len(fields) == len(offsets)):
             raise CorruptFileError("a structured dtype has fields of unequal count")
-        spec = {"names": [str(n) for n in names],
+        if not all(type(n) is str for n in names):
+            raise CorruptFileError("a structured dtype's field names are not strings")
+        spec = {"names": list(names),
                 "formats": [_decode(f, depth + 1, allow_object) for f in fields],
                 "offsets": [_dim(o) for o in offsets],
                 "itemsize": _dim(itemsize)}
         if len(d) == 7:
             titles = d[6]
-            if type(titles) is not list or len(titles) != len(names):
+            if type(titles) is not list or len(titles) != len(names) \
+                    or not all(t is None or type(t) is str for t in titles):
                 raise CorruptFileError("a structured dtype's titles do not match its fields")
             spec["titles"] = titles
         return np.dtype(spec, align=bool(aligned))
