@@ -24,10 +24,10 @@ import struct
 
 import numpy as np
 
-from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin, ReduceTail, cycle_error,
-                                  decode_path, insert_error, path_step, reduced_global_module,
-                                  restore_error, unsupported)
-from torpor.engine.allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
+from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin, ReduceTail,
+                                  build_frozenset, count_hash, cycle_error, decode_path,
+                                  insert_error, path_step, reduced_global_module, restore_error,
+                                  unsupported)
 from torpor.engine.reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                                   override_reduction, reduce_object)
 from torpor.errors import CorruptFileError, TorporError, UnsupportedObjectError
@@ -834,6 +834,9 @@ cdef class Decoder:
             raise CorruptFileError(
                 f"the object stream could not be rebuilt ({type(e).__name__}: {e})") from e
 
+    def _own_path(self):
+        return self.path(True)
+
     def path(self, own=False):
         """As fallback.Decoder.path."""
         cdef _DFrame fr
@@ -1103,7 +1106,7 @@ cdef class Decoder:
         elif k == D_MAP or k == D_ATTRS:
             if not fr.has_key:
                 if type(value) is not str:
-                    self._count_hash(fr, value)
+                    fr.hashes = count_hash(fr.hashes, value, "dict", self._own_path)
                 fr.key = value
                 fr.has_key = True
             else:
@@ -1117,7 +1120,7 @@ cdef class Decoder:
             PyList_Append(fr.items, value)
         elif k == D_SET:
             if type(value) is not str:
-                self._count_hash(fr, value)
+                fr.hashes = count_hash(fr.hashes, value, "set", self._own_path)
             try:
                 fr.target.add(value)
             except Exception as e:
@@ -1143,20 +1146,6 @@ cdef class Decoder:
                 fr.fill += 1
         else:
             fr.items.append(value)
-        return 0
-
-    cdef int _count_hash(self, _DFrame fr, object key) except -1:
-        """As fallback.Decoder._count_hash."""
-        try:
-            h = hash(key)
-        except Exception as e:
-            raise insert_error(e, key, "set" if fr.kind == D_SET else "dict", self.path(True)) from e
-        if fr.hashes is None:
-            fr.hashes = {}
-        n = fr.hashes.get(h, 0) + 1
-        if n > MAX_EQUAL_HASHES:
-            raise equal_hash_error(f"the {'set' if fr.kind == D_SET else 'dict'} at {self.path(True)}")
-        fr.hashes[h] = n
         return 0
 
     cdef int _inst_class(self, _DFrame fr, object cls) except -1:
@@ -1221,7 +1210,7 @@ cdef class Decoder:
         items = fr.items
         if k == D_TUPLE or k == D_FROZENSET:
             if k == D_FROZENSET:
-                value = self._frozenset(items)
+                value = build_frozenset(items, self.path)
             else:
                 value = tuple(items)
             if self.memo[fr.slot] is _UNFILLED:
@@ -1251,16 +1240,6 @@ cdef class Decoder:
         if fr.slot >= 0:
             self.memo[fr.slot] = value
         return value
-
-    cdef object _frozenset(self, list items):
-        """As fallback.Decoder._frozenset."""
-        if len(items) > MAX_EQUAL_HASHES:
-            equal_hash_check(items, f"the frozenset at {self.path()}")
-        try:
-            return frozenset(items)
-        except Exception as e:
-            bad = next((x for x in items if getattr(type(x), "__hash__", None) is None), items[0])
-            raise insert_error(e, bad, "frozenset", self.path()) from e
 
     cdef object _build_leaf(self, int k, list items):
         if k == D_GLOBAL:

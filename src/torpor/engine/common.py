@@ -10,6 +10,7 @@ from ..format.constants import (EXT_BYTEARRAY, EXT_BYTEARRAY_OOB, EXT_BYTES_OOB,
                                 EXT_FROZENSET, EXT_GLOBAL, EXT_INST, EXT_NDARRAY,
                                 EXT_NDARRAY_INLINE, EXT_NPSCALAR, EXT_OBJARRAY, EXT_REDUCE,
                                 EXT_SET, EXT_TUPLE)
+from .allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
 from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
@@ -128,6 +129,36 @@ def insert_error(exc, key, container, path):
         f"{t.__module__}.{t.__qualname__}.__hash__ or __eq__ raised {type(exc).__name__}: "
         f"{exc} while a key went into the {container} at {path}; the file is intact, the "
         f"code of the key's class failed")
+
+
+def count_hash(counts, key, container, where):
+    """Count ``key``'s hash in ``counts`` (a dict, or None to start one) and
+    return it; refuse a set or map whose keys share one hash value too often (a
+    file crafted to make building it quadratic). ``where()`` gives the
+    container's path, computed only for an error."""
+    try:
+        h = hash(key)
+    except Exception as e:
+        raise insert_error(e, key, container, where()) from e
+    if counts is None:
+        counts = {}
+    n = counts.get(h, 0) + 1
+    if n > MAX_EQUAL_HASHES:
+        raise equal_hash_error(f"the {container} at {where()}")
+    counts[h] = n
+    return counts
+
+
+def build_frozenset(items, where):
+    """The frozenset of the decoded ``items``, checked for equal hashes, with a
+    failing key's error as insert_error says."""
+    if len(items) > MAX_EQUAL_HASHES:
+        equal_hash_check(items, f"the frozenset at {where()}")
+    try:
+        return frozenset(items)
+    except Exception as e:
+        bad = next((x for x in items if getattr(type(x), "__hash__", None) is None), items[0])
+        raise insert_error(e, bad, "frozenset", where()) from e
 
 
 def unsupported(obj, path, reason):

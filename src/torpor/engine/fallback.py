@@ -24,13 +24,13 @@ from ..format.constants import (ARRAY_OOB_MIN, AT_MARKERS, BYTES_OOB_MIN, EXT_BI
 from ..format.messagepack import (TokenReader, pack_array_header, pack_bin, pack_ext,
                                   pack_float, pack_int, pack_map_header, pack_str_bytes,
                                   read_uint_payload, uint_payload)
-from .common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin, ReduceTail, cycle_error, decode_path,
-                     insert_error, path_step, reduced_global_module, restore_error, unsupported)
+from .common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin, ReduceTail, build_frozenset,
+                     count_hash, cycle_error, decode_path, insert_error, path_step,
+                     reduced_global_module, restore_error, unsupported)
 from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
                      F_REDUCE_STATE, F_SEQ, F_SET)
-from .allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
 from .reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                      override_reduction, reduce_object)
 
@@ -491,6 +491,9 @@ class Decoder:
         stack = self.stack[:-1] if own else self.stack
         return decode_path([(fr.kind, fr.count - fr.remaining, fr.key) for fr in stack])
 
+    def _own_path(self):
+        return self.path(own=True)
+
     def _decode(self, data):
         r = TokenReader(data, what="object stream")
         memo = self.memo
@@ -623,7 +626,7 @@ class Decoder:
         elif k == D_MAP or k == D_ATTRS:
             if fr.key is UNFILLED:
                 if type(value) is not str:
-                    self._count_hash(fr, value, r)
+                    fr.hashes = count_hash(fr.hashes, value, "dict", self._own_path)
                 fr.key = value
             else:
                 try:
@@ -633,7 +636,7 @@ class Decoder:
                 fr.key = UNFILLED
         elif k == D_SET:
             if type(value) is not str:
-                self._count_hash(fr, value, r)
+                fr.hashes = count_hash(fr.hashes, value, "set", self._own_path)
             try:
                 fr.target.add(value)
             except Exception as e:
@@ -660,20 +663,6 @@ class Decoder:
                 fr.fill += 1
         else:
             fr.items.append(value)
-
-    def _count_hash(self, fr, key, r):
-        """Refuse a set or map whose keys share one hash value too often (a file
-        crafted to make building it quadratic)."""
-        try:
-            h = hash(key)
-        except Exception as e:
-            raise insert_error(e, key, "set" if fr.kind == D_SET else "dict", self.path(own=True)) from e
-        if fr.hashes is None:
-            fr.hashes = {}
-        n = fr.hashes.get(h, 0) + 1
-        if n > MAX_EQUAL_HASHES:
-            raise equal_hash_error(f"the {'set' if fr.kind == D_SET else 'dict'} at {self.path(own=True)}")
-        fr.hashes[h] = n
 
     def _inst_class(self, fr, cls, r):
         if not isinstance(cls, type) or id(cls) not in self.callables:
@@ -741,7 +730,7 @@ class Decoder:
         slot = fr.slot
         if k == D_TUPLE or k == D_FROZENSET:
             if k == D_FROZENSET:
-                value = self._frozenset(items)
+                value = build_frozenset(items, self.path)
             else:
                 value = tuple(items)
             if self.memo[slot] is UNFILLED:
@@ -772,15 +761,6 @@ class Decoder:
         if slot is not None:
             self.memo[slot] = value
         return value
-
-    def _frozenset(self, items):
-        if len(items) > MAX_EQUAL_HASHES:
-            equal_hash_check(items, f"the frozenset at {self.path()}")
-        try:
-            return frozenset(items)
-        except Exception as e:
-            bad = next((x for x in items if getattr(type(x), "__hash__", None) is None), items[0])
-            raise insert_error(e, bad, "frozenset", self.path()) from e
 
     def _build_leaf(self, k, items, r):
         if k == D_GLOBAL:
