@@ -28,6 +28,7 @@ from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin,
                                   build_frozenset, count_hash, cycle_error, decode_path,
                                   insert_error, path_step, reduced_global_module, restore_error,
                                   unsupported)
+from torpor.engine.guard import guard_for
 from torpor.engine.reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                                   override_reduction, reduce_object)
 from torpor.errors import CorruptFileError, TorporError, UnsupportedObjectError
@@ -777,6 +778,40 @@ cdef dict _FIXED_COUNT = FIXED_COUNT
 cdef object _UNFILLED = UNFILLED
 
 
+cdef bint _plain_items(list items):
+    """True when no item can have a stack cost in the guard (engine/guard.py:
+    plain values, lists, dicts and sets): the tuple nests nothing, and the guard
+    need not look at it, which keeps records and coordinates fast."""
+    cdef Py_ssize_t i
+    cdef object t
+    for i in range(PyList_GET_SIZE(items)):
+        t = type(<object>PyList_GET_ITEM(items, i))
+        if not (t is int or t is float or t is str or t is bool or t is _NoneType
+                or t is bytes or t is complex or t is list or t is dict or t is set
+                or t is frozenset):
+            return False
+    return True
+
+
+cdef Py_ssize_t _plain_units(object args) except -2:
+    """What the guard charges for a call with ``args`` (a tuple) when every
+    argument is a plain value (LoadGuard.argument_units, without the Python
+    call), or -1 if one is not."""
+    cdef Py_ssize_t units = 1
+    cdef object a, t
+    for a in <tuple>args:
+        t = type(a)
+        if t is str or t is bytes:
+            units += 1 + len(a)
+        elif t is int:
+            units += 1 + a.bit_length() // 64
+        elif t is float or t is bool or a is None:
+            units += 1
+        else:
+            return -1
+    return units
+
+
 cdef class _DFrame:
     # as fallback._DFrame
     cdef int kind
@@ -803,6 +838,8 @@ cdef class Decoder:
     cdef set callables
     cdef frozenset producers
     cdef dict inst_classes    # class -> (its __new__, whether it has __setstate__)
+    cdef set used             # payload sections already referenced (each may be, once)
+    cdef object guard         # engine.guard.LoadGuard of a safe load, or None
     cdef const unsigned char* p
     cdef Py_ssize_t pos, end
 
@@ -816,6 +853,8 @@ cdef class Decoder:
         self.callables = set()
         self.inst_classes = {}
         self.producers = getattr(policy, "producers", frozenset())
+        self.used = set()
+        self.guard = None
 
     def decode(self, data):
         cdef const unsigned char[::1] view
@@ -824,6 +863,7 @@ cdef class Decoder:
         self.p = <const unsigned char*>PyBytes_AS_STRING(data)
         self.end = PyBytes_GET_SIZE(data)
         self.pos = 0
+        self.guard = guard_for(getattr(self.policy, "trusted", False), data, self.payloads)
         try:
             return self._decode(data)
         except TorporError:
@@ -1106,7 +1146,7 @@ cdef class Decoder:
         elif k == D_MAP or k == D_ATTRS:
             if not fr.has_key:
                 if type(value) is not str:
-                    fr.hashes = count_hash(fr.hashes, value, "dict", self._own_path)
+                    fr.hashes = count_hash(fr.hashes, value, "dict", self._own_path, self.guard)
                 fr.key = value
                 fr.has_key = True
             else:
@@ -1120,7 +1160,7 @@ cdef class Decoder:
             PyList_Append(fr.items, value)
         elif k == D_SET:
             if type(value) is not str:
-                fr.hashes = count_hash(fr.hashes, value, "set", self._own_path)
+                fr.hashes = count_hash(fr.hashes, value, "set", self._own_path, self.guard)
             try:
                 fr.target.add(value)
             except Exception as e:
@@ -1174,6 +1214,14 @@ cdef class Decoder:
         if type(args) is not tuple:
             self.fail("reduce arguments are not a tuple")
         if self.memo[fr.slot] is _UNFILLED:
+            if self.guard is not None:
+                units = _plain_units(args) if func is not str else -1
+                if units < 0:
+                    self.guard.call(func, args)
+                else:
+                    self.guard.left -= units
+                    if self.guard.left < 0:
+                        self.guard.call(func, args)      # raises, naming the call
             self.policy.check_call(func, args, self.callables)
             obj = self._call(func, args, "the reduce callable", func, True)
             if id(func) in self.producers:
@@ -1205,19 +1253,28 @@ cdef class Decoder:
 
     cdef object _finish(self, _DFrame fr):
         cdef int k = fr.kind
-        if k == D_LIST or k == D_MAP or k == D_SET or k == D_ATTRS or k == D_OBJARRAY:
+        if k == D_LIST or k == D_MAP or k == D_SET or k == D_ATTRS:
+            return fr.target
+        guard = self.guard
+        if k == D_OBJARRAY:
+            if guard is not None:
+                guard.built_objarray(fr.target, self.path)
             return fr.target
         items = fr.items
         if k == D_TUPLE or k == D_FROZENSET:
             if k == D_FROZENSET:
-                value = build_frozenset(items, self.path)
+                value = build_frozenset(items, self.path, guard)
             else:
                 value = tuple(items)
             if self.memo[fr.slot] is _UNFILLED:
                 self.memo[fr.slot] = value
+                if guard is not None and k == D_TUPLE and not _plain_items(<list>items):
+                    guard.built_tuple(value, self.path)
             return self.memo[fr.slot]
         if k == D_INST:
             if fr.items is not None and fr.phase == 2:
+                if guard is not None:
+                    guard.spend(len(fr.items) + 1, "restoring an instance")
                 self._call(fr.target.__setstate__, (fr.items,), "__setstate__ of", type(fr.target))
             return fr.target
         if k == D_REDUCE:
@@ -1232,10 +1289,31 @@ cdef class Decoder:
                 if setter is not None:
                     if id(setter) not in self.callables:
                         self.fail("a state setter is not a global reference")
+                    if guard is not None:
+                        guard.call(setter, (obj, state))
                     self.policy.check_call(setter, (obj, state), self.callables)
+                # the guard's fast path: a plain state, no items, plain arguments
+                # (a datetime, a Decimal): nothing to restrict, record or walk
+                plain = guard is None or (
+                    listitems is None and dictitems is None and
+                    (state is None or type(state) is str or type(state) is bytes)
+                    and _plain_units(items[1]) >= 0)
+                if not plain:
+                    guard.state(obj, state, listitems, dictitems, self.path)
+                elif guard is not None and state is not None:
+                    guard.left -= 1 + len(state)
+                    if guard.left < 0:
+                        guard.state(obj, state, listitems, dictitems, self.path)   # raises
                 self._call(apply_state, (obj, state, listitems, dictitems, setter),
                            "restoring the state of", type(obj))
+                if not plain:
+                    guard.built_reduced(obj, items[1], state, listitems, dictitems, self.path)
             return obj
+        if guard is not None:
+            if k == D_NDARRAY or k == D_NDARRAY_INLINE:
+                guard.described(items[1])
+            elif k == D_DTYPE or k == D_NPSCALAR:
+                guard.described(items[0])
         value = self._build_leaf(k, items)
         if fr.slot >= 0:
             self.memo[fr.slot] = value
@@ -1280,4 +1358,8 @@ cdef class Decoder:
         data = self.payloads[section]
         if not isinstance(data, types_):
             self.fail(f"payload section {section} holds the wrong kind of data")
+        if section in self.used:
+            self.fail(f"payload section {section} is referenced a second time (a section "
+                      f"belongs to one object)")
+        self.used.add(section)
         return data

@@ -6,7 +6,7 @@ import io
 
 from torpor.format import messagepack as mp
 from torpor.format.constants import (CODEC_RAW, EXT_BIGINT, EXT_FROZENSET, EXT_GLOBAL,
-                                     EXT_INST, EXT_REDUCE, EXT_SET, EXT_TUPLE)
+                                     EXT_INST, EXT_REDUCE, EXT_REF, EXT_SET, EXT_TUPLE)
 from torpor.format.container import make_header
 from torpor.format.writer import ContainerWriter
 
@@ -96,15 +96,45 @@ def D(pairs):
     return Raw(out)
 
 
-def R(func, *args, state=None):
-    """REDUCE: func(*args), then the state."""
+def R(func, *args, state=None, listitems=None, dictitems=None, args_at=None):
+    """REDUCE: func(*args), then the state, list items and dict items;
+    ``args_at``: the arguments are the tuple with that memo index instead."""
     out = bytearray()
     _marker(out, EXT_REDUCE, 5)
     put(out, func)
-    put(out, T(*args))
+    put(out, T(*args) if args_at is None else Ref(args_at))
     put(out, state)
-    put(out, None)
-    put(out, None)
+    put(out, listitems)
+    put(out, dictitems)
+    return Raw(out)
+
+
+def Ref(i):
+    """A reference to the object with memo index ``i`` (every list, map, tuple,
+    set, reduce, instance, global and out-of-band bytes takes the next index)."""
+    out = bytearray()
+    mp.pack_ext(out, EXT_REF, mp.uint_payload(i))
+    return Raw(out)
+
+
+def M(code, *items):
+    """Any marker extension ``code`` with its ``items``."""
+    out = bytearray()
+    _marker(out, code, len(items))
+    for x in items:
+        put(out, x)
+    return Raw(out)
+
+
+def nested(make, inner, depth):
+    """``make`` applied ``depth`` times around ``inner`` (``make(x)`` must put
+    ``x`` once, as a Raw), built without recursion."""
+    mark = b"\xff\x00\xfeNESTED\xfe\x00\xff"
+    made = make(Raw(mark))
+    head, tail = (made.data if isinstance(made, Raw) else stream(made)).split(mark)
+    out = bytearray(head * depth)
+    put(out, inner)
+    out += tail * depth
     return Raw(out)
 
 
@@ -117,11 +147,14 @@ def I(cls, attrs=None):
     return Raw(out)
 
 
-def file_of(obj, globals_=(), toc=None):
-    """A complete, valid torpor file whose object stream is ``obj`` crafted."""
+def file_of(obj, globals_=(), toc=None, sections=()):
+    """A complete, valid torpor file whose object stream is ``obj`` crafted;
+    ``sections``: bytes payloads, sections 0, 1, ... in order."""
     buf = io.BytesIO()
     w = ContainerWriter(buf, codec_id=CODEC_RAW, threads=1)
     w.write_header(make_header({}, "crafted", CODEC_RAW))
+    for data in sections:
+        w.add_bytes(data)
     w.stream_frame(stream(obj))
     w.finish(dict(toc or {}, globals=list(globals_), memo=0))
     w.close()

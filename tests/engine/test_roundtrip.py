@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import torpor
+from torpor.engine.guard import MAX_NESTING
 
 
 class Color(enum.Enum):
@@ -157,13 +158,30 @@ def test_deep_nesting_dict_and_tuple(roundtrip):
     t = ()
     for i in range(50_000):
         t = (t, i)
-    out_d, out_t = roundtrip([d, t])
+    # tuples this deep hash recursively on the C stack: only a trusted load
+    # builds them (a safe one stops at MAX_NESTING, tests/engine/test_hostile_refs.py)
+    out_d, out_t = roundtrip([d, t], trusted=True)
     n = 0
     while out_d:
         out_d = out_d["k"]
         n += 1
     assert n == 50_000
     assert out_t[1] == 49_999 and out_t[0][1] == 49_998
+    depth = 0
+    while out_t:
+        out_t = out_t[0]
+        depth += 1
+    assert depth == 50_000
+
+
+def test_deep_tuples_within_the_safe_bound(roundtrip):
+    t = ()
+    for i in range(MAX_NESTING - 1):
+        t = (t, i)
+    out = roundtrip(t)
+    assert out[1] == MAX_NESTING - 2 and type(out[0]) is tuple
+    with pytest.raises(torpor.UnsafeLoadError, match="nests tuples"):
+        roundtrip(((t, -1), -2))
 
 
 STDLIB = [

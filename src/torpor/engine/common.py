@@ -11,6 +11,9 @@ from ..format.constants import (EXT_BYTEARRAY, EXT_BYTEARRAY_OOB, EXT_BYTES_OOB,
                                 EXT_NDARRAY_INLINE, EXT_NPSCALAR, EXT_OBJARRAY, EXT_REDUCE,
                                 EXT_SET, EXT_TUPLE)
 from .allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
+from .guard import short_path, work_error
+
+_BIG = 1 << 64
 from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
@@ -131,11 +134,19 @@ def insert_error(exc, key, container, path):
         f"code of the key's class failed")
 
 
-def count_hash(counts, key, container, where):
+def count_hash(counts, key, container, where, guard=None):
     """Count ``key``'s hash in ``counts`` (a dict, or None to start one) and
     return it; refuse a set or map whose keys share one hash value too often (a
     file crafted to make building it quadratic). ``where()`` gives the
-    container's path, computed only for an error."""
+    container's path, computed only for an error. A ``guard`` (engine.guard,
+    safe loads) is charged for hashing the key and comparing it with the keys
+    of equal hash before it."""
+    if guard is not None:
+        units = 1 if type(key) is int and -_BIG < key < _BIG else guard.hash_units(key)
+        guard.left -= units
+        if guard.left < 0:
+            raise work_error(f"hashing a key of the {container} at {short_path(where())}",
+                             guard.limit)
     try:
         h = hash(key)
     except Exception as e:
@@ -146,13 +157,24 @@ def count_hash(counts, key, container, where):
     if n > MAX_EQUAL_HASHES:
         raise equal_hash_error(f"the {container} at {where()}")
     counts[h] = n
+    if n > 1 and guard is not None:
+        guard.left -= units * (n - 1)
+        if guard.left < 0:
+            raise work_error(f"comparing keys of the {container} at {short_path(where())}",
+                             guard.limit)
     return counts
 
 
-def build_frozenset(items, where):
-    """The frozenset of the decoded ``items``, checked for equal hashes, with a
-    failing key's error as insert_error says."""
-    if len(items) > MAX_EQUAL_HASHES:
+def build_frozenset(items, where, guard=None):
+    """The frozenset of the decoded ``items``, checked for equal hashes (and, with
+    a ``guard``, charged as count_hash says), with a failing key's error as
+    insert_error says."""
+    if guard is not None:
+        counts = None
+        for x in items:
+            if type(x) is not str:
+                counts = count_hash(counts, x, "frozenset", where, guard)
+    elif len(items) > MAX_EQUAL_HASHES:
         equal_hash_check(items, f"the frozenset at {where()}")
     try:
         return frozenset(items)

@@ -31,6 +31,7 @@ from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
                      F_REDUCE_STATE, F_SEQ, F_SET)
+from .guard import guard_for
 from .reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                      override_reduction, reduce_object)
 
@@ -43,6 +44,8 @@ _ndarray = np.ndarray
 _memmap = np.memmap
 _npgeneric = np.generic
 _npdtype = np.dtype
+# frame kinds built from a dtype description, and where it is among their items
+_DESCRIBED = {D_NDARRAY: 1, D_NDARRAY_INLINE: 1, D_DTYPE: 0, D_NPSCALAR: 0}
 
 
 class _EFrame:
@@ -473,8 +476,11 @@ class Decoder:
         # torpor's own per-load builders whose results may be called or
         # instantiated in turn (a class rebuilt by load_module)
         self.producers = getattr(policy, "producers", frozenset())
+        self.used = set()        # payload sections already referenced (each may be, once)
+        self.guard = None        # engine.guard.LoadGuard of a safe load
 
     def decode(self, data):
+        self.guard = guard_for(getattr(self.policy, "trusted", False), data, self.payloads)
         try:
             return self._decode(data)
         except TorporError:
@@ -626,7 +632,7 @@ class Decoder:
         elif k == D_MAP or k == D_ATTRS:
             if fr.key is UNFILLED:
                 if type(value) is not str:
-                    fr.hashes = count_hash(fr.hashes, value, "dict", self._own_path)
+                    fr.hashes = count_hash(fr.hashes, value, "dict", self._own_path, self.guard)
                 fr.key = value
             else:
                 try:
@@ -636,7 +642,7 @@ class Decoder:
                 fr.key = UNFILLED
         elif k == D_SET:
             if type(value) is not str:
-                fr.hashes = count_hash(fr.hashes, value, "set", self._own_path)
+                fr.hashes = count_hash(fr.hashes, value, "set", self._own_path, self.guard)
             try:
                 fr.target.add(value)
             except Exception as e:
@@ -695,6 +701,8 @@ class Decoder:
             r.fail("reduce arguments are not a tuple")
         slot = fr.slot
         if self.memo[slot] is UNFILLED:
+            if self.guard is not None:
+                self.guard.call(func, args)
             self.policy.check_call(func, args, self.callables)
             obj = self._call(func, args, "the reduce callable", func, own=True)
             if id(func) in self.producers:
@@ -724,21 +732,30 @@ class Decoder:
 
     def _finish(self, fr, r):
         k = fr.kind
-        if k == D_LIST or k == D_MAP or k == D_SET or k == D_ATTRS or k == D_OBJARRAY:
+        if k == D_LIST or k == D_MAP or k == D_SET or k == D_ATTRS:
+            return fr.target
+        guard = self.guard
+        if k == D_OBJARRAY:
+            if guard is not None:
+                guard.built_objarray(fr.target, self.path)
             return fr.target
         items = fr.items
         slot = fr.slot
         if k == D_TUPLE or k == D_FROZENSET:
             if k == D_FROZENSET:
-                value = build_frozenset(items, self.path)
+                value = build_frozenset(items, self.path, guard)
             else:
                 value = tuple(items)
             if self.memo[slot] is UNFILLED:
                 self.memo[slot] = value
+                if guard is not None and k == D_TUPLE:
+                    guard.built_tuple(value, self.path)
             return self.memo[slot]
         if k == D_INST:
             obj = fr.target
             if items is not None and fr.phase == 2:
+                if guard is not None:
+                    guard.spend(len(items) + 1, "restoring an instance")
                 self._call(obj.__setstate__, (items,), "__setstate__ of", type(obj))
             return obj
         if k == D_REDUCE:
@@ -753,10 +770,18 @@ class Decoder:
                 if setter is not None:
                     if id(setter) not in self.callables:
                         r.fail("a state setter is not a global reference")
+                    if guard is not None:
+                        guard.call(setter, (obj, state))
                     self.policy.check_call(setter, (obj, state), self.callables)
+                if guard is not None:
+                    guard.state(obj, state, listitems, dictitems, self.path)
                 self._call(apply_state, (obj, state, listitems, dictitems, setter),
                            "restoring the state of", type(obj))
+                if guard is not None:
+                    guard.built_reduced(obj, items[1], state, listitems, dictitems, self.path)
             return obj
+        if guard is not None and k in _DESCRIBED:
+            guard.described(items[_DESCRIBED[k]])
         value = self._build_leaf(k, items, r)
         if slot is not None:
             self.memo[slot] = value
@@ -801,4 +826,8 @@ class Decoder:
         data = self.payloads[section]
         if not isinstance(data, types_):
             r.fail(f"payload section {section} holds the wrong kind of data")
+        if section in self.used:
+            r.fail(f"payload section {section} is referenced a second time (a section "
+                   f"belongs to one object)")
+        self.used.add(section)
         return data
