@@ -165,6 +165,14 @@ class _Ctx:
         self.memo = []
         self.strings = []
         self.payloads = payloads
+        self.used = set()
+
+    def section(self, index):
+        """A payload section's data; each belongs to one object."""
+        if index in self.used:
+            raise ValueError(f"section {index} used twice")
+        self.used.add(index)
+        return self.payloads[index]
 
 
 def _uint(payload):
@@ -297,12 +305,12 @@ def _marker(code, at, items, ctx):
     if code == 19:                                    # BYTEARRAY
         return done(bytearray(_build(items[0], ctx)))
     if code in (20, 21):                              # BYTES_OOB, BYTEARRAY_OOB
-        data = ctx.payloads[_build(items[0], ctx)]
+        data = ctx.section(_build(items[0], ctx))
         return done(bytes(data) if code == 20 else bytearray(data))
     if code == 25:                                    # NDARRAY
         section = _build(items[0], ctx)
         desc, shape, fortran = (_build(v, ctx) for v in items[1:])
-        return done(Array(desc, shape, fortran, bytes(ctx.payloads[section])))
+        return done(Array(desc, shape, fortran, bytes(ctx.section(section))))
     if code == 26:                                    # NDARRAY_INLINE
         data = _build(items[0], ctx)
         desc, shape, fortran = (_build(v, ctx) for v in items[1:])
