@@ -812,6 +812,14 @@ cdef Py_ssize_t _plain_units(object args) except -2:
     return units
 
 
+cdef inline Py_ssize_t _key_units(object key, object guard) except -2:
+    """What hashing a tuple key of plain values costs, measured here (the
+    guard's hash_units, without its Python loop); -1: let the guard measure."""
+    if guard is None or type(key) is not tuple:
+        return -1
+    return _plain_units(key)
+
+
 cdef class _DFrame:
     # as fallback._DFrame
     cdef int kind
@@ -1146,7 +1154,8 @@ cdef class Decoder:
         elif k == D_MAP or k == D_ATTRS:
             if not fr.has_key:
                 if type(value) is not str:
-                    fr.hashes = count_hash(fr.hashes, value, "dict", self._own_path, self.guard)
+                    fr.hashes = count_hash(fr.hashes, value, "dict", self._own_path, self.guard,
+                                           _key_units(value, self.guard))
                 fr.key = value
                 fr.has_key = True
             else:
@@ -1160,7 +1169,8 @@ cdef class Decoder:
             PyList_Append(fr.items, value)
         elif k == D_SET:
             if type(value) is not str:
-                fr.hashes = count_hash(fr.hashes, value, "set", self._own_path, self.guard)
+                fr.hashes = count_hash(fr.hashes, value, "set", self._own_path, self.guard,
+                                       _key_units(value, self.guard))
             try:
                 fr.target.add(value)
             except Exception as e:

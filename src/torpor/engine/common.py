@@ -11,9 +11,7 @@ from ..format.constants import (EXT_BYTEARRAY, EXT_BYTEARRAY_OOB, EXT_BYTES_OOB,
                                 EXT_NDARRAY_INLINE, EXT_NPSCALAR, EXT_OBJARRAY, EXT_REDUCE,
                                 EXT_SET, EXT_TUPLE)
 from .allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
-from .guard import short_path, work_error
-
-_BIG = 1 << 64
+from .guard import PLAIN, short_path, work_error
 from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
@@ -134,19 +132,26 @@ def insert_error(exc, key, container, path):
         f"code of the key's class failed")
 
 
-def count_hash(counts, key, container, where, guard=None):
+def count_hash(counts, key, container, where, guard=None, units=-1):
     """Count ``key``'s hash in ``counts`` (a dict, or None to start one) and
     return it; refuse a set or map whose keys share one hash value too often (a
     file crafted to make building it quadratic). ``where()`` gives the
     container's path, computed only for an error. A ``guard`` (engine.guard,
     safe loads) is charged for hashing the key and comparing it with the keys
-    of equal hash before it."""
-    if guard is not None:
-        units = 1 if type(key) is int and -_BIG < key < _BIG else guard.hash_units(key)
+    of equal hash before it. Plain values (ints, floats, bytes...) are not
+    charged: the stream holds each of them inline, never by reference, so the
+    file pays for every one it hashes (and there are at most MAX_EQUAL_HASHES
+    to compare it with). ``units``: what hashing the key costs, if the caller
+    knows (the Cython walker measures plain tuples itself)."""
+    if guard is not None and type(key) not in PLAIN:
+        if units < 0:
+            units = guard.hash_units(key)
         guard.left -= units
         if guard.left < 0:
             raise work_error(f"hashing a key of the {container} at {short_path(where())}",
                              guard.limit)
+    else:
+        guard = None
     try:
         h = hash(key)
     except Exception as e:

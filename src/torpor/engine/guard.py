@@ -57,6 +57,10 @@ MAX_PRINTED_INT_BITS = 14_300
 _BIG = 1 << 64
 _HEAPTYPE = 1 << 9            # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 _LEAF = frozenset({int, float, bool, type(None), complex, str, bytes, bytearray})
+#: Values a stream holds inline, never by reference (a bytearray is an object
+#: with a memo index; a str may be named again through the string table, but
+#: caches its hash): hashing one costs what the file paid for it.
+PLAIN = frozenset({int, float, bool, type(None), complex, str, bytes})
 _SEQUENCES = (list, tuple, set, frozenset, deque)
 # never recorded in LoadGuard.nest (they break a chain): their stack cost is 0
 _FLAT = _LEAF | {list, dict, set, frozenset}
