@@ -31,7 +31,7 @@ from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin,
 from torpor.engine.guard import guard_for
 from torpor.engine.reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                                   override_reduction, reduce_object)
-from torpor.errors import CorruptFileError, TorporError, UnsupportedObjectError
+from torpor.errors import CorruptFileError, TorporError, UnsupportedObjectError, brief
 from torpor.format import arrays as _arrays
 from torpor.format.constants import (ARRAY_OOB_MIN, AT_MARKERS, BYTES_OOB_MIN, FRAME_SIZE,
                                      MARKERS, MAX_DEPTH, MEMO_MARKERS)
@@ -81,6 +81,7 @@ cdef object _memmap = np.memmap
 cdef object _npgeneric = np.generic
 cdef object _npdtype = np.dtype
 cdef object _NoneType = type(None)
+cdef long _HEAPTYPE = 1 << 9   # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 
 # --- a hash table from object address to memo index ------------------------------
 # The memo is the hottest structure of the encoder: every container and instance is
@@ -871,7 +872,7 @@ cdef class Decoder:
         self.p = <const unsigned char*>PyBytes_AS_STRING(data)
         self.end = PyBytes_GET_SIZE(data)
         self.pos = 0
-        self.guard = guard_for(getattr(self.policy, "trusted", False), data, self.payloads)
+        self.guard = guard_for(self.policy, data, self.payloads)
         try:
             return self._decode(data)
         except TorporError:
@@ -1208,6 +1209,8 @@ cdef class Decoder:
             if id(cls) not in self.callables:
                 self.fail("an instance's class is not a class reference")
             self.policy.check_call(cls, (), self.callables)
+            if self.guard is not None:
+                self.policy.check_instance(cls)
             info = self.inst_classes[cls] = (cls.__new__,
                                              getattr(cls, "__setstate__", None) is not None)
         obj = self._call((<tuple>info)[0], (cls,), "__new__ of", cls, True)
@@ -1236,6 +1239,8 @@ cdef class Decoder:
             obj = self._call(func, args, "the reduce callable", func, True)
             if id(func) in self.producers:
                 self.callables.add(id(obj))
+            if self.guard is not None and not (type(obj).__flags__ & _HEAPTYPE):
+                self.guard.opened(obj)      # its state may still refer to it
             self.memo[fr.slot] = obj
             fr.built = True
         else:
@@ -1255,6 +1260,8 @@ cdef class Decoder:
         if size != fr.remaining - 1:
             self.fail(f"an object array of shape {shape} holds {fr.remaining - 1} items")
         arr = np.empty(shape, dtype=object, order="F" if fortran else "C")
+        if self.guard is not None:
+            self.guard.opened(arr)          # its items may refer to it
         self.memo[fr.slot] = arr
         fr.target = arr
         fr.items = arr.reshape(-1, order="A")
@@ -1318,6 +1325,8 @@ cdef class Decoder:
                            "restoring the state of", type(obj))
                 if not plain:
                     guard.built_reduced(obj, items[1], state, listitems, dictitems, self.path)
+                elif guard is not None:
+                    guard.nest.pop(id(obj), None)     # its provisional cost (opened)
             return obj
         if guard is not None:
             if k == D_NDARRAY or k == D_NDARRAY_INLINE:
@@ -1364,7 +1373,7 @@ cdef class Decoder:
 
     cdef object _payload(self, section, types_):
         if type(section) is not int or section not in self.payloads:
-            self.fail(f"reference to payload section {section!r:.20}, which the file does not hold")
+            self.fail(f"reference to payload section {brief(section, 20)}, which the file does not hold")
         data = self.payloads[section]
         if not isinstance(data, types_):
             self.fail(f"payload section {section} holds the wrong kind of data")

@@ -84,3 +84,30 @@ class MissingClassError(RestoreError):
         super().__init__(message)
         self.module = module
         self.qualname = qualname
+
+
+def brief(x: Any, limit: int = 60) -> str:
+    """A short repr of a value read from a file, for an error message. It never
+    builds the value's full repr (``f"{x!r:.60}"`` does, then cuts it): a file can
+    make that repr exponentially long with shared references, or quadratic with
+    a huge int."""
+    return _brief(x, limit, 2)[:limit]
+
+
+def _brief(x: Any, limit: int, depth: int) -> str:
+    t = type(x)
+    if t is int:
+        return repr(x) if x.bit_length() <= 128 else f"<int of {x.bit_length():,} bits>"
+    if t is float or t is bool or x is None or t is complex:
+        return repr(x)
+    if t is str or t is bytes or t is bytearray:
+        return repr(x[:limit]) + ("..." if len(x) > limit else "")
+    if (t is list or t is tuple) and depth > 0:
+        shown = ", ".join(_brief(v, limit, depth - 1) for v in x[:6])
+        more = ", ..." if len(x) > 6 else ""
+        return f"[{shown}{more}]" if t is list else f"({shown}{more}{',' if len(x) == 1 else ''})"
+    if t is list or t is tuple or t is dict or t is set or t is frozenset:
+        return f"<{t.__name__} of {len(x)} items>"
+    if isinstance(x, type):
+        return f"<class {getattr(x, '__module__', '?')}.{getattr(x, '__qualname__', '?')}>"
+    return f"<{t.__module__}.{t.__qualname__} object>"

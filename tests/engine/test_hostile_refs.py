@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import torpor
-from crafted import D, G, M, R, Ref, S, T, file_of, nested
+from crafted import D, G, I, M, R, Raw, Ref, S, T, file_of, nested
 from torpor.engine.guard import MAX_NESTING, NEST_BUILT, NEST_OBJARRAY
 from torpor.format.constants import EXT_BYTEARRAY_OOB, EXT_BYTES_OOB, EXT_OBJARRAY
 
@@ -219,3 +219,130 @@ def test_real_data_with_shared_parts_loads_by_default(impl):
         d = d[0]
         depth += 1
     assert depth == 500
+
+
+# --- found by the attack review of the guard --------------------------------------------
+
+def _doubling(n, start=1):
+    """Tuples t(0) .. t(n), t(i+1) = (t(i), t(i)); t(i) has memo index start + i."""
+    return [T(1)] + [T(Ref(start + i), Ref(start + i)) for i in range(n)]
+
+
+@pytest.mark.parametrize("obj, match", [
+    # a UUID hashes as its int: an int that is a doubling tuple hashes forever
+    (_doubling(100) + [I(G("uuid", "UUID"), {"int": Ref(101)})], "from attributes"),
+    (_doubling(100) + [R(G("copyreg", "__newobj__"), G("uuid", "UUID"),
+                         state={"int": Ref(101)})], "a state of its own choosing"),
+    # a path's slots (its hash, the parts it compares) set by the file
+    (R(G("copyreg", "__newobj__"), G("pathlib", "PurePosixPath"),
+       state=T(None, D([("_hash", 0), ("_cached_cparts", T(1, 2))]))), "a state of its own"),
+    # SafeUUID(0) is a process-wide enum member: a state would rewrite it for everyone
+    (R(G("uuid", "SafeUUID"), 0, state={"name": "hacked"}), "a state of its own choosing"),
+], ids=["UUID from attributes", "UUID with a state", "path slots", "enum member state"])
+def test_allow_listed_classes_take_no_state_of_the_files_choosing(impl, obj, match):
+    _refused(file_of(obj), match)
+    import uuid
+    assert uuid.SafeUUID.safe.name == "safe"
+
+
+def test_a_shared_big_int_is_charged_when_hashed(impl):
+    """int(x) returns x itself: a big int gets a memo index and can be named
+    again for a few bytes (root 0, the int() reduce 1, its global 2, its args 3)."""
+    big = 1 << 3_000_000
+    items = [R(G("builtins", "int"), big)] + [D([(Ref(1), None)])] * 60_000
+    data = file_of(items)
+    assert len(data) < 1_000_000
+    _refused(data, "more work than the file pays for")
+    # a list of those keys passed to set() is charged the same way
+    items = [R(G("builtins", "int"), big), R(G("builtins", "set"), [Ref(1)] * 40_000)] * 1
+    _refused(file_of(items), "more work than the file pays for")
+
+
+def test_error_messages_never_print_the_files_values_in_full(impl):
+    """An error message that repr()s a doubling list would itself never end."""
+    lists = [[1]] + [[Ref(1 + i), Ref(1 + i)] for i in range(100)]
+    for bad in (R(G("copyreg", "__newobj__"), Ref(101)),
+                R(G("builtins", "str"), b"x", Ref(101)),
+                R(G("uuid", "SafeUUID"), Ref(101)),
+                M(EXT_BYTES_OOB, Ref(101))):
+        with pytest.raises(torpor.TorporError) as ei:
+            t = time.perf_counter()
+            torpor.loads(file_of(lists + [bad]))
+        assert time.perf_counter() - t < 2 and len(str(ei.value)) < 1000
+
+
+def test_str_makes_strings_only_from_strings(impl):
+    assert torpor.loads(file_of(R(G("builtins", "str"), b"caf\xc3\xa9", "utf-8"))) == "café"
+    assert torpor.loads(file_of(R(G("builtins", "str"), "abc"))) == "abc"
+    for arg in ([1, 2], b"bytes without an encoding", 12):
+        _refused(file_of(R(G("builtins", "str"), arg)), "strings from strings")
+
+
+def test_objects_still_open_count_as_deep_as_allowed(impl):
+    """Y(k) holds Y(k-1) while Y(k-1) is still open (Y(k) is a dict value of
+    Y(k-1), overwritten at once, so there is no cycle): each Y's cost was 32 when
+    computed at its end, yet the chain is thousands deep and crashes when freed."""
+    mark = b"\xff\x00\xfeOPEN\xfe\x00\xff"
+    heads, tails = [], []
+    n = 3000
+    for k in range(1, n + 1):
+        prev = Ref(1 + 3 * (k - 2)) if k > 1 else None
+        if k < n:
+            h, t = M(EXT_OBJARRAY, "|O", [2], False, prev,
+                     D([(0, Raw(mark)), (0, None)])).data.split(mark)
+        else:
+            h, t = M(EXT_OBJARRAY, "|O", [2], False, prev, None).data, b""
+        heads.append(h)
+        tails.append(t)
+    chain = Raw(b"".join(heads) + b"".join(reversed(tails)))
+    _refused(file_of([chain, Ref(1 + 3 * (n - 1))]), "nests tuples")
+    # a cycle through the object itself stays loadable
+    arr = np.empty(2, dtype=object)
+    arr[0], arr[1] = arr, 5
+    out = torpor.loads(torpor.dumps(arr))
+    assert out[0] is out and out[1] == 5
+    dq = collections.deque([1])
+    dq.append(dq)
+    back = torpor.loads(torpor.dumps(dq))
+    assert back[1] is back
+
+
+def test_the_budget_counts_payloads_as_stored(impl):
+    """A gzip section may decode to 1,040 times its size: the budget must not
+    grow with it (engine/guard.py, guard_for)."""
+    from torpor.engine.guard import WORK_FLOOR, WORK_PER_BYTE, guard_for
+    from torpor.engine.safety import Policy
+    policy = Policy()
+    payloads = {0: np.zeros(1 << 20)}
+    assert guard_for(policy, b"x" * 10, payloads).limit == WORK_PER_BYTE * (10 + (8 << 20)) + WORK_FLOOR
+    policy.payload_bytes = 1000
+    assert guard_for(policy, b"x" * 10, payloads).limit == WORK_PER_BYTE * 1010 + WORK_FLOOR
+    assert guard_for(Policy(trusted=True), b"", payloads) is None
+    # and the pipeline sets it: a file whose array compresses 1000x still loads
+    arr = np.zeros(4 << 20, dtype=np.uint8)
+    out = torpor.loads(torpor.dumps({"a": arr, "keys": {(i, i): i for i in range(1000)}},
+                                    compress="gzip"))
+    assert out["a"].shape == arr.shape and len(out["keys"]) == 1000
+
+
+def test_time_zones_come_from_the_cache_and_the_tz_database(impl, monkeypatch):
+    import zoneinfo
+    z = zoneinfo.ZoneInfo("Europe/Paris")
+    assert torpor.loads(torpor.dumps(z)) is z
+    nocache = zoneinfo.ZoneInfo.no_cache("Europe/Paris")
+    with pytest.raises(torpor.UnsafeLoadError, match="no_cache"):
+        torpor.loads(torpor.dumps(nocache))
+    assert str(torpor.loads(torpor.dumps(nocache), trusted=True)) == "Europe/Paris"
+    # a key on no tz path, without the tzdata package: refused before zoneinfo looks
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tzdata" else real(name, *a))
+    before = set(sys.modules)
+    _refused(file_of(R(G("zoneinfo", "ZoneInfo"), "No/Such_Zone")), "not installed here")
+    assert not {m for m in set(sys.modules) - before if m.startswith(("tzdata", "zipfile"))}
+
+
+def test_pathlib_local_names_exist_only_where_the_module_does():
+    from torpor.engine.allowlist import SAFE
+    assert ("pathlib._local.Path" in SAFE) == (sys.version_info >= (3, 13))

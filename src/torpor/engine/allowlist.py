@@ -23,7 +23,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
-from ..errors import UnsafeLoadError
+from ..errors import UnsafeLoadError, brief
 
 #: Most items with one hash value a container built from a file may hold: Python's
 #: dicts and sets slow down quadratically on equal hashes (60,000 big integers
@@ -112,10 +112,10 @@ def _check_sized(name: str) -> Check:
             raise _refuse(name, f"a size ({args[0]}) instead of data")
         _materialized(name, args)
         if len(args) > 1 and (not isinstance(args[1], str) or args[1].lower() not in _CODECS):
-            raise _refuse(name, f"the encoding {args[1]!r:.40} (safe mode decodes with "
+            raise _refuse(name, f"the encoding {brief(args[1], 40)} (safe mode decodes with "
                                 f"{', '.join(sorted(_CODECS))} only)")
         if len(args) > 2 and args[2] not in _ERRORS:
-            raise _refuse(name, f"the error handler {args[2]!r:.40}")
+            raise _refuse(name, f"the error handler {brief(args[2], 40)}")
     return check
 
 
@@ -186,6 +186,56 @@ def _check_decimal(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> No
         raise _refuse("decimal.Decimal", f"a string of {len(args[0])} characters")
 
 
+def _check_str(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    """str() of a string, or of bytes with an encoding: never of another object
+    (that prints its repr, which shared references make exponentially long, and
+    an array's or a path's repr costs far more than the file pays)."""
+    if args and not (type(args[0]) is str or (type(args[0]) in (bytes, bytearray) and len(args) > 1)):
+        raise _refuse("builtins.str", f"a {type(args[0]).__qualname__} (safe mode makes strings "
+                                      f"from strings, or from bytes and an encoding)")
+    _check_sized("builtins.str")(args, can_call)
+
+
+def _check_safeuuid(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    if len(args) != 1 or not (args[0] is None or type(args[0]) is int):
+        raise _refuse("uuid.SafeUUID", "arguments other than one int or None")
+
+
+def _zone_key(name: str, key: Any) -> None:
+    """A zone key must be a short string naming a file of the tz database here;
+    otherwise zoneinfo falls back to the tzdata package (importing it, and
+    importlib.resources and zipfile) only to fail. With tzdata installed, a key
+    missing on disk is looked up there: that import is what the file needs."""
+    if type(key) is not str or len(key) > 255:
+        raise _refuse(name, "a key that is not a short string")
+    import os
+    import zoneinfo
+    if any(os.path.isfile(os.path.join(p, key)) for p in zoneinfo.TZPATH):
+        return
+    import importlib.util
+    if importlib.util.find_spec("tzdata") is None:
+        raise _refuse(name, f"the time zone {brief(key)}, which is not installed here (no "
+                            f"such file in zoneinfo.TZPATH, and no tzdata package)")
+
+
+def _check_zoneinfo(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    if len(args) != 1:
+        raise _refuse("zoneinfo.ZoneInfo", f"{len(args)} arguments")
+    _zone_key("zoneinfo.ZoneInfo", args[0])
+
+
+def _check_zoneinfo_unpickle(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    """ZoneInfo._unpickle(key, from_cache): from_cache false re-reads and parses
+    the zone file on every call; safe mode always takes the cached zone."""
+    if len(args) != 2 or type(args[1]) not in (int, bool) or args[1] != 1:
+        raise Refused(
+            "the file holds a time zone made with ZoneInfo.no_cache (ZoneInfo._unpickle with "
+            "from_cache 0): rebuilding one re-reads and parses its zone file for every object, "
+            "so safe loading takes zones from the cache only. Nothing was called. If you trust "
+            "the file, load it with trusted=True.", ["zoneinfo.ZoneInfo._unpickle"])
+    _zone_key("zoneinfo.ZoneInfo._unpickle", args[0])
+
+
 def _check_no_args(name: str) -> Check:
     def check(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
         if args:
@@ -218,7 +268,7 @@ def _check_reconstructor(args: tuple[Any, ...], can_call: Callable[[Any], bool])
 
 def _check_class_call(via: str, cls: Any, args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     if not isinstance(cls, type) or not can_call(cls):
-        raise _refuse(via, f"{cls!r:.60}, which the file may not call")
+        raise _refuse(via, f"{brief(cls)}, which the file may not call")
     entry = SAFE.get(f"{cls.__module__}.{cls.__qualname__}")
     if entry is not None and entry.check is not None:
         entry.check(args, can_call)
@@ -241,7 +291,7 @@ SAFE: dict[str, Entry] = {
     "builtins.int": _call(_check_int, "parses at most MAX_INT_DIGITS digits"),
     "builtins.float": _call(None, "parses a number in linear time"),
     "builtins.complex": _call(None, "parses a number in linear time"),
-    "builtins.str": _call(_check_sized("builtins.str"), "decodes data the file holds"),
+    "builtins.str": _call(_check_str, "a string, or bytes the file holds decoded (never an object's repr)"),
     "builtins.bytes": _call(_check_sized("builtins.bytes"), _BUILT_FROM_DATA + ", never from a size"),
     "builtins.bytearray": _call(_check_sized("builtins.bytearray"), _BUILT_FROM_DATA + ", never from a size"),
     "builtins.list": _call(_check_container("builtins.list"), _BUILT_FROM_DATA),
@@ -261,19 +311,20 @@ SAFE: dict[str, Entry] = {
     "datetime.timedelta": _call(None, "validates its fields (bounded range)"),
     "datetime.timezone": _call(None, "an offset and a name"),
     "datetime.tzinfo": _call(_check_no_args("datetime.tzinfo"), "an abstract base, no state"),
-    "zoneinfo.ZoneInfo": _call(None, "reads a zone from the tz database by a key it validates (no path escapes)"),
-    "zoneinfo.ZoneInfo._unpickle": _call(None, "as ZoneInfo"),
+    "zoneinfo.ZoneInfo": _call(_check_zoneinfo, "reads a zone of the tz database by a key it validates (no path escapes), cached; an uninstalled key is refused"),
+    "zoneinfo.ZoneInfo._unpickle": _call(_check_zoneinfo_unpickle, "as ZoneInfo, from the cache only"),
     "decimal.Decimal": _call(_check_decimal, "from a string (its exponent is stored, not expanded), an int of at most MAX_INT_DIGITS digits, or a tuple"),
     "fractions.Fraction": _call(_check_fraction, "numerator and denominator; a string's exponent is bounded"),
     "uuid.UUID": _call(None, "a 128-bit value"),
-    "uuid.SafeUUID": _call(None, "an enum member"),
+    "uuid.SafeUUID": _call(_check_safeuuid, "an enum member, by its value (an int or None)"),
     "collections.OrderedDict": _call(_check_container("collections.OrderedDict", "keys"), _BUILT_FROM_DATA),
     "collections.defaultdict": _call(_check_defaultdict, "its factory must itself be callable by the file"),
     "collections.deque": _call(_check_deque, "from a container the file holds (never a range)"),
     "collections.Counter": _call(_check_container("collections.Counter", "items"), _BUILT_FROM_DATA),
     "builtins.NoneType": _value(_VALUE_ONLY),
 }
-for _mod in ("pathlib", "pathlib._local"):
+# pathlib._local exists from Python 3.13 (naming it earlier would import pathlib to fail)
+for _mod in ("pathlib", "pathlib._local") if sys.version_info >= (3, 13) else ("pathlib",):
     for _cls in ("Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"):
         SAFE[f"{_mod}.{_cls}"] = _call(_check_container(f"{_mod}.{_cls}"),
                                       "a path is a string: nothing is opened or read")

@@ -5,13 +5,15 @@ Nothing here is on a hot path."""
 
 import pickle
 
-from ..errors import CorruptFileError, CycleError, RestoreError, UnsupportedObjectError
+from ..errors import CorruptFileError, CycleError, RestoreError, UnsupportedObjectError, brief
 from ..format.constants import (EXT_BYTEARRAY, EXT_BYTEARRAY_OOB, EXT_BYTES_OOB, EXT_DTYPE,
                                 EXT_FROZENSET, EXT_GLOBAL, EXT_INST, EXT_NDARRAY,
                                 EXT_NDARRAY_INLINE, EXT_NPSCALAR, EXT_OBJARRAY, EXT_REDUCE,
                                 EXT_SET, EXT_TUPLE)
 from .allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
 from .guard import PLAIN, short_path, work_error
+
+_BIG = 1 << 64
 from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
@@ -82,9 +84,9 @@ def path_step(kind, i, key):
     if kind == F_FLAT:
         return f".flat[{i - 3}]" if i >= 3 else ".<array header>"
     if kind == F_MAP:
-        return f"[{key!r:.60}]" if i % 2 else f".<key {key!r:.60}>"
+        return f"[{brief(key)}]" if i % 2 else f".<key {brief(key)}>"
     if kind == F_ATTRS:
-        return f".{key}" if i % 2 else f".<attribute name {key!r:.60}>"
+        return f".{key}" if i % 2 else f".<attribute name {brief(key)}>"
     if kind == F_REDUCE_STATE:
         return (".<state>", ".<list items>", ".<dict items>", ".<state setter>")[min(i, 3)]
     return (".<reduce callable>", ".<reduce args>")[min(i, 1)]
@@ -143,7 +145,8 @@ def count_hash(counts, key, container, where, guard=None, units=-1):
     file pays for every one it hashes (and there are at most MAX_EQUAL_HASHES
     to compare it with). ``units``: what hashing the key costs, if the caller
     knows (the Cython walker measures plain tuples itself)."""
-    if guard is not None and type(key) not in PLAIN:
+    if guard is not None and type(key) not in PLAIN and \
+            not (type(key) is int and -_BIG < key < _BIG):
         if units < 0:
             units = guard.hash_units(key)
         guard.left -= units

@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from ..errors import CorruptFileError, TorporError, UnsupportedObjectError
+from ..errors import CorruptFileError, TorporError, UnsupportedObjectError, brief
 from ..format import arrays as _arrays
 from ..format.constants import (ARRAY_OOB_MIN, AT_MARKERS, BYTES_OOB_MIN, EXT_BIGINT,
                                 EXT_BYTEARRAY, EXT_BYTEARRAY_OOB, EXT_BYTES_OOB, EXT_COMPLEX,
@@ -44,6 +44,7 @@ _ndarray = np.ndarray
 _memmap = np.memmap
 _npgeneric = np.generic
 _npdtype = np.dtype
+_HEAPTYPE = 1 << 9            # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 # frame kinds built from a dtype description, and where it is among their items
 _DESCRIBED = {D_NDARRAY: 1, D_NDARRAY_INLINE: 1, D_DTYPE: 0, D_NPSCALAR: 0}
 
@@ -480,7 +481,7 @@ class Decoder:
         self.guard = None        # engine.guard.LoadGuard of a safe load
 
     def decode(self, data):
-        self.guard = guard_for(getattr(self.policy, "trusted", False), data, self.payloads)
+        self.guard = guard_for(self.policy, data, self.payloads)
         try:
             return self._decode(data)
         except TorporError:
@@ -674,6 +675,8 @@ class Decoder:
         if not isinstance(cls, type) or id(cls) not in self.callables:
             r.fail("an instance's class is not a class reference")
         self.policy.check_call(cls, (), self.callables)
+        if self.guard is not None:
+            self.policy.check_instance(cls)
         obj = self._call(cls.__new__, (cls,), "__new__ of", cls, own=True)
         self.memo[fr.slot] = obj
         fr.target = obj
@@ -707,6 +710,8 @@ class Decoder:
             obj = self._call(func, args, "the reduce callable", func, own=True)
             if id(func) in self.producers:
                 self.callables.add(id(obj))
+            if self.guard is not None and not type(obj).__flags__ & _HEAPTYPE:
+                self.guard.opened(obj)      # its state may still refer to it
             self.memo[slot] = obj
             fr.built = True       # this frame built the object: it applies the state
         else:
@@ -725,6 +730,8 @@ class Decoder:
         if size != fr.remaining - 1:       # the elements still to come after this one
             r.fail(f"an object array of shape {shape} holds {fr.remaining - 1} items")
         arr = np.empty(shape, dtype=object, order="F" if fortran else "C")
+        if self.guard is not None:
+            self.guard.opened(arr)          # its items may refer to it
         self.memo[fr.slot] = arr
         fr.target = arr
         fr.items = arr.reshape(-1, order="A")   # a view in the order the items come
@@ -822,7 +829,7 @@ class Decoder:
 
     def _payload(self, section, types_, r):
         if type(section) is not int or section not in self.payloads:
-            r.fail(f"reference to payload section {section!r:.20}, which the file does not hold")
+            r.fail(f"reference to payload section {brief(section, 20)}, which the file does not hold")
         data = self.payloads[section]
         if not isinstance(data, types_):
             r.fail(f"payload section {section} holds the wrong kind of data")

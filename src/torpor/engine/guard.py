@@ -57,10 +57,10 @@ MAX_PRINTED_INT_BITS = 14_300
 _BIG = 1 << 64
 _HEAPTYPE = 1 << 9            # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 _LEAF = frozenset({int, float, bool, type(None), complex, str, bytes, bytearray})
-#: Values a stream holds inline, never by reference (a bytearray is an object
-#: with a memo index; a str may be named again through the string table, but
-#: caches its hash): hashing one costs what the file paid for it.
-PLAIN = frozenset({int, float, bool, type(None), complex, str, bytes})
+#: Values whose hash costs nothing worth charging: fixed-size ones, and str and
+#: bytes, which cache their hash. (An int is cheap only when small: a call such
+#: as int(x) returns a big int the file can then name by reference.)
+PLAIN = frozenset({float, bool, type(None), complex, str, bytes})
 _SEQUENCES = (list, tuple, set, frozenset, deque)
 # never recorded in LoadGuard.nest (they break a chain): their stack cost is 0
 _FLAT = _LEAF | {list, dict, set, frozenset}
@@ -102,11 +102,14 @@ def nesting_error(what: str, depth: int) -> UnsafeLoadError:
 class LoadGuard:
     """The work budget and nesting record of one safe load (see the module)."""
 
-    __slots__ = ("limit", "left", "nest")
+    __slots__ = ("limit", "left", "nest", "restricted")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, restricted: Callable[[type], bool] = lambda cls: False) -> None:
         self.limit = WORK_PER_BYTE * size + WORK_FLOOR
         self.left = self.limit
+        # restricted(cls): the class is one the default allow-list lets a file
+        # build (not one the caller allowed): its objects take no state but their own
+        self.restricted = restricted
         # id -> stack cost, for the built objects that have one (a tuple of plain
         # items is not recorded: its cost is NEST_TUPLE). The memo keeps every
         # recorded object alive, so an id names one object for the whole load.
@@ -132,7 +135,7 @@ class LoadGuard:
                 if ty is tuple or ty is slice or (ty is int and not -_BIG < y < _BIG):
                     return self.walk(x, False)
             return 1 + len(x)
-        if t is not slice:
+        if t is not slice and t is not range:
             return 1
         return self.walk(x, False)
 
@@ -163,8 +166,8 @@ class LoadGuard:
                     total += 1 + len(x) // 16
                 else:
                     total += 1
-            elif t is tuple or t is slice or (printing and isinstance(x, _SEQUENCES)):
-                items = (x.start, x.stop, x.step) if t is slice else x
+            elif t is tuple or t is slice or t is range or (printing and isinstance(x, _SEQUENCES)):
+                items = (x.start, x.stop, x.step) if t is slice or t is range else x
                 total += 1 + len(items)
                 if total > cap:
                     return total
@@ -223,9 +226,9 @@ class LoadGuard:
                     if tx is list:            # a (key, value) pair, or a row
                         units += 1 + len(x)
                         for y in x:
-                            if type(y) not in _LEAF:
+                            if type(y) not in PLAIN:
                                 units += self.hash_units(y)
-                    elif tx not in _LEAF:
+                    elif tx not in PLAIN:
                         units += self.hash_units(x)
                     if units > self.left:
                         return units
@@ -251,6 +254,8 @@ class LoadGuard:
                 f"the file sets dict items on the object at {short_path(where())}, a {type(obj).__qualname__}, not a "
                 f"dict (safe loading applies dict items to dicts only). torpor never "
                 f"writes this. If you trust the file, load it with trusted=True.", [])
+        if state is not None and self.restricted(type(obj)):
+            check_default_state(obj, state, where)
         if type(state) in _LEAF and not listitems and not dictitems:
             self.left -= 1
         else:
@@ -265,6 +270,13 @@ class LoadGuard:
         if c is not None:
             return c
         return NEST_TUPLE if type(x) is tuple else 0
+
+    def opened(self, obj: Any) -> None:
+        """An object array or an object of a C type exists, and what it holds is
+        still arriving: until it is finished its cost is unknown, so anything
+        that refers to it meanwhile (a cycle, or a chain built through objects
+        still open) is charged as if it were already as deep as allowed."""
+        self.nest[id(obj)] = MAX_NESTING
 
     def _record(self, obj: Any, cost: int, where: Callable[[], str]) -> None:
         if cost > MAX_NESTING:
@@ -285,7 +297,7 @@ class LoadGuard:
     def built_objarray(self, arr: Any, where: Callable[[], str]) -> None:
         deepest = 0
         for x in arr.ravel(order="K").tolist():
-            if type(x) not in _LEAF:
+            if type(x) not in _LEAF and x is not arr:
                 c = self.cost_of(x)
                 if c > deepest:
                     deepest = c
@@ -300,12 +312,13 @@ class LoadGuard:
         it recursively."""
         if type(obj).__flags__ & _HEAPTYPE:
             return
+        self.nest.pop(id(obj), None)  # its provisional cost (opened)
         deepest = -1                  # -1: it holds only plain values, nothing to record
         for part in (args, state, listitems, dictitems):
             if type(part) in _LEAF:
                 continue
             for x in _one_level(part):
-                if type(x) not in _LEAF:
+                if type(x) not in _LEAF and x is not obj:
                     c = self.cost_of(x)
                     if c > deepest:
                         deepest = c
@@ -335,7 +348,31 @@ def _one_level(part: Any) -> list[Any]:
     return out
 
 
-def guard_for(trusted: bool, stream: Any, payloads: dict[int, Any]) -> Optional[LoadGuard]:
-    """The guard of a load: None when the load is trusted."""
-    return None if trusted else LoadGuard(input_size(stream, payloads))
+def check_default_state(obj: Any, state: Any, where: Callable[[], str]) -> None:
+    """The state of an object of an allow-listed class: none, except a UUID's own
+    (its 128-bit int). A file could otherwise set any attribute or slot of a
+    path, a UUID or an enum member (a process-wide object) to anything: a
+    UUID's hash is its int's, a path compares its cached parts."""
+    cls = type(obj)
+    if (cls.__module__, cls.__qualname__) == ("uuid", "UUID") and type(state) is dict \
+            and set(state) <= {"int", "is_safe"} and type(state.get("int")) is int \
+            and 0 <= state["int"] < 1 << 128 \
+            and type(state.get("is_safe", obj)).__qualname__ in ("SafeUUID", "UUID"):
+        return
+    raise UnsafeLoadError(
+        f"the file gives the {cls.__module__}.{cls.__qualname__} at {short_path(where())} a state "
+        f"of its own choosing (safe loading builds allow-listed classes from their arguments "
+        f"only). torpor never writes this. If you trust the file, load it with trusted=True.", [])
+
+
+def guard_for(policy: Any, stream: Any, payloads: dict[int, Any]) -> Optional[LoadGuard]:
+    """The guard of a load: None when the load is trusted. The budget counts the
+    stream as decoded, and payload sections as stored in the file when the
+    pipeline says (``policy.payload_bytes``): a gzip section may decode to 1,040
+    times its size, and must not buy that much work."""
+    if getattr(policy, "trusted", False):
+        return None
+    stored = getattr(policy, "payload_bytes", None)
+    size = input_size(stream, {}) + stored if stored is not None else input_size(stream, payloads)
+    return LoadGuard(size, getattr(policy, "default_only", lambda cls: False))
 

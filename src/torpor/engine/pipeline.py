@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 from .. import storage
 from ..errors import FormatError
-from ..format.constants import CODEC_BY_NAME, CODEC_LZ4, MAX_DEPTH
+from ..format.constants import CODEC_BY_NAME, CODEC_LZ4, MAX_DEPTH, SECTION_STREAM
 from ..format.container import (Toc, damaged_as_corrupt, make_header, map_file, open_source,
                                 read_toc)
 from ..format.container import read_header as _read_header
@@ -214,6 +214,8 @@ def decode(f: BinaryIO, name: str, options: LoadOptions,
         reader.close()
     if toc is None and before_decode is not None:
         before_decode(header, contents.toc)
+    # a safe load's work budget counts payload sections as stored (engine/guard.py)
+    policy.payload_bytes = sum(e.stored for e in contents.entries if e.kind != SECTION_STREAM)
     dec = select.Decoder(policy, contents.payloads, options.max_depth)
     with gc_paused():
         return dec.decode(contents.stream)

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ..errors import CorruptFileError, MissingClassError, RestoreError, UnsafeLoadError
+from ..errors import CorruptFileError, MissingClassError, RestoreError, UnsafeLoadError, brief
 from .allowlist import SAFE, Check
 from .reduce import fixed_global
 
@@ -87,6 +87,28 @@ class Policy:
         # arguments (None: free), and names that are values only
         self._calls: dict[int, tuple[str, Check | None]] = {}
         self._values: dict[int, str] = {}
+        # bytes of payload sections as stored in the file, set by the pipeline:
+        # engine.guard bases a safe load's work budget on them
+        self.payload_bytes: int | None = None
+
+    def default_only(self, cls: type) -> bool:
+        """Whether ``cls`` is loadable only because the default allow-list names
+        it (the caller did not allow it): its objects are built from their
+        arguments alone, never from attributes or a state the file chooses."""
+        name = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}"
+        if self.trusted or name not in SAFE_GLOBALS or name in self.extra or name in self.exact \
+                or name in _registered:
+            return False
+        return not any(p.match(name) for p in self.patterns)
+
+    def check_instance(self, cls: type) -> None:
+        """Before an instance of ``cls`` is built from attributes (INST)."""
+        if self.default_only(cls) and cls is not object:
+            name = global_name(cls)
+            raise UnsafeLoadError(
+                f"the file builds a {name} from attributes of its choosing; safe loading "
+                f"builds allow-listed classes only from their own arguments (torpor never "
+                f"writes this). If you trust the file, load it with trusted=True.", [name])
 
     def permit_call(self, obj: Any, name: str, check: Check | None = None) -> None:
         """Let the file call ``obj`` (resolved under ``name``), through ``check``."""
@@ -130,7 +152,7 @@ class Policy:
     def resolve(self, module: str, qualname: str, source: str = "the file") -> Any:
         if type(module) is not str or type(qualname) is not str \
                 or not _NAME_RE.match(module) or not _NAME_RE.match(qualname):
-            raise CorruptFileError(f"invalid global reference {module!r:.80}.{qualname!r:.80}")
+            raise CorruptFileError(f"invalid global reference {brief(module, 80)}.{brief(qualname, 80)}")
         if not self.allows(module, qualname):
             raise unsafe_error([f"{module}.{qualname}"], source)
         name = f"{module}.{qualname}"

@@ -3,7 +3,7 @@ exposed without copying, and how arrays, scalars and dtypes are rebuilt."""
 
 import numpy as np
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, brief
 from .dtypes import decode_dtype, encode_dtype
 
 U8 = np.dtype(np.uint8)
@@ -85,12 +85,12 @@ def check_shape(shape, itemsize=1):
     """The shape as a tuple, if it is a list of at most 64 dimensions whose
     product (zeros aside) times ``itemsize`` numpy can represent."""
     if type(shape) is not list or len(shape) > 64 or not all(type(d) is int and d >= 0 for d in shape):
-        raise CorruptFileError(f"invalid array shape {shape!r:.100}")
+        raise CorruptFileError(f"invalid array shape {brief(shape, 100)}")
     n = max(1, itemsize)
     for d in shape:
         n *= max(1, d)
         if n > MAX_ARRAY_BYTES:
-            raise CorruptFileError(f"array shape {shape!r:.100} describes more bytes than any "
+            raise CorruptFileError(f"array shape {brief(shape, 100)} describes more bytes than any "
                                    f"array can hold")
     return tuple(shape)
 

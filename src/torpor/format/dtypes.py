@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, brief
 
 _MAX_NEST = 32
 #: numpy's array-interface typestr: byte order, kind, size, a datetime unit
@@ -55,7 +55,7 @@ def decode_dtype(d, allow_object=False):
     except CorruptFileError:
         raise
     except (TypeError, ValueError, KeyError, IndexError, OverflowError, MemoryError) as e:
-        raise CorruptFileError(f"invalid dtype description {d!r:.200}: {type(e).__name__}: {e}") from None
+        raise CorruptFileError(f"invalid dtype description {brief(d, 200)}: {type(e).__name__}: {e}") from None
 
 
 def _decode(d, depth, allow_object):
@@ -63,13 +63,13 @@ def _decode(d, depth, allow_object):
         raise CorruptFileError("a dtype description is nested too deeply")
     if type(d) is str:
         if not _TYPESTR.match(d):
-            raise CorruptFileError(f"{d!r:.60} is not a numpy typestr (docs/FORMAT.md, dtypes)")
+            raise CorruptFileError(f"{brief(d)} is not a numpy typestr (docs/FORMAT.md, dtypes)")
         dt = np.dtype(d)
         if dt.hasobject and not allow_object:
             raise CorruptFileError("an object dtype cannot describe raw array data")
         return dt
     if type(d) is not list or not d:
-        raise CorruptFileError(f"invalid dtype description {d!r:.200}")
+        raise CorruptFileError(f"invalid dtype description {brief(d, 200)}")
     if d[0] == "sub" and len(d) == 3:
         shape = tuple(_dim(x) for x in d[2])
         return np.dtype((_decode(d[1], depth + 1, allow_object), shape))
@@ -94,10 +94,10 @@ def _decode(d, depth, allow_object):
         if type(d[2]) is not dict:
             raise CorruptFileError("a dtype's metadata is not a map")
         return np.dtype(_decode(d[1], depth + 1, allow_object), metadata=d[2])
-    raise CorruptFileError(f"invalid dtype description {d!r:.200}")
+    raise CorruptFileError(f"invalid dtype description {brief(d, 200)}")
 
 
 def _dim(x):
     if type(x) is not int or x < 0 or x > 1 << 62:
-        raise CorruptFileError(f"invalid dimension {x!r:.50} in a dtype description")
+        raise CorruptFileError(f"invalid dimension {brief(x, 50)} in a dtype description")
     return x
