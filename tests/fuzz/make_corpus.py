@@ -1,6 +1,7 @@
 """Writes the seed corpus of the fuzz targets (tests/fuzz/targets.py) into a
-folder: torpor files of many shapes, with and without compression, the golden
-files, and bare object streams for the decoder target.
+folder: torpor files of many shapes, with and without compression, hand-built
+files of shared references, doubling chains, deep nesting and reused payloads
+(``crafted``), the golden files, and bare object streams for the decoder target.
 
     python tests/fuzz/make_corpus.py OUT_DIR
 """
@@ -39,6 +40,47 @@ def objects():
     yield "bytes", {"big": bytes(300_000), "ba": bytearray(300_000)}
 
 
+def crafted():
+    """Hand-built object streams torpor never writes (tests/crafted.py): shared
+    references, doubling chains, deep nesting and reused payloads or arguments,
+    each as a file (``sections``: its bytes sections) and, without sections, as a
+    stream. Names starting with "hostile-" are refused by a safe load; the
+    others load (and are mutated into what is refused)."""
+    from crafted import D, G, M, R, Ref, S, T, nested
+    from torpor.format.constants import EXT_BYTEARRAY_OOB, EXT_BYTES_OOB, EXT_OBJARRAY
+
+    def tuples(n):       # t(i + 1) = (t(i), t(i)); t(i) has memo index i + 1
+        return [T(1)] + [T(Ref(i + 1), Ref(i + 1)) for i in range(n)]
+
+    def lists(n):
+        return [[1]] + [[Ref(i + 1), Ref(i + 1)] for i in range(n)]
+
+    def objarray(x):
+        return M(EXT_OBJARRAY, "|O", [1], False, x)
+
+    x = b"x" * 60_000
+    yield "shared-refs", [[1, 2], T("a", 3), Ref(1), Ref(2), S([Ref(2)]), D([(Ref(2), Ref(1))])], ()
+    yield "doubling-8", tuples(8) + [S([Ref(9)]), D([(Ref(9), 0)])], ()
+    yield "hostile-doubling-tuples-set", tuples(60) + [S([Ref(61)])], ()
+    yield "hostile-doubling-tuples-key", tuples(60) + [D([(Ref(61), 0)])], ()
+    yield "hostile-doubling-lists-str", lists(60) + [R(G("builtins", "str"), Ref(61))], ()
+    yield "nested-tuples-3000", S([nested(lambda v: T(v), 0, 3000)]), ()
+    yield "hostile-nested-tuples", S([nested(lambda v: T(v), 0, 6000)]), ()
+    yield "nested-objarrays-100", nested(objarray, 0, 100), ()
+    yield "hostile-nested-objarrays", nested(objarray, 0, 200), ()
+    yield "nested-deques-900", nested(lambda v: R(G("collections", "deque"), [v]), 0, 900), ()
+    yield "hostile-nested-deques", nested(lambda v: R(G("collections", "deque"), [v]), 0, 1500), ()
+    yield "oob-once", [M(EXT_BYTES_OOB, 0), M(EXT_BYTEARRAY_OOB, 1)], (x, x)
+    yield "hostile-oob-twice", [M(EXT_BYTES_OOB, 0), M(EXT_BYTEARRAY_OOB, 0)], (x,)
+    # the list at 1, the first call at 2, its global at 3, its argument tuple at 4
+    yield "calls-10", [list(range(100)), R(G("builtins", "list"), Ref(1))] \
+        + [R(Ref(3), args_at=4)] * 9, ()
+    yield "hostile-list-calls", [list(range(100)) * 200, R(G("builtins", "list"), Ref(1))] \
+        + [R(Ref(3), args_at=4)] * 500, ()
+    yield "hostile-bytearray-calls", [M(EXT_BYTES_OOB, 0), R(G("builtins", "bytearray"), Ref(1))] \
+        + [R(Ref(3), args_at=4)] * 3000, (x,)
+
+
 def main(out):
     import torpor
     out = pathlib.Path(out)
@@ -57,6 +99,12 @@ def main(out):
             stream = ContainerReader(src, threads=1).read_all(read_toc(src)).stream
             (out / "streams" / f"{name}-{compress}.bin").write_bytes(stream)
             n += 1
+    from crafted import file_of, stream
+    for name, obj, sections in crafted():
+        (out / "files" / f"{name}.torpor").write_bytes(file_of(obj, sections=sections))
+        if not sections:
+            (out / "streams" / f"{name}.bin").write_bytes(stream(obj))
+        n += 1
     for g in (HERE.parent / "golden").glob("v*.torpor"):
         if g.stat().st_size < 1 << 20:
             shutil.copy(g, out / "files" / g.name)

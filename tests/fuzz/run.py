@@ -11,7 +11,10 @@ code gets coverage feedback too (``--asan`` adds AddressSanitizer; it needs
 clang's ASan runtime preloaded, which the script does). Findings (crash-*,
 timeout-*, oom-* inputs) are copied to tests/fuzz/regressions/ (or --findings)
 for test_regressions.py to replay forever; the exit status is 1 if there was one.
-Prints the inputs executed per target.
+A timeout is replayed without coverage instrumentation first: one that then
+runs within ``--timeout`` is only reported (slow instrumentation, not a finding).
+libFuzzer stops at its first finding: ``--keep-going`` starts it again until the
+target's time is used up. Prints the inputs executed per target.
 """
 
 import argparse
@@ -23,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -54,11 +58,42 @@ def build_libfuzzer(where):
     return str(out)
 
 
+def custom_mutator_library():
+    """atheris's shared library that defines LLVMFuzzerCustomMutator. A libFuzzer
+    preloaded ahead of Python binds its custom-mutator hook when it loads, so
+    without this library preloaded before it, the structure-aware mutators
+    (targets.py) are silently never called and only byte flips are made."""
+    out = subprocess.run([sys.executable, "-c", "import atheris.custom_mutator as m; print(m.__file__)"],
+                         capture_output=True, text=True)
+    path = out.stdout.strip()
+    if out.returncode or not os.path.exists(path):
+        sys.exit("--native needs atheris's custom_mutator library (atheris >= 2.3)")
+    return path
+
+
 def asan_runtime():
     out = subprocess.run(["clang", "-print-file-name=libclang_rt.asan-x86_64.so"],
                          capture_output=True, text=True)
     path = out.stdout.strip()
     return path if os.path.exists(path) else None
+
+
+def replay_plain(target, path, env, timeout):
+    """Seconds ``target`` takes on the input at ``path`` without coverage
+    instrumentation (which makes torpor's Python code several times slower),
+    or None if it still takes over ``timeout`` or fails."""
+    code = ("import sys, time; sys.argv = ['targets.py']; import targets; "
+            f"data = open({str(path)!r}, 'rb').read(); t = time.perf_counter(); "
+            f"targets.TARGETS[{target!r}](data); print(time.perf_counter() - t)")
+    env = dict(env, TORPOR_FUZZ_PLAIN="1",
+               PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]))
+    try:
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=2 * timeout + 10)         # the interpreter starting, too
+        seconds = float(r.stdout.split()[-1]) if r.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+    return seconds if seconds is not None and seconds <= timeout else None
 
 
 def main():
@@ -70,6 +105,8 @@ def main():
     ap.add_argument("--asan", action="store_true", help="with AddressSanitizer (implies --native)")
     ap.add_argument("--findings", default=str(HERE / "regressions"))
     ap.add_argument("--timeout", type=int, default=5, help="seconds an input may take")
+    ap.add_argument("--keep-going", action="store_true",
+                    help="after a finding, fuzz the target again until its time is used up")
     args = ap.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="torpor-fuzz-"))
     env = dict(os.environ)
@@ -78,7 +115,7 @@ def main():
         pythonpath.insert(0, str(build_native(work, args.asan)))
         # The instrumented extensions resolve their coverage callbacks against a
         # libFuzzer loaded first, globally: clang's, made a shared library here.
-        preload = [build_libfuzzer(work)]
+        preload = [custom_mutator_library(), build_libfuzzer(work)]
         if args.asan:
             rt = asan_runtime()
             if rt is None:
@@ -110,24 +147,48 @@ def main():
             out = work / f"out-{walker}-{target}"
             out.mkdir()
             seeds = work / "seeds" / ("streams" if target == "decoder" else "files")
-            cmd = [sys.executable, str(HERE / "targets.py"), target, str(corpus), str(seeds),
-                   f"-max_total_time={args.seconds}", f"-timeout={args.timeout}",
-                   "-rss_limit_mb=3072", "-max_len=1048576", f"-artifact_prefix={out}/",
-                   "-print_final_stats=1"]
-            r = subprocess.run(cmd, env=wenv, capture_output=True, text=True)
-            runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", r.stderr)
-            n = int(runs[-1]) if runs else 0
+            deadline = time.monotonic() + args.seconds
+            n, found, rounds = 0, [], 0
+            # libFuzzer stops at its first finding; --keep-going starts it again
+            # (on the corpus grown so far) until the time is used up
+            while True:
+                left = int(deadline - time.monotonic())
+                if rounds and (left < 10 or not args.keep_going):
+                    break
+                rounds += 1
+                before = set(glob.glob(str(out / "*")))
+                cmd = [sys.executable, str(HERE / "targets.py"), target, str(corpus), str(seeds),
+                       f"-max_total_time={max(left, 1)}", f"-timeout={args.timeout}",
+                       "-rss_limit_mb=3072", "-max_len=1048576", f"-artifact_prefix={out}/",
+                       "-print_final_stats=1"]
+                r = subprocess.run(cmd, env=wenv, capture_output=True, text=True)
+                if "LLVMFuzzerCustomMutator" not in r.stderr:
+                    print(f"{walker:7s} {target:8s} the custom mutator was not used:\n{r.stderr[-3000:]}")
+                    findings += 1
+                runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", r.stderr)
+                n += int(runs[-1]) if runs else 0
+                new = sorted(set(glob.glob(str(out / "*"))) - before)
+                found += new
+                if r.returncode not in (0,) and not new:
+                    print(r.stderr[-3000:])
+                    findings += 1
+                    break
+                if not new:
+                    break
             total += n
-            found = sorted(glob.glob(str(out / "*")))
-            print(f"{walker:7s} {target:8s} {n:9d} inputs, {len(found)} findings")
+            print(f"{walker:7s} {target:8s} {n:9d} inputs in {args.seconds} s, {len(found)} findings")
             for f in found:
-                findings += 1
                 name = f"{walker}-{target}-{os.path.basename(f)}"
+                if target == "decoder":
+                    name += ".stream"        # test_regressions.py replays it by the decoder
+                if os.path.basename(f).startswith("timeout-"):
+                    plain = replay_plain(target, f, wenv, args.timeout)
+                    if plain is not None:
+                        print(f"  slow only when instrumented ({plain:.1f} s without): {name}")
+                        continue
+                findings += 1
                 shutil.copy(f, pathlib.Path(args.findings) / name)
                 print(f"  finding: {name}")
-            if r.returncode not in (0,) and not found:
-                print(r.stderr[-3000:])
-                findings += 1
     print(f"{total} inputs executed in all, {findings} findings")
     shutil.rmtree(work, ignore_errors=True)
     return 1 if findings else 0

@@ -8,18 +8,23 @@ TARGET is one of
 - ``pipe``: ``torpor.load`` and ``torpor.info`` reading the file as a pipe;
 - ``decoder``: the object-stream decoder on bare stream bytes.
 
-The rule every target checks: an input may only raise a ``TorporError``; any
-other exception is a finding (libFuzzer writes the input as ``crash-*``). Slow
-inputs are findings through libFuzzer's ``-timeout`` and memory through
-``-rss_limit_mb`` (``tests/fuzz/run.py`` sets both).
+The rule every target checks: an input may only raise a ``TorporError`` (a
+hostile input refused in safe mode, an ``UnsafeLoadError`` or a
+``CorruptFileError``, is expected); any other exception is a finding (libFuzzer
+writes the input as ``crash-*``). Slow inputs are findings through libFuzzer's
+``-timeout`` and memory through ``-rss_limit_mb`` (``tests/fuzz/run.py`` sets
+both).
 
-The file targets use a structure-aware mutator: most mutations parse the input
-as a torpor file (``documents.py``), change one value inside the header, a
-section's meta, the table of contents or a raw payload, and rebuild the file with
-every checksum recomputed, so the fuzzer gets past the checksums (plain byte
-flips stop there). Python code is instrumented for coverage by atheris; the
-Cython extensions get coverage when built with clang's
-``-fsanitize=fuzzer-no-link`` (run.py ``--native``).
+The file targets use a structure-aware mutator (``mutate.py``): most mutations
+parse the input as a torpor file (``documents.py``) and change one value inside
+the header, a section's meta, the table of contents or a raw payload, or change
+the object stream (shared references, chains of tuples or lists each holding the
+previous one twice, thousands of nesting levels, a payload section or a big list
+reused by many markers or calls); then they rebuild the file with every checksum
+recomputed, so the fuzzer gets past the checksums (plain byte flips stop there).
+The decoder target gets the stream mutations on bare streams. Python code is
+instrumented for coverage by atheris; the Cython extensions get coverage when
+built with clang's ``-fsanitize=fuzzer-no-link`` (run.py ``--native``).
 """
 
 import io
@@ -30,17 +35,24 @@ import sys
 import atheris  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))          # tests/: fuzz.documents, helpers
+sys.path.insert(0, os.path.dirname(HERE))          # tests/: fuzz.mutate, helpers
 
-from fuzz import documents  # noqa: E402
+from fuzz import mutate  # noqa: E402
 from helpers import Pipe  # noqa: E402
 
-# Instrumented for coverage. (run.py --native preloads atheris's libFuzzer, so the
-# clang-instrumented extensions find their coverage callbacks when they load.)
-with atheris.instrument_imports(include=["torpor"]):
+# Instrumented for coverage (run.py --native preloads clang's libFuzzer, so the
+# clang-instrumented extensions find their coverage callbacks when they load),
+# unless TORPOR_FUZZ_PLAIN is set: run.py replays a slow input that way, to tell
+# a slow input from slow instrumentation.
+if os.environ.get("TORPOR_FUZZ_PLAIN"):
     import torpor
     from torpor.engine import select
     from torpor.engine.safety import Policy
+else:
+    with atheris.instrument_imports(include=["torpor"]):
+        import torpor
+        from torpor.engine import select
+        from torpor.engine.safety import Policy
 
 MAX_INPUT = 1 << 20
 
@@ -76,80 +88,32 @@ TARGETS = {"loads": target_loads, "info": target_info, "pipe": target_pipe,
            "decoder": target_decoder}
 
 
-# --- the structure-aware mutator -----------------------------------------------------
-
-_INTERESTING = [0, 1, -1, 2, 7, 8, 64, 255, 256, 65535, 2**31 - 1, 2**31, 2**32, 2**62,
-                2**63 - 1, 2**63, 2**64 - 1, -(2**63), 10**15, "", "x", "|O", "<f8",
-                "struct", "sub", "meta", None, True, [], {}, [0], [2**62, 2**62, 0],
-                b"", 1.5, float("inf")]
-
-
-def _mutate_value(v, rng, depth=0):
-    """A copy of ``v`` with one thing inside it changed."""
-    if depth < 6 and isinstance(v, dict) and v and rng.random() < 0.8:
-        k = rng.choice(list(v))
-        v = dict(v)
-        if rng.random() < 0.1:
-            del v[k]
-        else:
-            v[k] = _mutate_value(v[k], rng, depth + 1)
-        return v
-    if depth < 6 and isinstance(v, list) and v and rng.random() < 0.8:
-        v = list(v)
-        i = rng.randrange(len(v))
-        r = rng.random()
-        if r < 0.1:
-            del v[i]
-        elif r < 0.2:
-            v.insert(i, rng.choice(_INTERESTING))
-        else:
-            v[i] = _mutate_value(v[i], rng, depth + 1)
-        return v
-    if isinstance(v, int) and not isinstance(v, bool) and rng.random() < 0.5:
-        return v + rng.choice([-1, 1, -v, v, 1 << rng.randrange(64)])
-    return rng.choice(_INTERESTING)
-
-
-def _mutate_file(data, seed):
-    rng = random.Random(seed)
-    parts = documents.parse(data)
-    what = rng.random()
-    fix_toc = True
-    if what < 0.2 or not parts.sections:
-        parts.header = _mutate_value(parts.header, rng)
-    elif what < 0.55:
-        s = rng.choice(parts.sections)
-        s.meta = _mutate_value(s.meta, rng)
-    elif what < 0.75:
-        parts.toc = _mutate_value(parts.toc, rng)
-        fix_toc = rng.random() < 0.3
-    elif what < 0.85:
-        s = rng.choice(parts.sections)
-        attr = rng.choice(["kind", "codec", "index", "raw"])
-        setattr(s, attr, _mutate_value(getattr(s, attr), rng) if attr != "raw" else
-                rng.choice([0, 1, s.raw + 1, s.raw * 256, 2**40, 3 << 30]))
-        for a in ("kind", "codec", "index"):
-            if not isinstance(getattr(s, a), int) or not 0 <= getattr(s, a) < 256:
-                setattr(s, a, 1)
-        if not isinstance(s.raw, int) or not 0 <= s.raw < 2**64:
-            s.raw = 0
-    else:
-        s = rng.choice(parts.sections)
-        p = bytearray(s.payload)
-        for _ in range(rng.randrange(1, 4)):
-            if p:
-                p[rng.randrange(len(p))] = rng.randrange(256)
-        s.payload = bytes(p)
-    return documents.build(parts, fix_toc=fix_toc, fix_chunks=True)
-
+# --- the structure-aware mutators (mutate.py) -----------------------------------------
 
 def custom_mutator(data, max_size, seed):
-    if random.Random(seed).random() < 0.8:
+    """A torpor file: most of the time one change to its documents or its object
+    stream (mutate.mutate_file), else atheris's byte mutations."""
+    rng = random.Random(seed)
+    if rng.random() < 0.8:
         try:
-            out = _mutate_file(data, seed)
+            out, _ = mutate.mutate_file(data, rng.getrandbits(32), max_size)
             if len(out) <= max_size:
                 return out
         except Exception:         # not a parseable file: mutate its bytes instead
+            pass
+    return atheris.Mutate(data, max_size)
+
+
+def stream_mutator(data, max_size, seed):
+    """A bare object stream (the decoder target): often one change of
+    mutate.mutate_stream, else atheris's byte mutations."""
+    rng = random.Random(seed)
+    if rng.random() < 0.6:
+        try:
+            out, _, _, _ = mutate.mutate_stream(data, rng, (), max_size - len(data))
+            if len(out) <= max_size:
+                return out
+        except Exception:         # not whole MessagePack tokens
             pass
     return atheris.Mutate(data, max_size)
 
@@ -164,10 +128,8 @@ def main(argv):
         if len(data) <= MAX_INPUT:
             target(data)
     args = [argv[0]] + argv[2:]
-    if name == "decoder":
-        atheris.Setup(args, one_input)
-    else:
-        atheris.Setup(args, one_input, custom_mutator=custom_mutator)
+    atheris.Setup(args, one_input,
+                  custom_mutator=stream_mutator if name == "decoder" else custom_mutator)
     atheris.Fuzz()
 
 
