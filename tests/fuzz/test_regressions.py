@@ -3,17 +3,11 @@ the seed corpus, replayed on both walkers and every reading path: each may only
 raise a TorporError, and each is done in well under a second. A ``*.stream``
 input is a bare object stream (the decoder target's), replayed by the decoder.
 Names starting with "found-" are the fuzzer's own inputs, the others were
-built by hand to show the same fault.
-
-regressions/open/ holds findings whose fix has not landed (its README says what
-each shows): each is replayed in a child process, stopped after 6 s, as an
-expected failure; once it passes, move it up to regressions/."""
+built by hand to show the same fault."""
 
 import io
 import pathlib
-import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -23,7 +17,6 @@ from helpers import Pipe
 
 HERE = pathlib.Path(__file__).parent
 REGRESSIONS = sorted(p for p in (HERE / "regressions").glob("*") if p.is_file())
-OPEN = sorted((HERE / "regressions" / "open").glob("*.torpor"))
 
 
 def _replay(data):
@@ -57,27 +50,6 @@ def test_regression_inputs(impl, path):
         _replay(path.read_bytes())
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(reason="an open finding (regressions/open/README.md)", strict=False)
-@pytest.mark.parametrize("path", OPEN, ids=lambda p: p.name)
-def test_open_findings(impl, walker_env, path):
-    code = textwrap.dedent(f"""
-        import sys
-        sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]
-        from test_regressions import _replay
-        _replay(open({str(path)!r}, "rb").read())
-    """)
-    try:
-        p = subprocess.run([sys.executable, "-c", code], env=walker_env, capture_output=True,
-                           text=True, timeout=6)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the replay took over 6 s")
-    assert p.returncode == 0, p.stderr[-2000:]
-
-
-@pytest.mark.xfail(reason="open: format/container.py Source.read takes one short read of an "
-                          "unbuffered stream for the whole length (regressions/open/README.md)",
-                   strict=False)
 def test_files_load_from_a_stream_of_short_reads(impl):
     """The pipe targets read in pieces of 4093 bytes, as an unbuffered pipe or
     socket may deliver them."""

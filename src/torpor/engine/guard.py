@@ -228,6 +228,8 @@ class LoadGuard:
                         for y in x:
                             if type(y) not in PLAIN:
                                 units += self.hash_units(y)
+                                if units > self.left:
+                                    return units
                     elif tx not in PLAIN:
                         units += self.hash_units(x)
                     if units > self.left:

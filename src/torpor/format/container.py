@@ -132,6 +132,18 @@ class Source:
         # costs at most what the stream really holds.
         if n <= (1 << 24 if self.size is not None else 1 << 20):
             data = self.f.read(n)
+            if data and len(data) < n:
+                # an unbuffered pipe or socket returns what it has: keep reading
+                # until n bytes or the end (a short read is not yet truncation)
+                parts = [data]
+                got = len(data)
+                while got < n:
+                    piece = self.f.read(n - got)
+                    if not piece:
+                        break
+                    parts.append(piece)
+                    got += len(piece)
+                data = b"".join(parts)
         else:
             # read big pieces into a buffer of the final size: no chain of copies, and a
             # hostile length is bounded by what the stream really holds
