@@ -28,8 +28,8 @@ from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin,
                                   build_frozenset, count_hash, cycle_error, decode_path,
                                   insert_error, path_step, reduced_global_module, restore_error,
                                   unsupported)
-from torpor.engine.guard import guard_for
-from torpor.engine.reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
+from torpor.engine.guard import MAX_NESTING, guard_for
+from torpor.engine.reduce import (HEAPTYPE, SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                                   override_reduction, reduce_object)
 from torpor.errors import CorruptFileError, TorporError, UnsupportedObjectError, brief
 from torpor.format import arrays as _arrays
@@ -74,6 +74,7 @@ cdef extern from "Python.h":
     object PyLong_FromVoidPtr(void*)
     PyObject* PyDict_SetDefault(object, object, object) except NULL
     PyObject* PyList_GET_ITEM_raw "PyList_GET_ITEM"(object, Py_ssize_t)
+    unsigned long PyType_GetFlags(object)
 
 _complex = struct.Struct("<dd")
 cdef object _ndarray = np.ndarray
@@ -81,7 +82,8 @@ cdef object _memmap = np.memmap
 cdef object _npgeneric = np.generic
 cdef object _npdtype = np.dtype
 cdef object _NoneType = type(None)
-cdef long _HEAPTYPE = 1 << 9   # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+cdef unsigned long _HEAPTYPE = HEAPTYPE
+cdef object _MAX_NESTING = MAX_NESTING
 
 # --- a hash table from object address to memo index ------------------------------
 # The memo is the hottest structure of the encoder: every container and instance is
@@ -813,6 +815,17 @@ cdef Py_ssize_t _plain_units(object args) except -2:
     return units
 
 
+cdef inline object _key_guard(object key, object guard):
+    """The guard to hand count_hash for ``key``: None for an int of 64 bits or
+    less, which count_hash would not charge anyway (it hashes in a step)."""
+    cdef int overflow = 0
+    if guard is not None and type(key) is int:
+        PyLong_AsLongLongAndOverflow(key, &overflow)
+        if not overflow:
+            return None
+    return guard
+
+
 cdef inline Py_ssize_t _key_units(object key, object guard) except -2:
     """What hashing a tuple key of plain values costs, measured here (the
     guard's hash_units, without its Python loop); -1: let the guard measure."""
@@ -833,6 +846,7 @@ cdef class _DFrame:
     cdef bint has_key
     cdef int phase           # instances: 0 class next, 1 state next, 2 state read
     cdef bint built          # reduce: this frame called the callable
+    cdef bint opened         # reduce: the guard holds a provisional cost for its object
     cdef Py_ssize_t fill     # object arrays: the next flat index
     cdef dict hashes         # sets and maps: hash -> count of non-str keys
 
@@ -849,6 +863,7 @@ cdef class Decoder:
     cdef dict inst_classes    # class -> (its __new__, whether it has __setstate__)
     cdef set used             # payload sections already referenced (each may be, once)
     cdef object guard         # engine.guard.LoadGuard of a safe load, or None
+    cdef dict nest            # its stack costs (guard.nest), or None
     cdef const unsigned char* p
     cdef Py_ssize_t pos, end
 
@@ -864,6 +879,7 @@ cdef class Decoder:
         self.producers = getattr(policy, "producers", frozenset())
         self.used = set()
         self.guard = None
+        self.nest = None
 
     def decode(self, data):
         cdef const unsigned char[::1] view
@@ -873,6 +889,7 @@ cdef class Decoder:
         self.end = PyBytes_GET_SIZE(data)
         self.pos = 0
         self.guard = guard_for(self.policy, data, self.payloads)
+        self.nest = self.guard.nest if self.guard is not None else None
         try:
             return self._decode(data)
         except TorporError:
@@ -1155,8 +1172,9 @@ cdef class Decoder:
         elif k == D_MAP or k == D_ATTRS:
             if not fr.has_key:
                 if type(value) is not str:
-                    fr.hashes = count_hash(fr.hashes, value, "dict", self._own_path, self.guard,
-                                           _key_units(value, self.guard))
+                    g = _key_guard(value, self.guard)
+                    fr.hashes = count_hash(fr.hashes, value, "dict", self._own_path, g,
+                                           _key_units(value, g))
                 fr.key = value
                 fr.has_key = True
             else:
@@ -1170,8 +1188,9 @@ cdef class Decoder:
             PyList_Append(fr.items, value)
         elif k == D_SET:
             if type(value) is not str:
-                fr.hashes = count_hash(fr.hashes, value, "set", self._own_path, self.guard,
-                                       _key_units(value, self.guard))
+                g = _key_guard(value, self.guard)
+                fr.hashes = count_hash(fr.hashes, value, "set", self._own_path, g,
+                                       _key_units(value, g))
             try:
                 fr.target.add(value)
             except Exception as e:
@@ -1239,8 +1258,15 @@ cdef class Decoder:
             obj = self._call(func, args, "the reduce callable", func, True)
             if id(func) in self.producers:
                 self.callables.add(id(obj))
-            if self.guard is not None and not (type(obj).__flags__ & _HEAPTYPE):
-                self.guard.opened(obj)      # its state may still refer to it
+            # as LoadGuard.opened: its state may refer to it. When what follows is
+            # three nils (no state, no items: a datetime, a Decimal) nothing can,
+            # and the common case skips two dict operations.
+            fr.opened = (self.nest is not None and not (PyType_GetFlags(type(obj)) & _HEAPTYPE)
+                         and not (fr.remaining == 4 and self.pos + 3 <= self.end
+                                  and self.p[self.pos] == 0xC0 and self.p[self.pos + 1] == 0xC0
+                                  and self.p[self.pos + 2] == 0xC0))
+            if fr.opened:
+                self.nest[id(obj)] = _MAX_NESTING
             self.memo[fr.slot] = obj
             fr.built = True
         else:
@@ -1325,8 +1351,8 @@ cdef class Decoder:
                            "restoring the state of", type(obj))
                 if not plain:
                     guard.built_reduced(obj, items[1], state, listitems, dictitems, self.path)
-                elif guard is not None:
-                    guard.nest.pop(id(obj), None)     # its provisional cost (opened)
+                elif fr.opened:
+                    self.nest.pop(id(obj), None)      # its provisional cost
             return obj
         if guard is not None:
             if k == D_NDARRAY or k == D_NDARRAY_INLINE:

@@ -193,7 +193,10 @@ def _check_str(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
     if args and not (type(args[0]) is str or (type(args[0]) in (bytes, bytearray) and len(args) > 1)):
         raise _refuse("builtins.str", f"a {type(args[0]).__qualname__} (safe mode makes strings "
                                       f"from strings, or from bytes and an encoding)")
-    _check_sized("builtins.str")(args, can_call)
+    _check_str_sized(args, can_call)
+
+
+_check_str_sized = _check_sized("builtins.str")
 
 
 def _check_safeuuid(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:

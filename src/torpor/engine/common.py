@@ -11,9 +11,7 @@ from ..format.constants import (EXT_BYTEARRAY, EXT_BYTEARRAY_OOB, EXT_BYTES_OOB,
                                 EXT_NDARRAY_INLINE, EXT_NPSCALAR, EXT_OBJARRAY, EXT_REDUCE,
                                 EXT_SET, EXT_TUPLE)
 from .allowlist import MAX_EQUAL_HASHES, equal_hash_check, equal_hash_error
-from .guard import PLAIN, short_path, work_error
-
-_BIG = 1 << 64
+from .guard import BIG_INT, PLAIN, short_path, work_error
 from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
@@ -146,7 +144,7 @@ def count_hash(counts, key, container, where, guard=None, units=-1):
     to compare it with). ``units``: what hashing the key costs, if the caller
     knows (the Cython walker measures plain tuples itself)."""
     if guard is not None and type(key) not in PLAIN and \
-            not (type(key) is int and -_BIG < key < _BIG):
+            not (type(key) is int and -BIG_INT < key < BIG_INT):
         if units < 0:
             units = guard.hash_units(key)
         guard.left -= units

@@ -32,7 +32,7 @@ from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
                      F_REDUCE_STATE, F_SEQ, F_SET)
 from .guard import guard_for
-from .reduce import (SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
+from .reduce import (HEAPTYPE, SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
                      override_reduction, reduce_object)
 
 IMPLEMENTATION = "python"
@@ -44,7 +44,6 @@ _ndarray = np.ndarray
 _memmap = np.memmap
 _npgeneric = np.generic
 _npdtype = np.dtype
-_HEAPTYPE = 1 << 9            # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 # frame kinds built from a dtype description, and where it is among their items
 _DESCRIBED = {D_NDARRAY: 1, D_NDARRAY_INLINE: 1, D_DTYPE: 0, D_NPSCALAR: 0}
 
@@ -710,7 +709,7 @@ class Decoder:
             obj = self._call(func, args, "the reduce callable", func, own=True)
             if id(func) in self.producers:
                 self.callables.add(id(obj))
-            if self.guard is not None and not type(obj).__flags__ & _HEAPTYPE:
+            if self.guard is not None and not type(obj).__flags__ & HEAPTYPE:
                 self.guard.opened(obj)      # its state may still refer to it
             self.memo[slot] = obj
             fr.built = True       # this frame built the object: it applies the state

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 
 from ..errors import UnsafeLoadError
+from .reduce import HEAPTYPE
 
 #: Work units a safe load may spend per byte of input (object stream plus payloads).
 WORK_PER_BYTE = 8
@@ -54,8 +55,8 @@ NEST_TUPLE, NEST_OBJARRAY, NEST_BUILT = 1, 32, 4
 #: limit of its own, and printing an int is quadratic in its digits).
 MAX_PRINTED_INT_BITS = 14_300
 
-_BIG = 1 << 64
-_HEAPTYPE = 1 << 9            # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+#: Ints inside (-BIG_INT, BIG_INT) hash in a step or two.
+BIG_INT = 1 << 64
 _LEAF = frozenset({int, float, bool, type(None), complex, str, bytes, bytearray})
 #: Values whose hash costs nothing worth charging: fixed-size ones, and str and
 #: bytes, which cache their hash. (An int is cheap only when small: a call such
@@ -132,7 +133,7 @@ class LoadGuard:
             # the common key, a tuple of plain values, without the walk
             for y in x:
                 ty = type(y)
-                if ty is tuple or ty is slice or (ty is int and not -_BIG < y < _BIG):
+                if ty is tuple or ty is slice or (ty is int and not -BIG_INT < y < BIG_INT):
                     return self.walk(x, False)
             return 1 + len(x)
         if t is not slice and t is not range:
@@ -285,25 +286,26 @@ class LoadGuard:
             raise nesting_error(f"the object at {short_path(where())}", cost)
         self.nest[id(obj)] = cost
 
-    def built_tuple(self, t: tuple[Any, ...], where: Callable[[], str]) -> None:
-        """A tuple with items that are not plain values was built."""
-        deepest = 0
-        for x in t:
-            if type(x) not in _FLAT:
+    def deepest(self, items: Iterable[Any], owner: Any, skip: frozenset[Any] = _LEAF) -> int:
+        """The largest stack cost among ``items`` whose type is not in ``skip``
+        (``owner`` itself, a cycle, left out), or -1 if there is none."""
+        deepest = -1
+        for x in items:
+            if type(x) not in skip and x is not owner:
                 c = self.cost_of(x)
                 if c > deepest:
                     deepest = c
-        if deepest:
+        return deepest
+
+    def built_tuple(self, t: tuple[Any, ...], where: Callable[[], str]) -> None:
+        """A tuple with items that are not plain values was built."""
+        deepest = self.deepest(t, t, _FLAT)
+        if deepest > 0:
             self._record(t, deepest + NEST_TUPLE, where)
 
     def built_objarray(self, arr: Any, where: Callable[[], str]) -> None:
-        deepest = 0
-        for x in arr.ravel(order="K").tolist():
-            if type(x) not in _LEAF and x is not arr:
-                c = self.cost_of(x)
-                if c > deepest:
-                    deepest = c
-        self._record(arr, deepest + NEST_OBJARRAY, where)
+        deepest = self.deepest(arr.ravel(order="K").tolist(), arr)
+        self._record(arr, max(deepest, 0) + NEST_OBJARRAY, where)
 
     def built_reduced(self, obj: Any, args: tuple[Any, ...], state: Any,
                       listitems: Optional[list[Any]], dictitems: Optional[dict[Any, Any]],
@@ -312,18 +314,13 @@ class LoadGuard:
         classes are freed through the trashcan and break a chain; an object of a
         C type may hold what it was built from (a deque its list's items) and free
         it recursively."""
-        if type(obj).__flags__ & _HEAPTYPE:
+        if type(obj).__flags__ & HEAPTYPE:
             return
         self.nest.pop(id(obj), None)  # its provisional cost (opened)
-        deepest = -1                  # -1: it holds only plain values, nothing to record
-        for part in (args, state, listitems, dictitems):
-            if type(part) in _LEAF:
-                continue
-            for x in _one_level(part):
-                if type(x) not in _LEAF and x is not obj:
-                    c = self.cost_of(x)
-                    if c > deepest:
-                        deepest = c
+        # -1: it holds only plain values, nothing to record
+        deepest = max((self.deepest(_one_level(part), obj)
+                       for part in (args, state, listitems, dictitems) if type(part) not in _LEAF),
+                      default=-1)
         if deepest >= 0:
             self._record(obj, deepest + (NEST_OBJARRAY if isinstance(obj, _ndarray) else NEST_BUILT),
                          where)
@@ -375,6 +372,6 @@ def guard_for(policy: Any, stream: Any, payloads: dict[int, Any]) -> Optional[Lo
     if getattr(policy, "trusted", False):
         return None
     stored = getattr(policy, "payload_bytes", None)
-    size = input_size(stream, {}) + stored if stored is not None else input_size(stream, payloads)
+    size = len(stream) + stored if stored is not None else input_size(stream, payloads)
     return LoadGuard(size, getattr(policy, "default_only", lambda cls: False))
 

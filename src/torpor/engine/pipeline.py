@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     import numpy as np
     from _typeshed import ReadableBuffer, SupportsWrite
 
-    from ..format.container import Toc
     from ..storage import PathOrFile
 
 _COMPRESS_HELP = 'compress must be "lz4", "gzip" or None'

@@ -22,7 +22,7 @@ SAVE_REDUCE = 2
 #: Classes, functions and other objects saved as a reference by name.
 SAVE_GLOBAL = 3
 
-_HEAPTYPE = 1 << 9
+HEAPTYPE = 1 << 9            # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 _object_reduce_ex = object.__reduce_ex__
 _object_reduce = object.__reduce__
 _object_getstate = getattr(object, "__getstate__", None)
@@ -44,7 +44,7 @@ def classify(cls):
     # The nearest builtin base must be object itself, and no class may add __slots__:
     # then __dict__ is the whole state, exactly what object.__reduce_ex__ would save.
     for base in cls.__mro__:
-        if not base.__flags__ & _HEAPTYPE:
+        if not base.__flags__ & HEAPTYPE:
             if base is not object:
                 return SAVE_REDUCE
             break

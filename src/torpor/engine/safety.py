@@ -96,10 +96,14 @@ class Policy:
         it (the caller did not allow it): its objects are built from their
         arguments alone, never from attributes or a state the file chooses."""
         name = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}"
-        if self.trusted or name not in SAFE_GLOBALS or name in self.extra or name in self.exact \
-                or name in _registered:
-            return False
-        return not any(p.match(name) for p in self.patterns)
+        return name in SAFE_GLOBALS and not self._caller_allows(name)
+
+    def _caller_allows(self, name: str) -> bool:
+        """Whether the caller allowed ``name`` (trusted=, allow=, a registered
+        class, a name this load resolves itself): free to call, to build from
+        attributes and to give a state."""
+        return (self.trusted or name in self.extra or name in self.exact or name in _registered
+                or any(p.match(name) for p in self.patterns))
 
     def check_instance(self, cls: type) -> None:
         """Before an instance of ``cls`` is built from attributes (INST)."""
@@ -165,8 +169,7 @@ class Policy:
             if obj is None:
                 obj = import_global(module, qualname)
         entry = SAFE.get(name)
-        if entry is None or self.trusted or name in self.extra or name in self.exact \
-                or name in _registered or any(p.match(name) for p in self.patterns):
+        if entry is None or self._caller_allows(name):
             self.permit_call(obj, name)          # the caller allowed it: free to call
         elif entry.call:
             self.permit_call(obj, name, entry.check)
