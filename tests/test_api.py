@@ -231,3 +231,61 @@ def test_torpors_own_classes_keep_their_names_in_files():
     back = torpor.loads(data, trusted=True)
     assert back[0] == f and type(back[1]) is NamedObject and back[1].data == {"a": 1}
     assert CodeDescriptor is torpor.modules.CodeDescriptor
+
+
+def _module_dump(path):
+    import types
+    mod = types.ModuleType("scratch_mod")     # not importable by name: code saved by value
+    exec("import json\nimport numpy as np\nx = 5\narr = np.arange(50_000.0)\n"
+         "def f(a, b=2):\n    return a + b\n", mod.__dict__)
+    torpor.dump_module(path, module=mod)
+
+
+def test_load_of_a_module_dump_points_to_load_module(tmp_path, impl):
+    p = tmp_path / "m.torpor"
+    _module_dump(p)
+    for stream in (False, True):
+        for trusted in (False, True):
+            with pytest.raises(torpor.FormatError) as ei:
+                torpor.load(Pipe(p.read_bytes(), piece=4096) if stream else p, trusted=trusted)
+            msg = str(ei.value)
+            assert not isinstance(ei.value, torpor.UnsafeLoadError) and "allow=" not in msg
+            assert "module dump of module 'scratch_mod'" in msg
+            assert "torpor.load_module(" in msg and "torpor.load_module_asdict(" in msg
+    assert torpor.info(p)["module_dump"] == "scratch_mod"
+    assert torpor.load_module_asdict(p)["x"] == 5
+
+
+def test_cli_dump_of_a_module_dump(tmp_path, capsys):
+    from torpor import cli
+    p = tmp_path / "m.torpor"
+    _module_dump(p)
+    assert cli.main(["dump", str(p)]) == 0
+    cap = capsys.readouterr()
+    assert "written by torpor.dump " not in cap.out + cap.err
+    assert f"torpor module dump {p}: module 'scratch_mod', written by torpor.dump_module" in cap.out
+    lines = cap.out.splitlines()
+    assert "5 variables:" in lines and "  np = <module numpy>" in lines
+    assert "  x = 5" in lines and "  json = <module json>" in lines
+    assert "  arr = ndarray(float64, shape=(50000,))" in lines
+    assert any(s.startswith("  f = <function scratch_mod.f(a, b=2)") and "not loaded" in s
+               for s in lines)
+    assert cli.main(["info", str(p)]) == 0
+    assert "a module dump of module 'scratch_mod'" in capsys.readouterr().out
+
+
+def test_cli_dump_of_a_module_dump_with_classes_it_will_not_import(tmp_path, capsys):
+    import argparse
+    import types
+
+    from torpor import cli
+    mod = types.ModuleType("scratch_mod")
+    mod.opts, mod.x = argparse.Namespace(a=1), 3
+    p = tmp_path / "m.torpor"
+    torpor.dump_module(p, module=mod)
+    assert cli.main(["dump", str(p)]) == 1
+    cap = capsys.readouterr()
+    assert "module 'scratch_mod'" in cap.out and "allow=['argparse.Namespace']" not in cap.err
+    assert cap.err.startswith("variables not shown: they hold argparse.Namespace, which this "
+                              "command does not import; read them in Python with "
+                              "torpor.load_module_asdict(")

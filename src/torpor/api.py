@@ -55,19 +55,39 @@ def load(file: PathOrFile, *, mmap: bool = False, trusted: bool = False,
     the file raises UnsafeLoadError before it is imported. ``allow`` adds classes
     by ``"module.qualname"`` or glob pattern (``"mypkg.models.*"``) or by the class
     itself; ``trusted=True`` rebuilds everything. ``mmap=True`` maps the raw array
-    sections of a file saved with ``compress=None`` copy-on-write instead of
-    reading them (their checksums are then checked by ``torpor.verify`` only)."""
+    sections (those of a file saved with ``compress=None``) copy-on-write instead
+    of reading them (their checksums are then checked by ``torpor.verify`` only);
+    compressed sections are read as usual, so it works on any file on disk
+    (``info(file)["mmap"]`` says how many arrays it maps)."""
     options = pipeline.LoadOptions(Policy(trusted=trusted, allow=allow), bool(mmap), threads,
                                    max_depth)
-    return pipeline.load(file, options, before_decode=_refuse_session)
+    return pipeline.load(file, options, before_decode=_refuse_other_kinds)
 
 
-def _refuse_session(header: dict[str, Any], toc: dict[str, Any]) -> None:
+def module_dump_of(header: dict[str, Any], toc: dict[str, Any]) -> Optional[str]:
+    """The module's name if the file is a module dump (written by
+    ``torpor.dump_module``), else None."""
+    meta = header.get("metadata")
+    if isinstance(meta, dict) and "torpor_module" in meta and "module" in toc:
+        return str(meta.get("module"))
+    return None
+
+
+def _refuse_other_kinds(header: dict[str, Any], toc: dict[str, Any]) -> None:
+    """Session files and module dumps hold torpor's own records: ``load`` points
+    to the call that reads them."""
     if "session" in toc:
         raise FormatError(
             "this is a torpor session file (written by Session.save): restore it with "
             "torpor.Session(...).restore(file), or read its snapshot tree with "
             "torpor.open_session(file)")
+    module = module_dump_of(header, toc)
+    if module is not None:
+        raise FormatError(
+            f"this is a torpor module dump of module {module!r} (written by "
+            f"torpor.dump_module), not a torpor.dump file: restore it with "
+            f"torpor.load_module(file) (trusted=True if it holds code), or read its "
+            f"variables without running anything with torpor.load_module_asdict(file)")
 
 
 def loads(data: Any, **kw: Any) -> Any:
@@ -79,14 +99,23 @@ def loads(data: Any, **kw: Any) -> Any:
 
 def info(file: PathOrFile) -> dict[str, Any]:
     """The header (with the user metadata) and the table of contents, without
-    rebuilding anything. Returns a dict."""
+    rebuilding anything. Returns a dict; each array section has ``mappable``
+    (whether ``load(..., mmap=True)`` maps it rather than reading it), and
+    ``mmap`` sums them up: ``{"arrays": array sections, "mappable": how many
+    of them are mapped, "mappable_bytes": their size}``; ``module_dump`` is the
+    module's name for a module dump (``torpor.dump_module``), else None."""
     header, toc = pipeline.inspect(file)
     sections = describe_sections(toc["sections"])
+    arrays = [s for s in sections if s["kind"] == "array"]
+    mappable = [s for s in arrays if s["mappable"]]
     return {"header": header, "metadata": header.get("metadata", {}),
             "sections": sections, "globals": toc.get("globals", []),
             "objects": toc.get("memo"),
             "size": {"stored": sum(s["length"] for s in sections),
-                     "raw": sum(s["raw_length"] for s in sections)}}
+                     "raw": sum(s["raw_length"] for s in sections)},
+            "mmap": {"arrays": len(arrays), "mappable": len(mappable),
+                     "mappable_bytes": sum(s["raw_length"] for s in mappable)},
+            "module_dump": module_dump_of(header, toc)}
 
 
 def verify(file: PathOrFile, threads: Optional[int] = None) -> int:

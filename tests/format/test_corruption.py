@@ -1,5 +1,6 @@
 import io
 import random
+import re
 
 import numpy as np
 import pytest
@@ -127,3 +128,54 @@ def test_plain_documents_refuse_extensions_and_trailing_bytes(read):
     for data in bad:
         with pytest.raises(CorruptFileError):
             read(data)
+
+
+def _damaged_array_file(path, compress):
+    """A file whose second array section (random float64, incompressible, so lz4
+    stores its chunks and a flipped byte fails the checksum) is damaged; returns
+    the file's bytes and that section's index."""
+    a = np.arange(30_000, dtype=np.int32)
+    b = np.random.default_rng(3).integers(0, 256, 80_000, dtype=np.uint8).view(np.float64)
+    torpor.dump({"a": a, "b": b}, path, compress=compress)
+    index, sec = [(i, s) for i, s in enumerate(torpor.info(path)["sections"])
+                  if s["kind"] == "array"][1]
+    data = bytearray(path.read_bytes())
+    data[sec["payload_offset"] + sec["length"] // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    return bytes(data), index
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("compress", [None, "lz4", "gzip"])
+def test_damaged_array_names_the_file_and_the_section(tmp_path, impl, compress, threads):
+    p = tmp_path / "d.torpor"
+    data, index = _damaged_array_file(p, compress)
+    where = rf"array section {index} \(float64, shape \(10000,\)\): "
+    # gzip's own check finds the damage before torpor's checksum does
+    what = "a chunk does not decompress" if compress == "gzip" else "checksum mismatch"
+    for load in (lambda: torpor.load(p, threads=threads), lambda: torpor.verify(p, threads=threads),
+                 lambda: torpor.load(p, mmap=compress is not None, threads=threads)):
+        with pytest.raises(CorruptFileError, match=f"^{re.escape(str(p))}: {where}{what}"):
+            load()
+    with pytest.raises(CorruptFileError, match=f"^<stream>: {where}{what}"):
+        torpor.load(io.BytesIO(data), threads=threads)
+    with pytest.raises(CorruptFileError, match=f"^<stream>: {where}{what}"):
+        torpor.load(Pipe(data, piece=5000), threads=threads)
+
+
+def test_mapped_sections_verified_name_the_section(tmp_path):
+    """mmap=True maps raw arrays without reading them (torpor.verify checks them);
+    a reader told to verify mapped sections names the damaged one."""
+    from torpor.format.container import map_file, open_source, read_header, read_toc
+    from torpor.format.reader import ContainerReader
+    p = tmp_path / "m.torpor"
+    _, index = _damaged_array_file(p, None)
+    assert torpor.load(p, mmap=True)["b"].shape == (10_000,)
+    with open(p, "rb") as f:
+        src = open_source(f, str(p))
+        read_header(src)
+        reader = ContainerReader(src, threads=1, mmap=map_file(f), verify_mapped=True)
+        with pytest.raises(CorruptFileError, match=rf"^{re.escape(str(p))}: array section {index} \(float64, "
+                                                   rf"shape \(10000,\)\): checksum mismatch"):
+            reader.read_all(read_toc(src))
+        reader.close()

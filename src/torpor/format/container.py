@@ -27,8 +27,8 @@ import numpy as np
 from ..errors import CorruptFileError, FormatError, TorporError
 from ..version import __version__
 from . import codec, messagepack
-from .constants import (CODEC_NAMES, END_MAGIC, FOOTER_SIZE, FORMAT_VERSION, MAGIC,
-                        PREAMBLE_SIZE, SECTION_NAMES, TOC_MAGIC)
+from .constants import (CODEC_NAMES, CODEC_RAW, END_MAGIC, FOOTER_SIZE, FORMAT_VERSION, MAGIC,
+                        PREAMBLE_SIZE, SECTION_ARRAY, SECTION_NAMES, TOC_MAGIC)
 
 PREAMBLE = struct.Struct("<8sHHI")          # magic, u16 version, u16 flags, u32 header length
 SECTION = struct.Struct("<4sBBBBIIQQ")      # magic kind codec 0 0 index meta_len raw_len 0
@@ -303,12 +303,16 @@ def map_file(f: BinaryIO) -> _mmap.mmap:
 
 def describe_sections(entries: Iterable[TocEntry]) -> list[dict[str, Any]]:
     """``info``'s view of TocEntry records: plain dicts with names for the codes
-    (the meta's keys first, so a crafted meta cannot replace the fixed fields)."""
+    (the meta's keys first, so a crafted meta cannot replace the fixed fields).
+    Array sections also say whether ``load(..., mmap=True)`` maps them
+    (``mappable``: stored raw, that is saved with ``compress=None``, and not empty)."""
     out: list[dict[str, Any]] = []
     for s in entries:
         d = dict(s.meta)
         d.update({"kind": SECTION_NAMES.get(s.kind, s.kind), "offset": s.offset,
                   "payload_offset": s.payload, "length": s.stored, "raw_length": s.raw,
                   "codec": CODEC_NAMES.get(s.codec, s.codec), "checksum": f"{s.checksum:016x}"})
+        if s.kind == SECTION_ARRAY:
+            d["mappable"] = s.codec == CODEC_RAW and s.raw > 0
         out.append(d)
     return out

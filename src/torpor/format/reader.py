@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, TorporError
 from . import arrays, codec, messagepack
 from .constants import (ALIGN, CHUNK_SIZE, CODEC_NAMES, CODEC_RAW, END_MAGIC, FOOTER_SIZE,
                         MAX_CHUNK_RAW, MAX_RATIO, MODE_STORED, SECTION_ARRAY, SECTION_BYTES,
@@ -42,12 +42,12 @@ class ContainerReader:
         self.verify_mapped = verify_mapped
         self.decoder = codec.ChunkDecoder()
         self._inputs: list[Any] = []          # input buffers ready for reuse
-        # (future, input buffer), in file order
-        self._inflight: collections.deque[tuple[Any, Any]] = collections.deque()
+        # (future, input buffer, section), in file order
+        self._inflight: collections.deque[tuple[Any, Any, Any]] = collections.deque()
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
     def close(self) -> None:
-        for fut, _ in self._inflight:
+        for fut, _, _ in self._inflight:
             fut.cancel()
         self._inflight.clear()
         if self._pool is not None:
@@ -110,7 +110,7 @@ class ContainerReader:
         if t.offset != at or t.payload % ALIGN or t.payload < at + SECTION_FIXED + 8 \
                 or t.stored != t.raw or toc.offset is None or t.payload + t.raw > toc.offset:
             raise CorruptFileError(f"{self.src.name}: the table of contents places section {index} outside the file")
-        _, value = self._allocate(SECTION_ARRAY, t.raw, t.meta, index)
+        _, value = self._allocate(SECTION_ARRAY, t.raw, t.meta, index, mapped=True)
         value = np.ndarray(value.shape, value.dtype, buffer=self.mmap, offset=t.payload, order=value.order)
         self.src.seek(t.payload + t.raw)
         return t, value
@@ -147,13 +147,13 @@ class ContainerReader:
             # once its bytes have arrived, so they are read first, then placed.
             dest, value = self._staged(kind, raw, codec_id, meta, index)
         else:
-            dest, value = self._allocate(kind, raw, meta, index)
+            dest, value = self._allocate(kind, raw, meta, index, mapped=codec_id == CODEC_RAW)
             if codec_id == CODEC_RAW:
-                self._read_raw(dest, raw, meta, index, value)
+                self._read_raw(dest, raw, meta, index, value, kind)
                 if isinstance(value, _MappedArray):
                     value = value.arr
             else:
-                self._read_chunks(dest, raw, codec_id, index, _itemsize(kind, meta),
+                self._read_chunks(dest, raw, codec_id, (kind, meta, index), _itemsize(kind, meta),
                                   wait=kind != SECTION_ARRAY)
         entry = TocEntry(kind, at, payload, src.pos - payload, raw, codec_id, digest, meta)
         if kind == SECTION_STREAM or (kind == SECTION_BYTES and meta.get("type") == "bytes"):
@@ -162,7 +162,10 @@ class ContainerReader:
             value = bytearray(dest)
         return entry, value
 
-    def _allocate(self, kind, raw, meta, index):
+    def _allocate(self, kind, raw, meta, index, mapped=False):
+        """The destination of a section's decoded bytes and the value it becomes;
+        with ``mapped`` (a raw section) and a mapping, an array to be placed over
+        the mapping instead (compressed sections are decoded into memory)."""
         if kind == SECTION_ARRAY:
             try:
                 dt = decode_dtype(meta["dtype"])
@@ -177,7 +180,7 @@ class ContainerReader:
                 n *= d
             if n != raw:
                 raise CorruptFileError(f"{self.src.name}: array section {index} holds {raw} bytes, its shape needs {n}")
-            if self.mmap is not None and raw:
+            if mapped and self.mmap is not None and raw:
                 return None, _MappedArray(dt, shape, order)
             arr = np.empty(shape, dt, order=order)
             return arrays.byte_view(arr), arr
@@ -190,6 +193,7 @@ class ContainerReader:
         """Read a section of a stream whole (each piece bounded by the bytes that
         really arrive), then allocate its destination and decode into it."""
         src = self.src
+        where = (kind, meta, index)
         if codec_id == CODEC_RAW:
             chunks = self._raw_chunk_list(raw, meta, index)
             pieces = [src.read(n, f"the data of section {index}") for n, _ in chunks]
@@ -199,7 +203,7 @@ class ContainerReader:
             for piece in pieces:
                 view[pos:pos + len(piece)] = piece
                 pos += len(piece)
-            self._verify_spans(view, chunks)
+            self._verify_spans(view, chunks, where)
             return dest, value
         # Compressed: chunks are held until the bytes received make the claim
         # possible (received x the codec's largest ratio covers it), then the
@@ -218,17 +222,17 @@ class ContainerReader:
                     dest, value = self._allocate(kind, raw, meta, index)
                     dest_view = memoryview(dest)
                     for data, at, m, n, d in records:
-                        self._dispatch((dest_view, at, data, codec_id, m, n, itemsize, d), None)
+                        self._dispatch((dest_view, at, data, codec_id, m, n, itemsize, d), None, where)
                     records = []
             else:
                 buf, data = self._read_input(stored)
-                self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest), buf)
+                self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest), buf, where)
             done += craw
         if dest_view is None:      # every chunk is here and still short of the ratio
             dest, value = self._allocate(kind, raw, meta, index)
             dest_view = memoryview(dest)
             for data, at, m, n, d in records:
-                self._dispatch((dest_view, at, data, codec_id, m, n, itemsize, d), None)
+                self._dispatch((dest_view, at, data, codec_id, m, n, itemsize, d), None, where)
         self._wait_all()
         return dest, value
 
@@ -242,8 +246,9 @@ class ContainerReader:
             raise CorruptFileError(f"{self.src.name}: section {index}'s chunk list does not add up")
         return chunks
 
-    def _read_raw(self, dest, raw, meta, index, value):
+    def _read_raw(self, dest, raw, meta, index, value, kind):
         src = self.src
+        where = (kind, meta, index)
         chunks = self._raw_chunk_list(raw, meta, index)
         if isinstance(value, _MappedArray):
             start = src.pos
@@ -251,7 +256,7 @@ class ContainerReader:
             mm = self.mmap
             value.arr = np.ndarray(value.shape, value.dtype, buffer=mm, offset=start, order=value.order)
             if self.verify_mapped:
-                self._verify_spans(memoryview(mm)[start:start + raw], chunks)
+                self._verify_spans(memoryview(mm)[start:start + raw], chunks, where)
             return
         view = memoryview(dest).cast("B") if not isinstance(dest, memoryview) else dest
         pos = 0
@@ -262,25 +267,41 @@ class ContainerReader:
             else:
                 src.read_into(view[pos:pos + n], f"the data of section {index}")
             pos += n
-        self._verify_spans(view, chunks)
+        self._verify_spans(view, chunks, where)
 
-    def _verify_spans(self, view, chunks):
+    def _verify_spans(self, view, chunks, where):
         pos = 0
         for n, digest in chunks:
-            codec.verify(view[pos:pos + n], digest)
+            try:
+                codec.verify(view[pos:pos + n], digest)
+            except CorruptFileError as e:
+                raise self._damaged(where, e) from None
             pos += n
 
-    def _read_chunks(self, dest, raw, codec_id, index, itemsize, wait):
+    def _damaged(self, where, e):
+        """``e`` (a chunk that fails to decode or to match its checksum) naming the
+        file and the section: "f.torpor: array section 3 (float64, shape (1000,)): ..."."""
+        kind, meta, index = where
+        what = f"{SECTION_NAMES.get(kind, 'a')} section {index}"
+        if kind == SECTION_ARRAY:
+            try:
+                what += f" ({decode_dtype(meta['dtype'])}, shape {tuple(meta['shape'])})"
+            except (TorporError, KeyError, TypeError, ValueError):
+                pass            # a damaged meta: the index alone says where
+        return CorruptFileError(f"{self.src.name}: {what}: {e}")
+
+    def _read_chunks(self, dest, raw, codec_id, where, itemsize, wait):
         """Read a compressed section's chunks and decode them into ``dest``. Chunks
         of all sections share one pool and ``_inflight`` (at most 2 * threads), so
         small arrays decode in parallel too; with ``wait`` the section is complete
-        on return, otherwise by the end of ``read_all``."""
+        on return, otherwise by the end of ``read_all``. ``where``: (kind, meta,
+        index) of the section, for messages."""
         dest_view = memoryview(dest)
         done = 0
         while done < raw:
-            stored, craw, mode, digest = self._chunk_record(raw, done, codec_id, index)
+            stored, craw, mode, digest = self._chunk_record(raw, done, codec_id, where[2])
             buf, data = self._read_input(stored)
-            self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest), buf)
+            self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest), buf, where)
             done += craw
         if wait:
             self._wait_all()
@@ -296,16 +317,20 @@ class ContainerReader:
             raise CorruptFileError(f"{src.name}: damaged chunk record in section {index} at byte {src.pos - len(rec)}")
         return stored, craw, mode, digest
 
-    def _dispatch(self, job, buf):
-        """Decode a chunk, here or on the pool (``buf``: its recycled input buffer)."""
+    def _dispatch(self, job, buf, where):
+        """Decode a chunk, here or on the pool (``buf``: its recycled input buffer;
+        ``where``: its section, for messages)."""
         if self.threads == 1:
-            self.decoder.decode_into(*job)
+            try:
+                self.decoder.decode_into(*job)
+            except CorruptFileError as e:
+                raise self._damaged(where, e) from None
             if buf is not None:
                 self._inputs.append(buf)
             return
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="torpor")
-        self._inflight.append((self._pool.submit(self.decoder.decode_into, *job), buf))
+        self._inflight.append((self._pool.submit(self.decoder.decode_into, *job), buf, where))
         if len(self._inflight) >= self.depth:
             self._finish(self._inflight.popleft())
 
@@ -314,8 +339,11 @@ class ContainerReader:
             self._finish(self._inflight.popleft())
 
     def _finish(self, job):
-        fut, buf = job
-        fut.result()
+        fut, buf, where = job
+        try:
+            fut.result()
+        except CorruptFileError as e:
+            raise self._damaged(where, e) from None
         if buf is not None:
             self._inputs.append(buf)
 

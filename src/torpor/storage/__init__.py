@@ -72,4 +72,4 @@ def reading(file: PathOrFile, *, store: Optional[Store] = None
         raise TypeError(f"file must be a path or a binary file object with read(), "
                         f"not {type(file).__name__}")
     name = getattr(file, "name", None)
-    yield file, name if isinstance(name, str) and name else "the stream"
+    yield file, name if isinstance(name, str) and name else "<stream>"

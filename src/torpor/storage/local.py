@@ -5,7 +5,9 @@
 writeback, optionally O_DIRECT), and on ``commit`` flushes, fsyncs, gives it the
 replaced file's permissions (or the umask's) and renames it over ``path``, then
 fsyncs the folder. ``abort`` removes the temporary file: the previous file is
-untouched either way.
+untouched either way. A ``path`` that is a symbolic link stays one: the save
+goes to the file it points to (resolved through every link, created if the
+link dangles), with the temporary file in that file's folder.
 """
 
 from __future__ import annotations
@@ -81,10 +83,18 @@ class AtomicFileWriter(WriterBase):
     _sink: Union[BufferedSink, DirectSink]
 
     def __init__(self, path: str, mode: Optional[int] = None) -> None:
+        shown = path
+        if os.path.islink(path):
+            # renaming over the link would replace it: the save goes to its target
+            target = os.path.realpath(path)
+            if os.path.islink(target):
+                raise OSError(f"cannot save to {path}: it is a loop of symbolic links "
+                              f"(through {target}); point it at a file or remove it")
+            shown, path = f"{path} (a symbolic link to {target})", target
         self.path = path
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"cannot save to {path}: the folder {folder} does not exist")
+            raise FileNotFoundError(f"cannot save to {shown}: the folder {folder} does not exist")
         self.folder = folder
         if mode is None:
             try:
