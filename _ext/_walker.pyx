@@ -26,11 +26,12 @@ import numpy as np
 
 from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin, ReduceTail,
                                   build_frozenset, count_hash, cycle_error, decode_path,
-                                  insert_error, path_step, reduced_global_module, restore_error,
-                                  unsupported)
+                                  insert_error, path_step, restore_error, unsupported)
+from torpor.engine.byvalue import ByValue
 from torpor.engine.guard import MAX_NESTING, guard_for
-from torpor.engine.reduce import (HEAPTYPE, SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
-                                  override_reduction, reduce_object)
+from torpor.engine.reduce import (HEAPTYPE, SAVE_GLOBAL, SAVE_INST, SAVE_REDUCE, apply_state,
+                                  by_reference, classify, copyreg_overrides, override_reduction,
+                                  readonly_array, reduce_object, reduced_global_module)
 from torpor.errors import CorruptFileError, TorporError, UnsupportedObjectError, brief
 from torpor.format import arrays as _arrays
 from torpor.format.constants import (ARRAY_OOB_MIN, AT_MARKERS, BYTES_OOB_MIN, FRAME_SIZE,
@@ -200,6 +201,8 @@ cdef class Encoder:
     cdef set overridden
     cdef object wants
     cdef dict wanted
+    cdef object byvalue
+    cdef set readonly_views
 
     def __cinit__(self):
         _pm_init(&self.memo, 1 << 12)
@@ -216,8 +219,9 @@ cdef class Encoder:
         if self.buf != NULL:
             PyMem_Free(self.buf)
 
-    def __init__(self, container, max_depth=MAX_DEPTH, reducer_override=None):
+    def __init__(self, container, max_depth=MAX_DEPTH, reducer_override=None, by_value=None):
         self.container = container
+        self.byvalue = by_value if by_value is not None else ByValue()
         self.max_depth = max_depth
         self.override = reducer_override
         self.overridden = set()
@@ -228,8 +232,12 @@ cdef class Encoder:
         self.keep_str = []
         self.open = set()
         self.kinds = {}
+        # a copyreg reducer the user registered for a type written natively wins
+        for t in copyreg_overrides((complex, _ndarray, _memmap)):
+            self.kinds[t] = SAVE_REDUCE
         self.globals = {}
         self.stack = []
+        self.readonly_views = set()
 
     @property
     def n_memo(self):
@@ -646,6 +654,11 @@ cdef class Encoder:
         cdef bytes data
         if i >= 0:
             return self._ext_uint(EXT_REF, i)
+        if not arr.flags.writeable and id(arr) not in self.readonly_views:
+            # written as readonly_array(a view of it): the view is a new object
+            view = arr.view()
+            self.readonly_views.add(id(view))
+            return self._reduce(arr, -1, (readonly_array, (view,), None, None, None, None))
         dt = arr.dtype
         fortran = _arrays.is_fortran(arr)
         if dt.hasobject:
@@ -695,15 +708,20 @@ cdef class Encoder:
         cdef Py_ssize_t i = self._memoize(obj)
         # (classes of instances come here directly, so this is their memo lookup)
         if i >= 0:
-            if id(obj) in self.open and id(obj) in self.overridden:
-                raise self._cycle_error(obj)
+            if id(obj) in self.open:      # code saved by value, met again inside itself
+                if id(obj) in self.overridden:
+                    raise self._cycle_error(obj)
+                return self._reduce(obj, i)
             return self._ext_uint(EXT_REF, i)
         if self.override is not None and self._overridden(obj):
             return 0
         try:
-            module, name = global_ref(obj)
+            ref = by_reference(obj, self.byvalue)
         except UnsupportedObjectError as e:
             raise self._error(obj, str(e)) from None
+        if ref is None:
+            return self._reduce(obj, -1)
+        module, name = ref
         self.globals[f"{module}.{name}"] = None
         self._marker(EXT_GLOBAL, 2)
         self._str(module)
@@ -739,7 +757,7 @@ cdef class Encoder:
     cdef int _reduce(self, object obj, Py_ssize_t at, object rv=None) except -1:
         if rv is None:
             try:
-                rv = reduce_object(obj)
+                rv = reduce_object(obj, self.byvalue)
             except UnsupportedObjectError as e:
                 raise self._error(obj, str(e)) from None
         if rv[0] is None:
@@ -1241,8 +1259,8 @@ cdef class Decoder:
 
     cdef int _reduce_build(self, _DFrame fr) except -1:
         func, args = fr.items
-        if id(func) not in self.callables:
-            self.fail("a reduce callable is not a global reference")
+        if id(func) not in self.callables and not self.policy.callable_object(func):
+            self.fail("a reduce callable is not a global reference or a method of one")
         if type(args) is not tuple:
             self.fail("reduce arguments are not a tuple")
         if self.memo[fr.slot] is _UNFILLED:
@@ -1330,8 +1348,9 @@ cdef class Decoder:
                 if dictitems is not None and type(dictitems) is not dict:
                     self.fail("reduce dict items are not a dict")
                 if setter is not None:
-                    if id(setter) not in self.callables:
-                        self.fail("a state setter is not a global reference")
+                    if id(setter) not in self.callables and \
+                            not self.policy.callable_object(setter):
+                        self.fail("a state setter is not a global reference or a method of one")
                     if guard is not None:
                         guard.call(setter, (obj, state))
                     self.policy.check_call(setter, (obj, state), self.callables)

@@ -282,16 +282,19 @@ def test_unsupported_object_names_path(roundtrip):
     assert ei.value.path == "root['models'][3]['mesh'].handle"
 
 
-def test_lambda_is_unsupported(roundtrip):
-    with pytest.raises(torpor.UnsupportedObjectError, match="lambda"):
-        roundtrip({"f": lambda x: x})
+def test_lambda_is_code_saved_by_value(roundtrip):
+    with pytest.raises(torpor.UnsafeLoadError, match="code saved by value"):
+        roundtrip({"f": lambda x: x})                  # safe loading runs no code
+    assert roundtrip({"f": lambda x: x + 1}, trusted=True)["f"](1) == 2
 
 
 def test_str_subclass_and_int_subclass(roundtrip):
     class MyInt(int):
         pass
-    with pytest.raises(torpor.UnsupportedObjectError):
-        roundtrip(MyInt(3))            # local class: not importable by name
+    with pytest.raises(torpor.UnsafeLoadError, match="code saved by value"):
+        roundtrip(MyInt(3))            # local class: not importable, saved by value
+    out = roundtrip(MyInt(3), trusted=True)
+    assert out == 3 and type(out).__name__ == "MyInt" and type(out) is not int
     out = roundtrip([Color.RED, True], allow=["test_roundtrip.Color"])
     assert out == [Color.RED, True] and type(out[1]) is bool
 

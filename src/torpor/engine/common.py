@@ -3,8 +3,6 @@ the Cython extension imports this module, so error messages, path names and the
 rebuilding of reduced objects come from one copy and cannot drift apart.
 Nothing here is on a hot path."""
 
-import pickle
-
 from ..errors import CorruptFileError, CycleError, RestoreError, UnsupportedObjectError, brief
 from ..format.constants import (EXT_BYTEARRAY, EXT_BYTEARRAY_OOB, EXT_BYTES_OOB, EXT_DTYPE,
                                 EXT_FROZENSET, EXT_GLOBAL, EXT_INST, EXT_NDARRAY,
@@ -222,7 +220,3 @@ def cycle_segments(parts, obj, overridden):
         segments[-1][1].append(part)
     return segments
 
-
-def reduced_global_module(obj, name):
-    """The module of an object whose ``__reduce__`` returned a global name."""
-    return getattr(obj, "__module__", None) or pickle.whichmodule(obj, name)

@@ -26,14 +26,16 @@ from ..format.messagepack import (TokenReader, pack_array_header, pack_bin, pack
                                   read_uint_payload, uint_payload)
 from .common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin, ReduceTail, build_frozenset,
                      count_hash, cycle_error, decode_path, insert_error, path_step,
-                     reduced_global_module, restore_error, unsupported)
+                     restore_error, unsupported)
 from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE, D_FROZENSET,
                      D_GLOBAL, D_INST, D_LIST, D_MAP, D_NDARRAY, D_NDARRAY_INLINE, D_NPSCALAR,
                      D_OBJARRAY, D_REDUCE, D_SET, D_TUPLE, F_ATTRS, F_FLAT, F_MAP, F_REDUCE,
                      F_REDUCE_STATE, F_SEQ, F_SET)
 from .guard import guard_for
-from .reduce import (HEAPTYPE, SAVE_GLOBAL, SAVE_INST, apply_state, classify, global_ref,
-                     override_reduction, reduce_object)
+from .byvalue import ByValue
+from .reduce import (HEAPTYPE, SAVE_GLOBAL, SAVE_INST, apply_state, by_reference, classify,
+                     copyreg_overrides, override_reduction, readonly_array, reduce_object,
+                     reduced_global_module)
 
 IMPLEMENTATION = "python"
 
@@ -69,8 +71,11 @@ class Encoder:
     bytes; ``container.add_array(arr, fortran)`` and ``container.add_bytes(obj)`` receive
     large payloads out of band and return their section index."""
 
-    def __init__(self, container, max_depth=MAX_DEPTH, reducer_override=None):
+    def __init__(self, container, max_depth=MAX_DEPTH, reducer_override=None, by_value=None):
         self.container = container
+        # how code that cannot be saved by name is saved by value (a module dump
+        # passes one that knows its module)
+        self.byvalue = by_value if by_value is not None else ByValue()
         self.max_depth = max_depth
         # reducer_override(obj) -> None or (callable, args): called once per object
         # without a fast path, before the default reduction (as pickle's hook is).
@@ -89,6 +94,7 @@ class Encoder:
         self.kinds = {}         # class -> SAVE_* (cached classify())
         self.globals = {}       # "module.qualname" of every global written, in order
         self.stack = []
+        self.readonly_views = set()   # ids of the views read-only arrays are written as
         self._dispatch = {
             type(None): self._none, bool: self._bool, int: self._int, float: self._float,
             complex: self._complex, str: self._str, bytes: self._bytes,
@@ -97,6 +103,9 @@ class Encoder:
             _ndarray: self._ndarray, _memmap: self._ndarray, _npdtype: self._dtype,
             ReduceTail: self._reduce_tail, InlineBin: self._inline_bin,
         }
+        # a copyreg reducer the user registered for a type written natively wins
+        for t in copyreg_overrides((complex, _ndarray, _memmap)):
+            del self._dispatch[t]
 
     @property
     def n_memo(self):
@@ -285,6 +294,13 @@ class Encoder:
         self._built(obj, EXT_FROZENSET, list(obj), F_SET)
 
     # -- numpy ----------------------------------------------------------------
+    def _readonly(self, arr):
+        """A read-only array is written as readonly_array(a view of it): the view
+        is a new object, written as a plain array."""
+        view = arr.view()
+        self.readonly_views.add(id(view))
+        return readonly_array, (view,), None, None, None, None
+
     def _dtype(self, obj):
         self._marker(EXT_DTYPE, 1)
         self._value(_arrays.encode_dtype(obj))
@@ -307,6 +323,8 @@ class Encoder:
         i = self._memoize(arr)
         if i is not None:
             return self._ref(i)
+        if not arr.flags.writeable and id(arr) not in self.readonly_views:
+            return self._reduce(arr, memoized=True, rv=self._readonly(arr))
         dt = arr.dtype
         if dt.hasobject:
             if dt != object:
@@ -358,15 +376,20 @@ class Encoder:
     def _global(self, obj):
         i = self._memoize(obj)
         if i is not None:
-            if id(obj) in self.open and id(obj) in self.overridden:
-                raise self._cycle_error(obj)
+            if id(obj) in self.open:      # code saved by value, met again inside itself
+                if id(obj) in self.overridden:
+                    raise self._cycle_error(obj)
+                return self._reduce(obj, memoized=True, at=i)
             return self._ref(i)
         if self.override is not None and self._overridden(obj):
             return
         try:
-            module, name = global_ref(obj)
+            ref = by_reference(obj, self.byvalue)
         except UnsupportedObjectError as e:
             raise self._error(obj, str(e)) from None
+        if ref is None:
+            return self._reduce(obj, memoized=True)
+        module, name = ref
         self.globals[f"{module}.{name}"] = None
         self._marker(EXT_GLOBAL, 2)
         self._str(module)
@@ -401,7 +424,7 @@ class Encoder:
     def _reduce(self, obj, memoized, at=None, rv=None):
         if rv is None:
             try:
-                rv = reduce_object(obj)
+                rv = reduce_object(obj, self.byvalue)
             except UnsupportedObjectError as e:
                 raise self._error(obj, str(e)) from None
         if rv[0] is None:       # reduces to a global name: a module-level singleton
@@ -697,8 +720,8 @@ class Decoder:
 
     def _reduce_build(self, fr, r):
         func, args = fr.items
-        if id(func) not in self.callables:
-            r.fail("a reduce callable is not a global reference")
+        if id(func) not in self.callables and not self.policy.callable_object(func):
+            r.fail("a reduce callable is not a global reference or a method of one")
         if type(args) is not tuple:
             r.fail("reduce arguments are not a tuple")
         slot = fr.slot
@@ -774,8 +797,9 @@ class Decoder:
                 if dictitems is not None and type(dictitems) is not dict:
                     r.fail("reduce dict items are not a dict")
                 if setter is not None:
-                    if id(setter) not in self.callables:
-                        r.fail("a state setter is not a global reference")
+                    if id(setter) not in self.callables and \
+                            not self.policy.callable_object(setter):
+                        r.fail("a state setter is not a global reference or a method of one")
                     if guard is not None:
                         guard.call(setter, (obj, state))
                     self.policy.check_call(setter, (obj, state), self.callables)

@@ -28,14 +28,30 @@ _object_reduce = object.__reduce__
 _object_getstate = getattr(object, "__getstate__", None)
 _GLOBAL_TYPES = (type, types.FunctionType, types.BuiltinFunctionType,
                  types.MethodDescriptorType, types.WrapperDescriptorType)
+#: Types pickle itself saves by name whatever copyreg says (its own dispatch).
+_PICKLE_GLOBALS = (type, types.FunctionType)
+#: Types the walkers write natively although pickle has no fast path for them:
+#: a copyreg reducer registered for one of them (replacing copyreg's default)
+#: must win, as it does in pickle. Default copyreg entries for them, by type.
+_COPYREG_DEFAULTS = {complex: copyreg.dispatch_table.get(complex)}
+#: Builtin types named by their ``types`` module name (they are not in builtins).
+_TYPES_NAMES = {type(None): "NoneType", type(...): "EllipsisType",
+                type(NotImplemented): "NotImplementedType"}
+
+
+def copyreg_overrides(fast_types):
+    """Which of the walker's natively written ``fast_types`` have a copyreg
+    reducer of the user's (checked when an encoder starts)."""
+    table = copyreg.dispatch_table
+    return [t for t in fast_types if t in table and table[t] is not _COPYREG_DEFAULTS.get(t)]
 
 
 def classify(cls):
     """Which way objects of ``cls`` are saved (the walkers cache the answer)."""
+    if cls in copyreg.dispatch_table and cls not in _PICKLE_GLOBALS:
+        return SAVE_REDUCE        # a metaclass with a copyreg reducer, as pickle does
     if issubclass(cls, _GLOBAL_TYPES):
         return SAVE_GLOBAL
-    if cls in copyreg.dispatch_table:
-        return SAVE_REDUCE
     if (cls.__reduce_ex__ is not _object_reduce_ex or cls.__reduce__ is not _object_reduce
             or getattr(cls, "__getstate__", None) is not _object_getstate
             or hasattr(cls, "__getnewargs_ex__") or hasattr(cls, "__getnewargs__")
@@ -77,11 +93,37 @@ def fixed_global(name: str) -> Any:
     return _fixed_objects.get(name)
 
 
+def by_reference(obj, byvalue=None):
+    """(module, qualname) under which ``obj`` (of a SAVE_GLOBAL type) is saved by
+    name, or None when it is saved by value instead (reduce_object): a builtin
+    method bound to an object (``"abc".index``), and with ``byvalue`` (an
+    engine.byvalue.ByValue) a function or class it wants by value or that cannot
+    be imported back by name."""
+    if type(obj) is types.BuiltinFunctionType:
+        owner = obj.__self__
+        if owner is not None and not isinstance(owner, (types.ModuleType, type)):
+            return None
+    if byvalue is not None and isinstance(obj, _BY_VALUE_TYPES) and byvalue.wants(obj):
+        return None
+    try:
+        return global_ref(obj)
+    except UnsupportedObjectError:
+        if byvalue is not None and isinstance(obj, (types.FunctionType, type)) \
+                and _fixed_names.get(id(obj)) is None:
+            return None
+        raise
+
+
+_BY_VALUE_TYPES = (types.FunctionType, type)
+
+
 def global_ref(obj):
     """(module, qualname) under which ``obj`` can be imported back, or raise."""
     fixed = _fixed_names.get(id(obj))
     if fixed is not None and fixed[0] is obj:
         return fixed[1], fixed[2]
+    if isinstance(obj, type) and obj in _TYPES_NAMES:
+        return "types", _TYPES_NAMES[obj]
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
     if name is None:
         raise UnsupportedObjectError(f"{obj!r:.80} has no name to be saved by reference")
@@ -107,17 +149,41 @@ def global_ref(obj):
     return module, name
 
 
-def reduce_object(obj):
+def _picklebuffer(buf):
+    """A PickleBuffer comes back as one over a copy of its bytes (a bytearray when
+    it was writable): pickle, in band, would give back the bytes alone."""
+    raw = buf.raw()
+    return pickle.PickleBuffer, (bytes(raw) if raw.readonly else bytearray(raw),)
+
+
+#: Reducers of torpor's own for types pickle refuses (after copyreg's table).
+_REDUCERS = {pickle.PickleBuffer: _picklebuffer}
+
+
+def reduce_object(obj, byvalue=None):
     """Return (callable, args, state, listitems, dictitems, state_setter) or
-    (None, global-name) for objects that reduce to a name."""
+    (None, global-name) for objects that reduce to a name. ``byvalue``: the
+    save's engine.byvalue.ByValue, which takes apart code saved by value."""
     cls = type(obj)
-    reducer = copyreg.dispatch_table.get(cls)
+    reducer = copyreg.dispatch_table.get(cls) or _REDUCERS.get(cls)
     try:
-        rv = reducer(obj) if reducer is not None else obj.__reduce_ex__(4)
+        if reducer is not None:
+            rv = reducer(obj)
+        else:
+            rv = byvalue.reduce(obj) if byvalue is not None else None
+            if rv is None:
+                rv = _reduce_ex(obj, byvalue)
+    except UnsupportedObjectError:
+        raise
     except Exception as e:
         raise UnsupportedObjectError(f"{type(e).__name__}: {e}") from None
     if isinstance(rv, str):
-        return None, rv
+        problem = None if byvalue is None else _global_name_problem(obj, rv, byvalue)
+        if problem is None:
+            return None, rv
+        rv = byvalue.fallback(obj)
+        if rv is None:
+            raise UnsupportedObjectError(problem)
     if not isinstance(rv, tuple) or not 2 <= len(rv) <= 6:
         raise UnsupportedObjectError(f"__reduce_ex__ returned {type(rv).__name__}, not a tuple of 2 to 6 items")
     rv = rv + (None,) * (6 - len(rv))
@@ -129,6 +195,45 @@ def reduce_object(obj):
     if dictitems is not None:
         dictitems = dict(dictitems)
     return func, args, state, listitems, dictitems, setter
+
+
+def _reduce_ex(obj, byvalue):
+    """``obj.__reduce_ex__(4)``; when pickle refuses the type, cloudpickle's
+    reducer for it (through ``byvalue``), if it has one."""
+    try:
+        return obj.__reduce_ex__(4)
+    except TypeError:
+        rv = byvalue.fallback(obj) if byvalue is not None else None
+        if rv is None:
+            raise
+        return rv
+
+
+def _global_name_problem(obj, name, byvalue):
+    """Why the global ``name`` an object reduced to cannot give it back, or None:
+    a name in a module dump's own module (which does not exist yet while the
+    dump loads: a TypeVar of __main__), or a name that does not find the object
+    (pickle refuses those too)."""
+    module = reduced_global_module(obj, name)
+    if byvalue.module_name is not None and module == byvalue.module_name:
+        return (f"it is saved by the name {module}.{name}, which is not there while the "
+                f"module dump of {module} loads, and torpor knows no way to save it by value")
+    try:
+        __import__(module)
+        found = __import__("sys").modules[module]
+        for part in name.split("."):
+            found = getattr(found, part)
+    except Exception:
+        found = None
+    if found is not obj:
+        return (f"it is saved by the name {module}.{name}, which does not find it there "
+                f"(it was made under another name, or inside a function)")
+    return None
+
+
+def reduced_global_module(obj, name):
+    """The module of an object whose ``__reduce__`` returned a global name."""
+    return getattr(obj, "__module__", None) or pickle.whichmodule(obj, name)
 
 
 def apply_state(obj, state, listitems, dictitems, setter):
@@ -162,12 +267,27 @@ def apply_state(obj, state, listitems, dictitems, setter):
             setattr(obj, k, v)
 
 
+def readonly_array(arr):
+    """Rebuild a read-only array: the walkers write one as this call on a view of
+    it (pickle 5 keeps arrays read-only too)."""
+    if type(arr) is not __import__("numpy").ndarray:
+        raise UnsupportedObjectError("torpor.arrays.readonly takes an array")
+    arr.flags.writeable = False
+    return arr
+
+
 def override_reduction(rv):
     """Check what an encoder's ``reducer_override`` hook returned: a
-    (callable, args) pair, padded to the 6 items ``reduce_object`` returns."""
-    if not isinstance(rv, tuple) or len(rv) != 2 or not callable(rv[0]) \
+    (callable, args) pair or a longer reduce tuple (up to 6 items, as
+    ``__reduce__`` returns), padded to the 6 items ``reduce_object`` returns."""
+    if not isinstance(rv, tuple) or not 2 <= len(rv) <= 6 or not callable(rv[0]) \
             or not isinstance(rv[1], tuple):
         raise UnsupportedObjectError(
-            f"reducer_override must return None or a (callable, args tuple) pair, "
-            f"not {rv!r:.80}")
-    return rv[0], rv[1], None, None, None, None
+            f"reducer_override must return None or a (callable, args tuple, ...) reduce "
+            f"tuple of 2 to 6 items, not {rv!r:.80}")
+    rv = rv + (None,) * (6 - len(rv))
+    return (rv[0], rv[1], rv[2], None if rv[3] is None else list(rv[3]),
+            None if rv[4] is None else dict(rv[4]), rv[5])
+
+
+fix_global_name(readonly_array, "torpor.arrays.readonly")

@@ -12,15 +12,18 @@ API uses this), or ``trusted=True``; what they allow may be called freely.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import importlib
 import re
 import sys
 import threading
+import types
 from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..errors import CorruptFileError, MissingClassError, RestoreError, UnsafeLoadError, brief
-from .allowlist import SAFE, Check
+from .allowlist import SAFE, Check, Refused
+from .byvalue import CODE_NAMES
 from .reduce import fixed_global
 
 #: The default allow-list, name -> Entry (call or value, argument check, reason):
@@ -31,6 +34,40 @@ SAFE_GLOBALS = frozenset(SAFE)
 #: Classes that registered themselves as safe (the State API registers its classes).
 _registered: dict[str, type] = {}
 _registered_lock = threading.Lock()
+
+#: ``getattr`` is how pickle's protocol names a bound method (``"abc".index``, a
+#: classmethod ``cls.from_state``): safe loading lets a file call it under
+#: _check_getattr, and calls what it returns only as callable_object says.
+_GETATTR = "builtins.getattr"
+#: Builtin types whose special methods a file may name (``{1, 2}.__contains__``).
+_INERT = frozenset({str, bytes, bytearray, int, float, complex, bool, tuple, list, dict, set,
+                    frozenset})
+_METHOD_TYPES = (types.MethodType, types.BuiltinMethodType, types.MethodWrapperType)
+
+
+def _check_getattr(args: tuple[Any, ...], can_call: Any) -> None:
+    """getattr(owner, name) in safe mode: a name that is no private or special
+    attribute (``__class__``, ``__globals__``...), except the special methods of
+    the plain builtin types; what it returns is a value, callable only as
+    Policy.callable_object allows."""
+    if len(args) != 2 or type(args[1]) is not str:
+        raise Refused(f"the file calls getattr with {len(args)} arguments or a name that is "
+                      f"not a string; torpor never writes such a call. Nothing was called. If "
+                      f"you trust the file, load it with trusted=True.", [_GETATTR])
+    owner, name = args
+    if name.startswith("__") and not (type(owner) in _INERT and name.endswith("__")
+                                      and name in vars(type(owner))):
+        raise Refused(f"the file asks for the attribute {brief(name, 60)} of a "
+                      f"{type(owner).__qualname__}: safe loading gets no private or special "
+                      f"attributes (torpor writes getattr only for methods). If you trust the "
+                      f"file, load it with trusted=True.", [_GETATTR])
+
+
+def _described(func: Any) -> str:
+    """A callable the file built, named without calling its repr."""
+    name = getattr(func, "__qualname__", None)
+    return f"{type(func).__qualname__} {name}" if type(name) is str else type(func).__qualname__
+
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -114,6 +151,36 @@ class Policy:
                 f"builds allow-listed classes only from their own arguments (torpor never "
                 f"writes this). If you trust the file, load it with trusted=True.", [name])
 
+    def callable_object(self, func: Any) -> bool:
+        """Whether the decoder may call ``func``, an object the file built rather
+        than a name it resolved: a method bound to a class or an instance (what
+        getattr returns: ``cls.from_state``, ``obj.method``) or a functools.partial.
+        Trusted: anything callable. Safe: only when the method's owner class (or
+        the partial's function) is one the caller allowed; UnsafeLoadError
+        otherwise. False: not something a file can call (a damaged stream)."""
+        if not callable(func):
+            return False
+        if self.trusted:
+            return True
+        if isinstance(func, functools.partial):
+            inner = func.func
+            found = self._calls.get(id(inner))
+            return (found is not None and found[1] is None) or self.callable_object(inner)
+        if not isinstance(func, _METHOD_TYPES):
+            raise UnsafeLoadError(
+                f"the file calls {_described(func)}, an object it built rather than a name "
+                f"safe loading resolved and checked. If you trust the file, load it with "
+                f"trusted=True.", [type(func).__qualname__])
+        owner = func.__self__
+        cls = owner if isinstance(owner, type) else type(owner)
+        name = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}"
+        if self._caller_allows(name):
+            return True
+        raise UnsafeLoadError(
+            f"the file calls {_described(func)}, a method of {name}, which safe loading "
+            f"calls only when the caller allowed {name}. If you trust the file, pass "
+            f"allow=[{name!r}] or trusted=True.", [name])
+
     def permit_call(self, obj: Any, name: str, check: Check | None = None) -> None:
         """Let the file call ``obj`` (resolved under ``name``), through ``check``."""
         self._calls[id(obj)] = (name, check)
@@ -144,7 +211,7 @@ class Policy:
         name = f"{module}.{qualname}"
         if name in self.extra:
             return True
-        if self.trusted or name in SAFE_GLOBALS or name in self.exact or name in _registered:
+        if self.trusted or name in SAFE_GLOBALS or name == _GETATTR or name in self.exact or name in _registered:
             return True
         return any(p.match(name) for p in self.patterns)
 
@@ -157,9 +224,9 @@ class Policy:
         if type(module) is not str or type(qualname) is not str \
                 or not _NAME_RE.match(module) or not _NAME_RE.match(qualname):
             raise CorruptFileError(f"invalid global reference {brief(module, 80)}.{brief(qualname, 80)}")
-        if not self.allows(module, qualname):
-            raise unsafe_error([f"{module}.{qualname}"], source)
         name = f"{module}.{qualname}"
+        if not self.allows(module, qualname):
+            raise unsafe_error([name], source)
         if name in self.extra:
             obj = self.extra[name]
         elif name in _registered:
@@ -169,7 +236,9 @@ class Policy:
             if obj is None:
                 obj = import_global(module, qualname)
         entry = SAFE.get(name)
-        if entry is None or self._caller_allows(name):
+        if name == _GETATTR and not self._caller_allows(name):
+            self.permit_call(obj, name, _check_getattr)
+        elif entry is None or self._caller_allows(name):
             self.permit_call(obj, name)          # the caller allowed it: free to call
         elif entry.call:
             self.permit_call(obj, name, entry.check)
@@ -186,6 +255,11 @@ def _split(name: str) -> tuple[str, str]:
 
 
 def unsafe_error(names: Sequence[str], source: str = "the file") -> UnsafeLoadError:
+    if any(n in CODE_NAMES for n in names):
+        return UnsafeLoadError(
+            f"{source} holds code saved by value (functions or classes that could not be "
+            f"saved by name: lambdas, or ones defined inside a function), which loading "
+            f"would run. If you trust the file, load it with trusted=True.", list(names))
     listed = ", ".join(repr(n) for n in names)
     return UnsafeLoadError(
         f"{source} refers to {listed}, which torpor will not import or call by default "
