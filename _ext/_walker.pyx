@@ -1243,7 +1243,7 @@ cdef class Decoder:
             self.fail("an instance's class is not a class reference")
         info = self.inst_classes.get(cls)
         if info is None:
-            if id(cls) not in self.callables:
+            if id(cls) not in self.callables and not self.policy.callable_object(cls):
                 self.fail("an instance's class is not a class reference")
             self.policy.check_call(cls, (), self.callables)
             if self.guard is not None:
@@ -1280,6 +1280,7 @@ cdef class Decoder:
             # three nils (no state, no items: a datetime, a Decimal) nothing can,
             # and the common case skips two dict operations.
             fr.opened = (self.nest is not None and not (PyType_GetFlags(type(obj)) & _HEAPTYPE)
+                         and not isinstance(obj, type)
                          and not (fr.remaining == 4 and self.pos + 3 <= self.end
                                   and self.p[self.pos] == 0xC0 and self.p[self.pos + 1] == 0xC0
                                   and self.p[self.pos + 2] == 0xC0))

@@ -359,3 +359,28 @@ def test_dtype_titles_and_metadata(impl, dt):
     if dt.names and len(dt.fields) > len(dt.names):          # titled
         arr = torpor.loads(torpor.dumps(np.ones(2, dt)))
         np.testing.assert_array_equal(arr["Title A"], arr["a"])
+
+
+def test_slots_of_a_class_by_value_survive_another_process(impl, tmp_path, walker_env):
+    import subprocess
+    import sys
+    p = tmp_path / "s.torpor"
+    save = f"""
+import torpor
+def make():
+    class Slotted:
+        __slots__ = ("a", "b")
+    return Slotted
+s = make()()
+s.a, s.b = 1, 2
+torpor.dump(s, {str(p)!r})
+"""
+    load = f"""
+import torpor
+s = torpor.load({str(p)!r}, trusted=True)
+print(hasattr(s, "__dict__"), type(s).__slots__, s.a + s.b)
+"""
+    subprocess.run([sys.executable, "-c", save], check=True, env=walker_env)
+    out = subprocess.run([sys.executable, "-c", load], check=True, env=walker_env,
+                         capture_output=True, text=True).stdout
+    assert out.split() == ["False", "('a',", "'b')", "3"]

@@ -386,3 +386,152 @@ def test_variable_errors_never_eval(tmp_path, monkeypatch):
     with pytest.raises(torpor.UnsupportedObjectError) as e:
         torpor.dump_module(tmp_path / "m.torpor", module=mod)
     assert e.value.variable == "it's \"odd\"" and e.value.path == "it's \"odd\"['k']"
+
+
+# --- issue 15: one graph, one memo; code by value wherever dill saves it ----------------
+
+SHARING = textwrap.dedent("""
+    import functools, typing, collections, dataclasses
+    shared = []
+    def make():
+        def add(x):
+            shared.append(x)
+            return len(shared)
+        def peek():
+            return shared
+        return add, peek
+    add, peek = make()
+    table = {"k": 1}
+    def look(k, t=table):
+        return t[k]
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*a):
+            return fn(*a) + 1
+        return wrapper
+    def quad():
+        def dec(f):
+            def func(x):
+                return f(x) * 4
+            return func
+        return dec
+    base = lambda x: x * 2
+    wrapped = deco(base)
+    quadded = quad()(base)
+    def recursive():
+        def me():
+            return me
+        return me
+    me = recursive()
+    T = typing.TypeVar("T", int, str)
+    P = typing.ParamSpec("P")
+    UserId = typing.NewType("UserId", int)
+    late = eval("lambda v: v + 100", {})
+    Point = collections.namedtuple("Pt", "x y")
+    pt = Point(1, 2)
+    DC = dataclasses.make_dataclass("Made", [("a", int)])
+    dc = DC(5)
+    class Slotted:
+        __slots__ = ("a", "b")
+        def total(self):
+            return self.a + self.b
+    s = Slotted()
+    s.a, s.b = 1, 2
+""")
+
+
+def check_sharing(ns):
+    assert ns["add"](7) == 1 and ns["peek"]() is ns["shared"] == [7]
+    assert ns["look"].__defaults__[0] is ns["table"]
+    assert ns["wrapped"].__wrapped__ is ns["base"] and ns["wrapped"](3) == 7
+    assert ns["quadded"](1) == 8 and ns["quadded"].__qualname__ == "quad.<locals>.dec.<locals>.func"
+    assert ns["me"]() is ns["me"]
+    assert ns["T"].__name__ == "T" and ns["T"].__constraints__ == (int, str)
+    assert ns["P"].__name__ == "P" and ns["UserId"](3) == 3 and ns["UserId"].__name__ == "UserId"
+    assert ns["late"](1) == 101 and ns["late"].__module__ is None
+    assert type(ns["pt"]) is ns["Point"] and ns["pt"] == (1, 2) and ns["pt"].x == 1
+    assert type(ns["dc"]) is ns["DC"] and ns["dc"].a == 5
+    assert type(ns["s"]) is ns["Slotted"] and ns["s"].total() == 3
+    assert not hasattr(ns["s"], "__dict__") and ns["Slotted"].__slots__ == ("a", "b")
+
+
+def test_module_dump_is_one_graph(tmp_path, impl):
+    p = tmp_path / "m.torpor"
+    assert torpor.dump_module(p, module=scratch("share_ns", SHARING)) == {}
+    dest = types.ModuleType("dest")
+    torpor.load_module(p, module=dest, trusted=True)
+    check_sharing(vars(dest))
+    assert dest.add.__globals__ is vars(dest) and dest.look.__globals__ is vars(dest)
+    as_dict = torpor.load_module_asdict(p, trusted=True)
+    check_sharing(as_dict)
+    described = torpor.load_module_asdict(p)            # nothing runs
+    assert isinstance(described["add"], modules.CodeDescriptor)
+    assert described["add"].signature == "(x)" and described["table"] == {"k": 1}
+
+
+def test_main_typevar_does_not_spoil_the_file(tmp_path):
+    """T = TypeVar("T") in __main__: dump_module in a fresh interpreter, load in
+    another; the whole namespace comes back."""
+    p = tmp_path / "main.torpor"
+    save = f"""
+import typing, torpor
+T = typing.TypeVar("T")
+NT = typing.NewType("NT", str)
+x = [T, NT]
+def f(a: T) -> T:
+    return a
+torpor.dump_module({str(p)!r})
+"""
+    load = f"""
+import torpor
+torpor.load_module({str(p)!r}, trusted=True)
+assert x[0] is T and T.__name__ == "T" and x[1] is NT and f(2) == 2, (x, T)
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    subprocess.run([sys.executable, "-c", save], check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", load], check=True, env=env,
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "ok"
+
+
+def test_importable_module_saved_by_value(tmp_path, monkeypatch):
+    """dill's dump_module saves a module's own functions and classes by value:
+    loading into the emptied module brings them back."""
+    (tmp_path / "imp_mod_15.py").write_text(textwrap.dedent("""
+        FACTOR = 3
+        def triple(x):
+            return x * FACTOR
+        class Box:
+            def __init__(self, v):
+                self.v = v
+            def big(self):
+                return triple(self.v)
+        box = Box(2)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import imp_mod_15 as mod
+    try:
+        p = tmp_path / "m.torpor"
+        torpor.dump_module(p, module=mod)
+        for k in [k for k in vars(mod) if not k.startswith("__")]:
+            delattr(mod, k)
+        torpor.load_module(p, module=mod, trusted=True)
+        assert mod.box.big() == 6 and mod.triple.__globals__ is vars(mod)
+        assert type(mod.box) is mod.Box
+    finally:
+        sys.modules.pop("imp_mod_15", None)
+
+
+def test_failed_load_leaves_module_unchanged(tmp_path):
+    p = tmp_path / "m.torpor"
+    torpor.dump_module(p, module=scratch("share_ns", SHARING))
+    data = bytearray(p.read_bytes())
+    data[len(data) // 3] ^= 0xFF                          # damage the stream
+    p.write_bytes(bytes(data))
+    dest = types.ModuleType("dest")
+    dest.keep = 1
+    before = dict(vars(dest))
+    with pytest.raises(torpor.TorporError):
+        torpor.load_module(p, module=dest, trusted=True)
+    assert vars(dest) == before

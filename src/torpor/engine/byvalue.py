@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import copyreg
 import importlib.util
+import inspect
 import io
 import marshal
 import pickle
 import sys
 import types
+import typing
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -101,11 +103,38 @@ def class_state(cls: type, state: tuple[Any, Any]) -> None:
     setter(cls, inner)
 
 
+def typing_object(cls: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  module: Optional[str]) -> Any:
+    """A TypeVar, ParamSpec, TypeVarTuple or NewType made where it cannot be
+    imported back by name (a module dump's own module, or inside a function)."""
+    obj = cls(name, *args, **kwargs)
+    try:
+        obj.__module__ = module
+    except (AttributeError, TypeError):
+        pass
+    return obj
+
+
+def _typing_parts(obj: Any) -> Optional[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The arguments that make ``obj`` again, if it is one of typing_object's kinds."""
+    t = type(obj)
+    if t is typing.NewType:
+        return (obj.__supertype__,), {}
+    if t is typing.TypeVar:
+        kw = {k: getattr(obj, "__" + k + "__") for k in ("bound", "covariant", "contravariant")}
+        return tuple(obj.__constraints__), kw
+    if t is typing.ParamSpec:
+        return (), {k: getattr(obj, "__" + k + "__") for k in ("bound", "covariant", "contravariant")}
+    if getattr(typing, "TypeVarTuple", None) is t:
+        return (), {}
+    return None
+
+
 #: The fixed names files use for the rebuilders (see the module docstring).
 NAMES = {"load_code": "torpor.code.load_code", "make_function": "torpor.code.make_function",
          "function_state": "torpor.code.function_state", "make_cell": "torpor.code.make_cell",
          "cell_set": "torpor.code.cell_set", "make_class": "torpor.code.make_class",
-         "class_state": "torpor.code.class_state"}
+         "class_state": "torpor.code.class_state", "typing_object": "torpor.code.typing_object"}
 for _name, _fixed in NAMES.items():
     fix_global_name(globals()[_name], _fixed)
 
@@ -114,6 +143,13 @@ CODE_NAMES = frozenset(NAMES.values())
 
 
 # --- saving --------------------------------------------------------------------------
+
+def _signature(f: _FunctionType) -> str:
+    try:
+        return str(inspect.signature(f))
+    except (TypeError, ValueError):
+        return "(...)"
+
 
 def _names_used(code: _CodeType) -> Iterator[str]:
     """The global names ``code`` and the code nested in it may look up."""
@@ -138,6 +174,9 @@ class ByValue:
         self.namespace = namespace
         self._bases: dict[int, dict[str, Any]] = {}   # id(__globals__) -> shared base dict
         self._pickler: Any = None
+        #: [kind, module, qualname, signature] of each function and class saved by
+        #: value (module dumps list them, so a load can name them before it starts)
+        self.saved: list[list[str]] = []
 
     def wants(self, obj: Any) -> bool:
         """Save this function or class by value even though it can be imported?"""
@@ -164,9 +203,11 @@ class ByValue:
     def _function(self, f: _FunctionType) -> tuple[Any, ...]:
         g = f.__globals__
         state: dict[str, Any] = {k: getattr(f, k) for k in _FUNCTION_ATTRS}
+        state["signature"] = _signature(f)
+        self.saved.append(["function", str(f.__module__), f.__qualname__, state["signature"]])
         if f.__dict__:
             state["__dict__"] = f.__dict__
-        if self.module_dict is not None and g is self.module_dict:
+        if self._in_module(g):
             globals_: Any = self.namespace
         else:
             # the names it uses, set once it exists; the base dict is shared by
@@ -181,6 +222,12 @@ class ByValue:
                 state["globals"] = used
         return (make_function, (f.__code__, globals_, f.__name__, f.__defaults__, f.__closure__),
                 state, None, None, function_state)
+
+    def _in_module(self, g: dict[str, Any]) -> bool:
+        """Whether globals ``g`` are the dumped module's: its dict, or (a copy of
+        a namespace saved as a module: IPython's user namespace) one that names it."""
+        return self.module_name is not None and (
+            g is self.module_dict or g.get("__name__") == self.module_name)
 
     def _cloudpickler(self) -> Any:
         if self._pickler is None:
@@ -205,12 +252,23 @@ class ByValue:
         if rv is NotImplemented or not isinstance(rv, tuple) or len(rv) != 6:
             return None
         maker, args, state, _, _, setter = rv
+        slots = vars(cls).get("__slots__")
+        if slots is not None and len(args) > 3 and isinstance(args[3], dict):
+            # the skeleton must be made with its __slots__ (cloudpickle's own
+            # loads make it without, then set __slots__ as a plain attribute, so
+            # the instances get a __dict__ in another process)
+            args = args[:3] + ({**args[3], "__slots__": slots},) + args[4:]
         meta = {"name": cls.__name__, "qualname": cls.__qualname__, "module": str(cls.__module__)}
+        self.saved.append(["class", meta["module"], meta["qualname"], ""])
         return make_class, (maker, args, meta), (setter, state), None, None, class_state
 
     def fallback(self, obj: Any) -> Optional[tuple[Any, ...]]:
         """cloudpickle's reducer for a type pickle refuses (staticmethod,
         classmethod, property, mappingproxy, TypeVar, modules...), or None."""
+        parts = _typing_parts(obj)
+        if parts is not None:
+            return (typing_object, (type(obj), obj.__name__, parts[0], parts[1],
+                                    getattr(obj, "__module__", None)), None, None, None, None)
         reducer = self._cloudpickler().dispatch_table.get(type(obj))
         if reducer is None or reducer is copyreg.dispatch_table.get(type(obj)):
             return None

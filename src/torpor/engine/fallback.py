@@ -694,7 +694,8 @@ class Decoder:
             fr.items.append(value)
 
     def _inst_class(self, fr, cls, r):
-        if not isinstance(cls, type) or id(cls) not in self.callables:
+        if not isinstance(cls, type) or (id(cls) not in self.callables
+                                         and not self.policy.callable_object(cls)):
             r.fail("an instance's class is not a class reference")
         self.policy.check_call(cls, (), self.callables)
         if self.guard is not None:
@@ -732,7 +733,8 @@ class Decoder:
             obj = self._call(func, args, "the reduce callable", func, own=True)
             if id(func) in self.producers:
                 self.callables.add(id(obj))
-            if self.guard is not None and not type(obj).__flags__ & HEAPTYPE:
+            if self.guard is not None and not type(obj).__flags__ & HEAPTYPE \
+                    and not isinstance(obj, type):
                 self.guard.opened(obj)      # its state may still refer to it
             self.memo[slot] = obj
             fr.built = True       # this frame built the object: it applies the state

@@ -12,6 +12,8 @@ file object; ``encode``/``decode`` take an open file object. The public API
 - ``reducer_override(obj) -> None | (callable, args)``: asked about every object
   without a fast path before the default reduction (as pickle's hook is); the
   session layer saves State objects through it, module dumps save code by value.
+- ``by_value``: an ``engine.byvalue.ByValue`` that says how code is saved by
+  value (module dumps pass one that knows their module and namespace).
 - ``toc_extra() -> dict``: merged into the table of contents once the graph is
   written (the session's class table).
 - ``before_decode(header, toc)``: runs once both are known and before any object
@@ -38,6 +40,7 @@ from ..format.container import read_header as _read_header
 from ..format.reader import ContainerReader
 from ..format.writer import ContainerWriter
 from . import select
+from .byvalue import ByValue
 from .safety import Policy
 
 if TYPE_CHECKING:
@@ -124,13 +127,14 @@ def gc_paused() -> Iterator[None]:
 
 def encode(obj: Any, f: SupportsWrite[ReadableBuffer], options: SaveOptions,
            header: dict[str, Any], reducer_override: Optional[Callable[[Any], Any]] = None,
-           toc_extra: Optional[Callable[[], dict[str, Any]]] = None) -> None:
+           toc_extra: Optional[Callable[[], dict[str, Any]]] = None,
+           by_value: Optional[ByValue] = None) -> None:
     """Write ``obj`` as a complete torpor file to the file object ``f``."""
     w = ContainerWriter(f, codec_id=options.codec, threads=options.threads, shuffle=options.shuffle,
                level=options.level)
     try:
         w.write_header(header)
-        enc = select.Encoder(w, options.max_depth, reducer_override)
+        enc = select.Encoder(w, options.max_depth, reducer_override, by_value)
         with gc_paused():
             enc.encode(obj)
         extra = {"globals": list(enc.globals), "memo": enc.n_memo}
@@ -145,13 +149,14 @@ def save(obj: Any, file: PathOrFile, options: SaveOptions, *,
          metadata: Optional[dict[str, Any]] = None,
          reducer_override: Optional[Callable[[Any], Any]] = None,
          toc_extra: Optional[Callable[[], dict[str, Any]]] = None,
-         file_mode: Optional[int] = None, store: Optional[storage.Store] = None) -> None:
+         file_mode: Optional[int] = None, store: Optional[storage.Store] = None,
+         by_value: Optional[ByValue] = None) -> None:
     """``encode`` into a path (atomically: the old file stays intact on any error),
     a key of ``store`` (likewise), or a binary file object. ``file_mode``:
     permission bits of a new file."""
     header = make_header(metadata, select.IMPLEMENTATION, options.codec)
     with storage.writing(file, mode=file_mode, store=store) as out:
-        encode(obj, out, options, header, reducer_override, toc_extra)
+        encode(obj, out, options, header, reducer_override, toc_extra, by_value)
 
 
 class _NullWriter:
@@ -173,9 +178,9 @@ class _NullWriter:
 
 
 def dry_run(obj: Any, reducer_override: Optional[Callable[[Any], Any]] = None,
-            max_depth: int = MAX_DEPTH) -> None:
+            max_depth: int = MAX_DEPTH, by_value: Optional[ByValue] = None) -> None:
     """Walk ``obj`` as a save would, writing nothing: raises what the save would."""
-    select.Encoder(_NullWriter(), max_depth, reducer_override).encode(obj)
+    select.Encoder(_NullWriter(), max_depth, reducer_override, by_value).encode(obj)
 
 
 # --- loading -----------------------------------------------------------------------

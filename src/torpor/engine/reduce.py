@@ -34,9 +34,9 @@ _PICKLE_GLOBALS = (type, types.FunctionType)
 #: a copyreg reducer registered for one of them (replacing copyreg's default)
 #: must win, as it does in pickle. Default copyreg entries for them, by type.
 _COPYREG_DEFAULTS = {complex: copyreg.dispatch_table.get(complex)}
-#: Builtin types named by their ``types`` module name (they are not in builtins).
-_TYPES_NAMES = {type(None): "NoneType", type(...): "EllipsisType",
-                type(NotImplemented): "NotImplementedType"}
+#: Builtin types that only the ``types`` module names (NoneType, MappingProxyType,
+#: CodeType...): saved under that name when their own does not find them.
+_TYPES_NAMES = {v: k for k, v in vars(types).items() if isinstance(v, type) and k[0] != "_"}
 
 
 def copyreg_overrides(fast_types):
@@ -122,8 +122,6 @@ def global_ref(obj):
     fixed = _fixed_names.get(id(obj))
     if fixed is not None and fixed[0] is obj:
         return fixed[1], fixed[2]
-    if isinstance(obj, type) and obj in _TYPES_NAMES:
-        return "types", _TYPES_NAMES[obj]
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
     if name is None:
         raise UnsupportedObjectError(f"{obj!r:.80} has no name to be saved by reference")
@@ -139,6 +137,8 @@ def global_ref(obj):
             found = getattr(found, part)
     except Exception:
         found = None
+    if found is not obj and isinstance(obj, type) and obj in _TYPES_NAMES:
+        return "types", _TYPES_NAMES[obj]
     # bound classmethods are created anew on each attribute access: equal, not identical
     if found is not obj and not (isinstance(owner, type) and found == obj):
         what = "a lambda, or a function or class defined inside a function" \

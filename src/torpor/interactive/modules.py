@@ -1,22 +1,26 @@
 """dump_module / load_module / load_module_asdict: dill's module-dump API.
 
 A module's namespace (by default ``__main__``: an interactive session) is saved
-as a torpor file whose root is ``{variable name: value}``. Values go through the
-walker as usual (arrays zero-copy), with a reducer_override hook for what pickle
-cannot express by reference:
+as one torpor object graph with one memo: its root is the namespace itself,
+written as a call of the loader's ``namespace()`` (which gives back the dict the
+load fills: the module's own, or load_module_asdict's) with the variables as its
+dict items. Values go through the walker as usual (arrays zero-copy), and:
 
-- functions and classes defined in the saved module (``__main__``, or a module
-  not importable by name) are saved by value: cloudpickle pickles the code
-  (protocol 5, so arrays in defaults or closures stay out of band and are handed
-  to the walker as array sections), with the function's globals left out: on
-  load every such function is bound to the namespace it is loaded into, so it
-  sees the restored variables exactly as the original saw the live ones;
+- functions and classes defined in the saved module (and any that cannot be
+  imported back by name: lambdas, decorated or local functions, namedtuples made
+  under another name) are saved by value (engine/byvalue.py): their code, defaults,
+  closure cells and attributes are parts of the same graph, and the module's own
+  functions take the restored namespace as their globals. So two closures over one
+  list still share it, a default argument that is a module variable is that
+  variable, a ``functools.wraps`` wrapper's ``__wrapped__`` is the restored
+  function, and a recursive closure returns itself;
 - modules are saved by name and restored by import;
 - open files are saved as ``SavedFile`` descriptors and never reopened.
 
-The hook's records list every function and class saved by value, so loading
+The table of contents lists every function and class saved by value, so loading
 without ``trusted=True`` refuses (naming them) before anything changes, and
-``load_module_asdict`` can describe them without running them.
+``load_module_asdict`` can describe them without running them. Version 1 dumps
+(each function a separate cloudpickle blob) are still read.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import ast
 import builtins
 import fnmatch
-import inspect
 import io
 import os
 import pickle
@@ -36,9 +39,10 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, Optional, Union, cast
 
-import numpy as np
 
 from ..engine import pipeline
+from ..engine.byvalue import NAMES as CODE_NAMES
+from ..engine.byvalue import ByValue
 from ..engine.reduce import fix_global_name
 from ..engine.safety import Policy
 from ..errors import FormatError, TorporError, UnsafeLoadError, UnsupportedObjectError
@@ -50,13 +54,16 @@ if TYPE_CHECKING:
 __all__ = ["dump_module", "load_module", "load_module_asdict", "dump_session",
            "load_session", "CodeDescriptor", "SavedFile", "default_path"]
 
-MODULE_DUMP_VERSION = 1
+#: 2: one graph, code by value through engine.byvalue; 1: cloudpickle blobs (read only).
+MODULE_DUMP_VERSION = 2
+_READ_VERSIONS = (1, 2)
 # The names module dumps give torpor's own loaders (fixed since the first module
 # dump version, wherever the code lives).
 _MAKE_CODE = "torpor.modules.make_code"
 _IMPORT = "torpor.modules.import_module"
 _ATTR = "torpor.modules.module_attribute"
 _FILE = "torpor.modules.SavedFile"
+_NAMESPACE = "torpor.modules.namespace"
 
 # Interpreter state, never saved (and kept by mode="replace").
 _INTERPRETER = frozenset({
@@ -162,6 +169,25 @@ def import_module(name: str) -> NoReturn:
     raise FormatError("module references are rebuilt by torpor.load_module only")
 
 
+def namespace(names: list[str]) -> NoReturn:
+    raise FormatError("a module dump's namespace is rebuilt by torpor.load_module only")
+
+
+class _Namespace:
+    """The root of a module dump: written as ``namespace()`` with the variables
+    as dict items, so the functions saved by value (created before those items go
+    in) can take the namespace as their globals."""
+
+    __slots__ = ("variables",)
+
+    def __init__(self, variables: dict[str, Any]) -> None:
+        self.variables = variables
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        # the names first: a load knows what it restores (replace mode deletes the rest)
+        return namespace, (list(self.variables),), None, None, self.variables
+
+
 def module_attribute(module: str, name: str) -> NoReturn:
     raise FormatError("module references are rebuilt by torpor.load_module only")
 
@@ -169,15 +195,6 @@ def module_attribute(module: str, name: str) -> NoReturn:
 
 
 # --- saving --------------------------------------------------------------------
-
-def _importable(module: types.ModuleType) -> bool:
-    """True if ``module`` can be imported back by its name from its file."""
-    name = module.__name__
-    if name == "__main__":
-        return False
-    spec = getattr(module, "__spec__", None)
-    return spec is not None and sys.modules.get(name) is module and spec.origin is not None
-
 
 class _Ref:
     """Stands for a top-level variable that is saved as a reference to another
@@ -196,7 +213,7 @@ _BY_NAME = (type, types.FunctionType, types.BuiltinFunctionType)
 _Reduced = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
-def _references(namespace: Mapping[str, Any], module_name: str, by_value: bool,
+def _references(namespace: Mapping[str, Any], module_name: str,
                 refimported: bool) -> dict[str, _Ref]:
     """Top-level variables saved as references to other modules' attributes:
     functions and classes imported from elsewhere (always), and with
@@ -206,8 +223,8 @@ def _references(namespace: Mapping[str, Any], module_name: str, by_value: bool,
     for k, v in namespace.items():
         if isinstance(v, _BY_NAME):
             mod = getattr(v, "__module__", None)
-            if mod == module_name and by_value:
-                continue
+            if mod == module_name:
+                continue                 # the module's own code: saved by value
             qual = getattr(v, "__qualname__", None)
             if mod and qual and "<" not in qual and mod != "builtins" and _lookup(mod, qual) is v:
                 out[k] = _Ref(mod, qual)
@@ -226,22 +243,17 @@ def _lookup(module: str, qualname: str) -> Any:
 
 
 class _ByValueHook:
-    """reducer_override for dump_module."""
+    """reducer_override for dump_module: module references, references to other
+    modules' attributes, open files (code by value is engine.byvalue's)."""
 
-    def __init__(self, module_name: str, by_value: bool) -> None:
-        self.module_name = module_name
-        self.by_value = by_value          # save this module's code by value?
-        self.code: list[list[str]] = []   # [kind, module, qualname, signature] records
+    def __init__(self) -> None:
         self.modules: dict[str, None] = {}
 
     def wants(self, cls: type) -> bool:
         """Which classes' instances the hook may reduce (the walker asks once per
         class, and skips the hook for the rest)."""
-        return (cls is _Ref or issubclass(cls, (types.ModuleType, types.FunctionType, type, io.IOBase))
+        return (cls is _Ref or issubclass(cls, (types.ModuleType, io.IOBase))
                 or cls.__module__ in ("_io", "io"))
-
-    def _is_ours(self, obj: object) -> bool:
-        return self.by_value and getattr(obj, "__module__", None) == self.module_name
 
     def __call__(self, obj: Any) -> Optional[_Reduced]:
         t = type(obj)
@@ -250,10 +262,6 @@ class _ByValueHook:
         if t is types.ModuleType:
             self.modules[obj.__name__] = None
             return import_module, (obj.__name__,)
-        if t is types.FunctionType and self._is_ours(obj):
-            return self._function(obj)
-        if isinstance(obj, type) and self._is_ours(obj):
-            return self._class(obj)
         if isinstance(obj, io.IOBase) or t.__module__ in ("_io", "io"):
             return self._file(obj)
         return None
@@ -268,38 +276,6 @@ class _ByValueHook:
         except (OSError, ValueError):
             pos = None
         return SavedFile, (name, getattr(f, "mode", "rb"), pos, closed)
-
-    def _pickle(self, obj: object) -> tuple[bytes, list[np.ndarray[Any, Any]]]:
-        import cloudpickle
-        buffers: list[pickle.PickleBuffer] = []
-        blob = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-        # out-of-band buffers as uint8 arrays over the same memory: the walker
-        # writes them as array sections, zero-copy
-        views = [np.frombuffer(b.raw(), np.uint8) for b in buffers]
-        return blob, views
-
-    def _function(self, f: types.FunctionType) -> _Reduced:
-        try:
-            sig = str(inspect.signature(f))
-        except (TypeError, ValueError):
-            sig = "(...)"
-        # the code without its globals: loading binds it to the target namespace
-        bare = types.FunctionType(f.__code__, {"__builtins__": builtins}, f.__name__,
-                                  f.__defaults__, f.__closure__)
-        bare.__kwdefaults__ = f.__kwdefaults__
-        bare.__qualname__ = f.__qualname__
-        bare.__module__ = f.__module__
-        bare.__doc__ = f.__doc__
-        bare.__dict__.update(f.__dict__)
-        bare.__annotations__ = dict(getattr(f, "__annotations__", {}) or {})
-        blob, views = self._pickle(bare)
-        self.code.append(["function", f.__module__, f.__qualname__, sig])
-        return make_code, ("function", f.__name__, f.__qualname__, f.__module__, sig, blob, [], views)
-
-    def _class(self, cls: type) -> _Reduced:
-        blob, views = self._pickle(cls)
-        self.code.append(["class", cls.__module__, cls.__qualname__, ""])
-        return make_code, ("class", cls.__name__, cls.__qualname__, cls.__module__, "", blob, [], views)
 
 
 def _module_attribute_index(skip: set[str]) -> dict[int, tuple[str, str]]:
@@ -347,14 +323,15 @@ def _select(namespace: Mapping[Any, Any], exclude: Union[str, Iterable[str], Non
     return keep
 
 
-def _dry_run(name: str, value: object, hook: _ByValueHook) -> None:
-    pipeline.dry_run({name: value}, hook)
+def _dry_run(name: str, value: object, mod: types.ModuleType) -> None:
+    by_value = ByValue(mod.__name__, vars(mod), _Namespace({}))
+    pipeline.dry_run(_Namespace({name: value}), _ByValueHook(), by_value=by_value)
 
 
 def _variable_error(e: TorporError) -> TorporError:
     """Rephrase a walker error so it names the variable and the path inside it."""
     path = getattr(e, "path", None) or ""
-    m = re.match(r"root\[('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\](.*)", path)
+    m = re.match(r"root\.<dict items>\[('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")\](.*)", path)
     if not m:
         return e
     var = ast.literal_eval(m.group(1))   # a repr of a str key written by the walker
@@ -394,19 +371,20 @@ def dump_module(filename: Optional[PathOrFile] = None,
     mod = _resolve_module(module)
     namespace = _select(vars(mod), exclude)
     name = mod.__name__
-    by_value = not _importable(mod)
     # only top-level values become references; nested objects are data
-    namespace.update(_references(namespace, name, by_value, refimported))
+    namespace.update(_references(namespace, name, refimported))
     skipped: dict[str, dict[str, str]] = {}
     if on_error == "skip":
         for k in list(namespace):
             try:
-                _dry_run(k, namespace[k], _ByValueHook(name, by_value))
+                _dry_run(k, namespace[k], mod)
             except TorporError as e:
                 skipped[k] = {"type": f"{type(namespace[k]).__module__}.{type(namespace[k]).__qualname__}",
                               "reason": str(_variable_error(e))}
                 del namespace[k]
-    saver = _ByValueHook(name, by_value)
+    saver = _ByValueHook()
+    root = _Namespace(namespace)
+    by_value = ByValue(name, vars(mod), root)
     mode: Optional[int] = None
     if filename is None:
         filename = default_path(name)
@@ -419,9 +397,10 @@ def dump_module(filename: Optional[PathOrFile] = None,
               "python": platform.python_version(), "cloudpickle": cloudpickle.__version__,
               "skipped": skipped, "user": dict(metadata or {})}
     try:
-        pipeline.save(namespace, filename, pipeline.SaveOptions.of(compress, threads),
+        pipeline.save(root, filename, pipeline.SaveOptions.of(compress, threads),
                       metadata=header, reducer_override=saver, file_mode=mode,
-                      toc_extra=lambda: {"module": {"code": saver.code,
+                      by_value=by_value,
+                      toc_extra=lambda: {"module": {"code": by_value.saved,
                                                     "modules": list(saver.modules)}})
     except UnsupportedObjectError as e:
         raise _variable_error(e) from e
@@ -435,21 +414,77 @@ def _python_minor(v: object) -> str:
 
 
 class _Loader:
-    """The per-load stand-ins for make_code / import_module / module_attribute."""
+    """The per-load stand-ins for the names module dumps give torpor's loaders:
+    the namespace, module references, and (describing, load_module_asdict without
+    trusted=True) the rebuilders of code saved by value, which then describe it
+    instead of running it."""
 
     def __init__(self, target: dict[str, Any], trusted: bool, describe: bool) -> None:
-        self.target = target            # the dict code is bound to
+        self.target = target            # the dict the namespace is restored into
         self.trusted = trusted
         self.describe = describe
         self.classes: list[type] = []
+        self.names: Optional[list[str]] = None   # the variables a version 2 dump restores
+        # Policy.extra: what the file's fixed names resolve to in this load (each
+        # bound method made once: producers are recognised by identity)
+        self.extra = self._extra()
+        #: the loaders whose results the file may call or instantiate (classes)
+        self.producers = [self.extra[_MAKE_CODE]] + (
+            [self.extra[CODE_NAMES["make_class"]]] if describe else [])
 
+    def namespace(self, names: list[str]) -> dict[str, Any]:
+        if type(names) is not list or not all(type(n) is str for n in names):
+            raise FormatError("a module dump's variable names are not a list of names")
+        self.names = names
+        return self.target
+
+    def _extra(self) -> dict[str, Any]:
+        out: dict[str, Any] = {_MAKE_CODE: self.make_code, _IMPORT: self.import_module,
+                               _ATTR: self.module_attribute, _FILE: SavedFile,
+                               _NAMESPACE: self.namespace}
+        if self.describe:
+            out.update({CODE_NAMES[k]: getattr(self, "describe_" + k) for k in CODE_NAMES})
+        return out
+
+    # -- describing code saved by value (version 2) ----------------------------------
+    def describe_load_code(self, data: bytes, magic: bytes) -> _NotLoaded:
+        return _NotLoaded()
+
+    def describe_make_function(self, code: Any, globals_: Any, name: str, defaults: Any,
+                               closure: Any) -> CodeDescriptor:
+        return CodeDescriptor("function", str(name), str(name), "", "")
+
+    def describe_function_state(self, f: Any, state: Any) -> None:
+        if isinstance(f, CodeDescriptor) and isinstance(state, dict):
+            f.qualname = str(state.get("__qualname__", f.qualname))
+            f.module = str(state.get("__module__", f.module))
+            f.signature = str(state.get("signature", ""))
+
+    def describe_make_cell(self) -> _NotLoaded:
+        return _NotLoaded()
+
+    def describe_cell_set(self, cell: Any, state: Any) -> None:
+        return None
+
+    def describe_make_class(self, maker: Any, args: Any, meta: Any) -> type:
+        meta = meta if isinstance(meta, dict) else {}
+        name, qual, module = (str(meta.get(k, "?")) for k in ("name", "qualname", "module"))
+        return _stand_in_class(name, qual, module)
+
+    def describe_class_state(self, cls: Any, state: Any) -> None:
+        return None
+
+    def describe_typing_object(self, cls: Any, name: Any, args: Any, kwargs: Any,
+                               module: Any) -> CodeDescriptor:
+        return CodeDescriptor(getattr(cls, "__name__", "typing object"), str(name), str(name),
+                              str(module), "")
+
+    # -- version 1: code as cloudpickle blobs --------------------------------------
     def make_code(self, kind: str, name: str, qualname: str, module: str, signature: str,
                   blob: bytes, deps: list[Any], buffers: list[Any]) -> object:
         if self.describe:
             if kind == "class":
-                return type(name, (_ClassStandIn,), {"__qualname__": qualname, "__module__": module,
-                                                    "torpor_descriptor": CodeDescriptor(
-                                                        "class", name, qualname, module, "")})
+                return _stand_in_class(name, qualname, module)
             return CodeDescriptor(kind, name, qualname, module, signature)
         obj = pickle.loads(blob, buffers=buffers)
         if kind == "function":
@@ -493,6 +528,49 @@ class _Loader:
             return getattr(mod, attr)
         except AttributeError:
             raise FormatError(f"the file refers to {module}.{attr}, which {module} does not have here") from None
+
+
+class _NotLoaded:
+    """A code object or closure cell, as a description stands it in (a new one
+    each time: a Python class's instances are nothing the load guard tracks)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<not loaded>"
+
+
+def _stand_in_class(name: str, qualname: str, module: str) -> type:
+    return type(name, (_ClassStandIn,), {"__qualname__": qualname, "__module__": module,
+                                        "torpor_class": f"{module}.{qualname}",
+                                        "torpor_descriptor": CodeDescriptor(
+                                            "class", name, qualname, module, "")})
+
+
+class _DescribePolicy(Policy):
+    """load_module_asdict without trusted=True: a name the default policy
+    refuses resolves to an inert stand-in class (its instances keep their data,
+    as open_session's do) instead of being imported."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.standins: dict[str, type] = {}
+
+    def check_all(self, names: Iterable[str], source: str = "the file") -> None:
+        return None                      # every name resolves, to a stand-in if need be
+
+    def resolve(self, module: str, qualname: str, source: str = "the file") -> Any:
+        try:
+            return super().resolve(module, qualname, source)
+        except UnsafeLoadError:
+            pass
+        name = f"{module}.{qualname}"
+        cls = self.standins.get(name)
+        if cls is None:
+            cls = self.standins[name] = _stand_in_class(qualname.rpartition(".")[2],
+                                                        qualname, module)
+        self.permit_call(cls, name)      # an inert stand-in: calling it runs nothing
+        return cls
 
 
 class _ClassStandIn(Opaque):
@@ -555,10 +633,8 @@ def _read(filename: Optional[PathOrFile], target: dict[str, Any], *, trusted: bo
     if filename is None:
         filename = default_path()
     loader = _Loader(target, trusted, describe)
-    make = loader.make_code           # one bound method: the producer is checked by identity
-    extra = {_MAKE_CODE: make, _IMPORT: loader.import_module,
-             _ATTR: loader.module_attribute, _FILE: SavedFile}
-    policy = Policy(trusted=trusted, allow=allow, extra=extra, producers=[make])
+    kind = _DescribePolicy if describe else Policy
+    policy = kind(trusted=trusted, allow=allow, extra=loader.extra, producers=loader.producers)
     seen: dict[str, Any] = {}
 
     def before_decode(header: dict[str, Any], toc: dict[str, Any]) -> None:
@@ -566,7 +642,7 @@ def _read(filename: Optional[PathOrFile], target: dict[str, Any], *, trusted: bo
         if not isinstance(meta, dict) or "torpor_module" not in meta or "module" not in toc:
             raise FormatError("this torpor file is not a module dump (written by "
                               "torpor.dump_module); load it with torpor.load")
-        if meta["torpor_module"] != MODULE_DUMP_VERSION:
+        if meta["torpor_module"] not in _READ_VERSIONS:
             raise FormatError(f"module dump version {meta['torpor_module']!r} is not one this torpor reads")
         code = toc["module"].get("code") or []
         if code and not describe:
@@ -591,6 +667,10 @@ def _read(filename: Optional[PathOrFile], target: dict[str, Any], *, trusted: bo
     if not isinstance(ns, dict) or not all(isinstance(k, str) for k in ns):
         raise FormatError("the module dump's namespace is not a dict of names")
     loader.finish()
+    if loader.names is not None:           # version 2: restored into the target itself
+        if ns is not target:
+            raise FormatError("the module dump's root is not its namespace")
+        ns = {k: target[k] for k in loader.names if k in target}
     return seen["header"], ns
 
 
@@ -660,12 +740,13 @@ def load_module_asdict(filename: Optional[PathOrFile] = None, update: bool = Fal
     if kwds:
         raise TypeError(f"load_module_asdict got unexpected keyword arguments: {', '.join(sorted(kwds))}")
     result: dict[str, Any] = {}
-    header, ns = _read(filename, result, trusted=trusted, describe=not trusted, allow=allow,
-                       threads=threads)
     if update:
-        live = sys.modules.get(header["module"])
+        # dill's meaning: start from the live module, the saved names overwrite
+        live = sys.modules.get(_peek_module_name(filename))
         if live is not None:
             result.update(vars(live))
+    header, ns = _read(filename, result, trusted=trusted, describe=not trusted, allow=allow,
+                       threads=threads)
     result.update(ns)
     result.setdefault("__name__", header["module"])
     if trusted:
@@ -696,7 +777,7 @@ def load_session(filename: Optional[PathOrFile] = None,
 # Files name these under the module they were first written from (torpor.modules),
 # wherever the code lives now.
 for _obj, _name in ((make_code, _MAKE_CODE), (import_module, _IMPORT),
-                    (module_attribute, _ATTR), (SavedFile, _FILE),
+                    (module_attribute, _ATTR), (SavedFile, _FILE), (namespace, _NAMESPACE),
                     (CodeDescriptor, "torpor.modules.CodeDescriptor"),
                     (_ModuleRef, "torpor.modules._ModuleRef"),
                     (_ClassStandIn, "torpor.modules._ClassStandIn")):
