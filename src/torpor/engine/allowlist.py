@@ -341,3 +341,15 @@ if _dtypes_module is not None:
     for _n in dir(_dtypes_module):
         if _n.endswith("DType"):
             SAFE[f"numpy.dtypes.{_n}"] = _value("dtype classes are values")
+
+# The builtin types that are named in the types module only (type(None), ...).
+for _n in ("NoneType", "EllipsisType", "NotImplementedType"):
+    SAFE[f"types.{_n}"] = _value(_VALUE_ONLY)
+
+
+def _check_readonly(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    if len(args) != 1 or type(args[0]) is not np.ndarray:
+        raise _refuse("torpor.arrays.readonly", "something other than one array")
+
+
+SAFE["torpor.arrays.readonly"] = _call(_check_readonly, "clears an array's writeable flag")

@@ -314,7 +314,9 @@ class LoadGuard:
         classes are freed through the trashcan and break a chain; an object of a
         C type may hold what it was built from (a deque its list's items) and free
         it recursively."""
-        if type(obj).__flags__ & HEAPTYPE:
+        if type(obj).__flags__ & HEAPTYPE or isinstance(obj, type):
+            # (a class, which only a loader the caller allowed builds: its dict
+            # is freed through the trashcan like an instance's)
             return
         self.nest.pop(id(obj), None)  # its provisional cost (opened)
         # -1: it holds only plain values, nothing to record
