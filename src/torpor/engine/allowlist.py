@@ -11,12 +11,19 @@ has a check of its arguments: they must be values the file holds (never a
 ``range`` or a count that makes a small file allocate or work without bound), and
 within explicit limits.
 
+An object of a listed class takes no state from the file (pickle's BUILD: an
+instance's attributes, or what ``__setstate__`` receives) unless its entry has a
+*state* check, which accepts exactly the states numpy or CPython write for it and
+returns what applying one costs (engine/guard.py charges it): numpy's arrays,
+masked arrays and random generators, exceptions, a UUID.
+
 Every decision is made from the name alone, against these fixed tables, before
 any module is imported: a refused name never imports anything.
 """
 
 from __future__ import annotations
 
+import builtins
 import re
 import sys
 from typing import Any, Callable, NamedTuple, Optional
@@ -36,12 +43,16 @@ MAX_INT_DIGITS = 4300
 MAX_FRACTION_EXPONENT = 4300
 
 Check = Callable[[tuple[Any, ...], Callable[[Any], bool]], None]
+#: state(obj, state) -> work units: refuses (``Refused``) a state the class's own
+#: code must not receive, else returns what applying it costs beyond reading it.
+StateCheck = Callable[[Any, Any], int]
 
 
 class Entry(NamedTuple):
     call: bool              # may be called (else only named, as a value)
     check: Optional[Check]  # checks the call's arguments (calls only)
     why: str                # why this is safe
+    state: Optional[StateCheck] = None   # the states its objects may take (else none)
 
 
 class Refused(UnsafeLoadError):
@@ -53,6 +64,15 @@ def _refuse(name: str, reason: str) -> Refused:
         f"the file calls {name} with {reason}; torpor never writes such a call, so the "
         f"file was crafted or damaged. Nothing was called. If you trust the file, load it "
         f"with trusted=True.", [name])
+
+
+def _refuse_state(obj: Any, reason: str) -> Refused:
+    cls = type(obj)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    return Refused(
+        f"the file gives a {name} a state of its own choosing ({reason}); neither numpy nor "
+        f"Python writes such a state, so the file was crafted or damaged. Nothing was "
+        f"applied. If you trust the file, load it with trusted=True.", [name])
 
 
 # --- argument checks ---------------------------------------------------------------
@@ -277,12 +297,492 @@ def _check_class_call(via: str, cls: Any, args: tuple[Any, ...], can_call: Calla
         entry.check(args, can_call)
 
 
-def _call(check: Optional[Check], why: str) -> Entry:
-    return Entry(True, check, why)
+# --- states --------------------------------------------------------------------------
+
+def _state_uuid(obj: Any, state: Any) -> int:
+    """A UUID's own state: its 128-bit int (and whether it is safe). A file could
+    otherwise make its int a huge shared tuple (a UUID hashes as its int)."""
+    if type(state) is dict and set(state) <= {"int", "is_safe"} and type(state.get("int")) is int \
+            and 0 <= state["int"] < 1 << 128 \
+            and type(state.get("is_safe", obj)).__qualname__ in ("SafeUUID", "UUID"):
+        return 1
+    raise _refuse_state(obj, "attributes other than its 128-bit int")
 
 
-def _value(why: str) -> Entry:
-    return Entry(False, None, why)
+# -- exceptions and warnings
+#
+# Python rebuilds an exception as cls(*args), then BaseException.__setstate__ sets
+# every item of its state (the instance's __dict__) with setattr. Constructors
+# only store their arguments, except these, which expand or copy one (checked):
+# BaseExceptionGroup (its exceptions: PySequence_Tuple), SyntaxError (its details:
+# PySequence_Tuple) and UnicodeDecodeError (its bytes, copied from a buffer). A
+# state may set plain attributes (names no class of the exception defines), a
+# list of notes, and what CPython itself writes for ImportError (name, path,
+# name_from) and AttributeError (name, args): never a descriptor such as
+# __class__, __dict__, args (it expands what it gets), __cause__, __context__,
+# __traceback__, or a member such as OSError.errno (pickle never writes those).
+
+_BaseExceptionGroup: Optional[type] = getattr(builtins, "BaseExceptionGroup", None)
+#: state keys CPython writes for these classes, with the type each value must have
+_EXCEPTION_STATE: dict[type, dict[str, tuple[type, ...]]] = {
+    ImportError: {"name": (str, type(None)), "path": (str, type(None)),
+                  "name_from": (str, type(None))},
+    AttributeError: {"name": (str, type(None)), "args": (tuple,)},
+    NameError: {"name": (str, type(None))},
+}
+
+
+def _check_exception(cls: type) -> Check:
+    name = f"builtins.{cls.__name__}"
+    group = _BaseExceptionGroup is not None and issubclass(cls, _BaseExceptionGroup)
+
+    def check(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+        if group:
+            if len(args) != 2 or type(args[0]) is not str or type(args[1]) not in (list, tuple):
+                raise _refuse(name, "arguments other than a message and a list or tuple of "
+                                    "exceptions")
+        elif issubclass(cls, SyntaxError):
+            if len(args) == 2 and type(args[1]) not in (list, tuple):
+                raise _refuse(name, f"details that are a {type(args[1]).__qualname__}, not a "
+                                    f"tuple the file holds")
+        elif issubclass(cls, UnicodeDecodeError):
+            if len(args) > 1 and type(args[1]) not in (bytes, bytearray):
+                raise _refuse(name, f"a {type(args[1]).__qualname__} to decode (bytes only)")
+    return check
+
+
+def _state_exception(obj: Any, state: Any) -> int:
+    if type(state) is not dict:
+        raise _refuse_state(obj, f"a {type(state).__qualname__}, not a dict of attributes")
+    cls = type(obj)
+    own: dict[str, tuple[type, ...]] = {}
+    for base, keys in _EXCEPTION_STATE.items():
+        if issubclass(cls, base):
+            own.update(keys)
+    for key, value in state.items():
+        if type(key) is not str:
+            raise _refuse_state(obj, "an attribute name that is not a string")
+        if key == "__notes__":
+            if type(value) is not list or not all(type(n) is str for n in value):
+                raise _refuse_state(obj, "notes that are not a list of strings")
+        elif key in own:
+            if type(value) not in own[key]:
+                raise _refuse_state(obj, f"its attribute {key!r} a {type(value).__qualname__}")
+        elif not key.isidentifier() or key.startswith("__") \
+                or any(key in vars(c) for c in cls.__mro__):
+            raise _refuse_state(obj, f"its attribute {brief(key, 40)} (an exception's state sets "
+                                     f"plain attributes and notes only)")
+    return 1
+
+
+# -- numpy arrays
+#
+# ndarray.__reduce__ is (_reconstruct, (cls, (0,), b'b'), state): an empty array of
+# the class, then ndarray.__setstate__((1, shape, dtype, fortran, data)). A masked
+# array's is (_mareconstruct, (cls, baseclass, (0,), 'b'), state) and its
+# __setstate__ takes (1, shape, dtype, fortran, data, mask, fill_value). The
+# constructors are checked to take exactly those arguments (any other shape
+# allocates it, any other class runs its own code); the states to describe data
+# the file holds: numpy checks that bytes match the shape, but reads an object
+# array's items from the list without checking its length (a short list makes it
+# read past the list's end), and a state's data is copied when small, byte-swapped
+# or misaligned (so such a state pays for its data: one shared bytes object cannot
+# be copied a thousand times; large data numpy keeps as it is costs nothing more,
+# as a compressed section of zeros must load).
+
+#: numpy's bound on dimensions (32 before numpy 2); shapes past MAX_ARRAY_BYTES
+#: are refused as torpor's own array descriptors are
+_MAX_DIMS = 64
+_MAX_ARRAY_BYTES = 1 << 62
+#: dtype kinds an array state may hold: numpy's builtin ones (not StringDType's
+#: 'T', whose items are pointers, or any other user dtype)
+_ARRAY_KINDS = frozenset("biufcmMSUVO")
+
+
+def _known_dtype(dt: Any, depth: int = 0) -> bool:
+    if not isinstance(dt, np.dtype) or depth > 32:
+        return False
+    if dt.fields is not None:
+        return all(_known_dtype(f[0], depth + 1) for f in dt.fields.values())
+    if dt.subdtype is not None:
+        return _known_dtype(dt.subdtype[0], depth + 1)
+    return dt.kind in _ARRAY_KINDS
+
+
+def _empty_shape(shape: Any) -> bool:
+    return type(shape) is tuple and len(shape) == 1 and type(shape[0]) is int and shape[0] == 0
+
+
+def _is_b(code: Any) -> bool:
+    """numpy's placeholder dtype for the empty array it builds first ('b')."""
+    return type(code) in (str, bytes) and code in ("b", b"b")
+
+
+def _array_data(obj: Any, shape: Any, dt: Any, fortran: Any, data: Any) -> tuple[int, int]:
+    """Check an array state's (shape, dtype, fortran, data); return (the number of
+    items, what applying it costs)."""
+    if type(shape) is not tuple or len(shape) > _MAX_DIMS \
+            or not all(type(d) is int and d >= 0 for d in shape):
+        raise _refuse_state(obj, f"the shape {brief(shape, 60)}")
+    if not _known_dtype(dt):
+        raise _refuse_state(obj, f"the dtype {brief(dt, 60)}")
+    if type(fortran) not in (bool, int) or fortran not in (0, 1):
+        raise _refuse_state(obj, "an order that is not a bool")
+    count, size = 1, max(1, dt.itemsize)
+    for d in shape:
+        count *= d
+        size *= max(1, d)
+        if size > _MAX_ARRAY_BYTES:
+            raise _refuse_state(obj, f"the shape {brief(shape, 60)}, more bytes than any array holds")
+    if dt.hasobject:
+        if type(data) is not list or len(data) != count:
+            raise _refuse_state(obj, f"{_count_of(data)} for the {count} items of an object array")
+        return count, _object_items(obj, dt, data)
+    if type(data) is not bytes or len(data) != count * dt.itemsize:
+        raise _refuse_state(obj, f"{_count_of(data)} for {count} items of {dt.itemsize} bytes")
+    return count, _copied(data, dt)
+
+
+_SWAPPED = ">" if sys.byteorder == "little" else "<"
+
+
+def _copied(data: bytes, dt: Any) -> int:
+    """What ndarray.__setstate__ costs for ``data``: numpy keeps a large, aligned
+    bytes object of the native byte order as the array's memory, and copies any
+    other (charged as a list of pointers of its size would be, so one bytes object
+    shared by many states cannot be copied more often than the file pays for)."""
+    if len(data) > 1000 and dt.byteorder != _SWAPPED \
+            and np.frombuffer(data, np.uint8).__array_interface__["data"][0] % max(1, dt.alignment) == 0:
+        return 1
+    return 1 + len(data) // 8
+
+
+#: values numpy converts to a field of a plain dtype in linear time (a str of an
+#: int prints it: its size is bounded by MAX_FILL_INT_BITS)
+_PLAIN_ITEMS = (int, float, complex, bool, str, bytes, type(None))
+MAX_FILL_INT_BITS = MAX_INT_DIGITS * 3
+
+
+def _plain_item(x: Any) -> bool:
+    return (type(x) in _PLAIN_ITEMS and (type(x) is not int or x.bit_length() <= MAX_FILL_INT_BITS)) \
+        or isinstance(x, np.generic)
+
+
+def _object_items(obj: Any, dt: Any, data: list[Any]) -> int:
+    """The items of an array with objects, as numpy's pickle lists them: any
+    object for an object dtype (stored as it is); for a structured dtype, a tuple
+    per item whose object fields take any object and whose other fields plain
+    values (numpy converts those: str() of a dict would print every shared part
+    again, a range would be expanded into a subarray). Subarrays and nested
+    structures of objects are refused. Returns what setting them costs."""
+    if dt.subdtype is not None:
+        raise _refuse_state(obj, "objects in a subarray dtype")
+    if dt.fields is None:
+        return 1 + len(data)
+    kinds = []
+    for name in dt.names:
+        f = dt.fields[name][0]
+        if f.subdtype is not None or f.fields is not None:
+            raise _refuse_state(obj, "objects in a dtype with subarray or nested fields")
+        kinds.append(f.hasobject)
+    n = len(kinds)
+    for row in data:
+        if type(row) is not tuple or len(row) != n:
+            raise _refuse_state(obj, f"an item that is not a tuple of its {n} fields")
+        for is_object, x in zip(kinds, row):
+            if not is_object and not _plain_item(x):
+                raise _refuse_state(obj, f"a {type(x).__qualname__} for a field of plain values")
+    return 1 + len(data) * n
+
+
+def _count_of(data: Any) -> str:
+    if type(data) is list:
+        return f"a list of {len(data)} items"
+    if type(data) is bytes:
+        return f"{len(data)} bytes of data"
+    return f"a {type(data).__qualname__} as its data"
+
+
+def _fresh(obj: Any) -> None:
+    """A state goes only to the empty int8 array numpy's helper has just built:
+    ndarray.__setstate__ frees an array's memory in place, so given to an array
+    that holds data (one a call returned as it was given) it would leave that
+    array's views pointing at freed memory."""
+    if obj.size != 0 or obj.dtype != np.int8:
+        raise _refuse_state(obj, "data for an array that already holds some")
+
+
+def _state_ndarray(obj: Any, state: Any) -> int:
+    _fresh(obj)
+    if type(state) is not tuple or len(state) != 5 or type(state[0]) is not int or state[0] != 1:
+        raise _refuse_state(obj, "a value other than numpy's (1, shape, dtype, fortran, data)")
+    if type(obj) is np.matrix and (type(state[1]) is not tuple or len(state[1]) != 2):
+        raise _refuse_state(obj, "a shape that is not two-dimensional")
+    return _array_data(obj, *state[1:])[1]
+
+
+def _state_masked(obj: Any, state: Any) -> int:
+    _fresh(obj)
+    if type(state) is not tuple or len(state) != 7 or type(state[0]) is not int or state[0] != 1:
+        raise _refuse_state(obj, "a value other than numpy's (1, shape, dtype, fortran, data, "
+                                 "mask, fill value)")
+    _, shape, dt, fortran, data, mask, fill = state
+    count, units = _array_data(obj, shape, dt, fortran, data)
+    from numpy.ma import make_mask_descr
+    need = count * make_mask_descr(dt).itemsize
+    if type(mask) is not bytes or len(mask) != need:
+        raise _refuse_state(obj, f"{_count_of(mask)} for a mask of {need} bytes")
+    # numpy converts the fill value to the array's dtype: a scalar, or the 0-d
+    # array it stores (never a list, whose nested items it would walk); objects
+    # only when nothing is converted (from objects, numpy calls str() or int())
+    if type(fill) is np.ndarray:
+        if fill.ndim != 0 or not _known_dtype(fill.dtype) \
+                or (fill.dtype.hasobject and fill.dtype != dt):
+            raise _refuse_state(obj, f"a fill value of shape {fill.shape} and dtype {fill.dtype}")
+    elif not _plain_item(fill):
+        raise _refuse_state(obj, f"a fill value that is a {type(fill).__qualname__} (a scalar "
+                                 f"or a 0-d array only)")
+    return units + _copied(mask, np.dtype(np.bool_)) + (fill.nbytes // 8 if type(fill) is np.ndarray else 0)
+
+
+def _ndarray_classes() -> tuple[type, ...]:
+    return (np.ndarray, np.matrix, np.recarray)
+
+
+def _builds(name: str, cls: Any, state: bool = True) -> None:
+    """A pickle helper may build an object of ``cls`` only if the guard restricts
+    its states: the class's own name (where this numpy defines it, which may not
+    be where the file found it) must be on the list, with a state check."""
+    entry = SAFE.get(f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}")
+    if entry is None or (state and entry.state is None):
+        raise _refuse(name, f"a class this numpy names {cls.__module__}.{cls.__qualname__}, "
+                            f"which torpor's list does not know")
+
+
+def _check_reconstruct(name: str) -> Check:
+    def check(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+        cls = args[0] if args else None
+        known = any(cls is c for c in _ndarray_classes())
+        # a subclass the caller allowed (allow=[MyArray]) takes the states its code accepts
+        allowed = not known and isinstance(cls, type) and issubclass(cls, np.ndarray) \
+            and can_call(cls) and f"{cls.__module__}.{cls.__qualname__}" not in SAFE
+        if len(args) != 3 or not (known or allowed) or not _empty_shape(args[1]) \
+                or not _is_b(args[2]):
+            raise _refuse(name, f"arguments other than numpy's (ndarray, matrix, recarray or an "
+                                f"allowed subclass, (0,), b'b'): {brief(args, 80)}")
+        if known:
+            _builds(name, cls)
+    return check
+
+
+def _check_mareconstruct(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    from numpy.ma import MaskedArray, mvoid
+    if len(args) != 4 or not (args[0] is MaskedArray or args[0] is mvoid) \
+            or not any(args[1] is c for c in _ndarray_classes()) \
+            or not _empty_shape(args[2]) or not _is_b(args[3]):
+        raise _refuse("numpy.ma.core._mareconstruct", f"arguments other than numpy's (MaskedArray "
+                      f"or mvoid, ndarray, matrix or recarray, (0,), 'b'): {brief(args, 80)}")
+    _builds("numpy.ma.core._mareconstruct", args[0])
+
+
+# -- numpy's random generators
+#
+# numpy.random._pickle's constructors: __bit_generator_ctor(name or class) calls
+# the class it is given (any class: checked to be one of numpy's five bit
+# generators; a name is looked up in a dict, hashing it, and printed in an error,
+# so it must be a str); __generator_ctor and __randomstate_ctor take a bit
+# generator, or (numpy 1.x) a name and a constructor they call (checked to be
+# __bit_generator_ctor itself). A bit generator's state is numpy's state dict
+# (numpy 1.x) or (state dict, seed sequence) (numpy 2.x); a Generator's is None
+# or (numpy 1.x) its bit generator's dict; a RandomState's is that dict with
+# has_gauss and gauss. numpy's setters read fixed entries of it, but compare and
+# search what the file gives ('MT19937' in a range searches it), so every value
+# is checked: ints of at most 128 bits, floats, bools, small integer arrays, one
+# nested dict, and the bit generator's own name.
+#
+# A SeedSequence is rebuilt by Cython's __pyx_unpickle_SeedSequence(cls,
+# checksum, state) and its __setstate__((entropy, n_children_spawned, pool,
+# pool_size, spawn_key)): nothing is computed then, but spawn() later allocates
+# pool_size words and converts the entropy, so these must be what numpy makes.
+
+_BIT_GENERATORS = {"MT19937": "numpy.random._mt19937", "PCG64": "numpy.random._pcg64",
+                   "PCG64DXSM": "numpy.random._pcg64", "Philox": "numpy.random._philox",
+                   "SFC64": "numpy.random._sfc64"}
+#: the longest array a random state holds (MT19937's key: 624 words)
+_MAX_RNG_ARRAY = 1024
+_MAX_RNG_INT_BITS = 128
+#: largest int a seed sequence's entropy or spawn key may hold (numpy converts it
+#: to 32-bit words in quadratic time when it spawns)
+MAX_SEED_BITS = MAX_INT_DIGITS * 4
+
+
+def _loaded(module: str, qualname: str) -> Any:
+    """The object at module.qualname if that module is loaded (never imports)."""
+    mod = sys.modules.get(module)
+    return getattr(mod, qualname, None) if mod is not None else None
+
+
+def _is_bit_generator_class(x: Any) -> bool:
+    if not isinstance(x, type):
+        return False
+    module = _BIT_GENERATORS.get(x.__name__)
+    return module is not None and _loaded(module, x.__name__) is x
+
+
+def _bit_generator_arg(name: str, x: Any) -> None:
+    """``x`` names (by name or class) one of numpy's bit generators, which
+    __bit_generator_ctor will build."""
+    if type(x) is str:
+        if x not in _BIT_GENERATORS:
+            raise _refuse(name, f"the bit generator name {brief(x, 40)} (numpy's are "
+                                f"{', '.join(_BIT_GENERATORS)})")
+        cls = getattr(sys.modules.get("numpy.random._pickle"), "BitGenerators", {}).get(x)
+        if cls is None:
+            raise _refuse(name, f"the bit generator name {x}, which this numpy does not know")
+    elif _is_bit_generator_class(x):
+        cls = x
+    else:
+        raise _refuse(name, f"{brief(x, 60)}, which is not one of numpy's bit generator classes")
+    _builds(name, cls)
+
+
+def _check_bit_generator_ctor(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "numpy.random._pickle.__bit_generator_ctor"
+    if len(args) > 1:
+        raise _refuse(name, f"{len(args)} arguments (a bit generator name or class only)")
+    _bit_generator_arg(name, args[0] if args else "MT19937")
+
+
+def _check_generator_ctor(name: str, builds: str) -> Check:
+    def check(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+        if len(args) > 2:
+            raise _refuse(name, f"{len(args)} arguments")
+        first = args[0] if args else "MT19937"
+        if not _is_bit_generator_class(type(first)):      # else a bit generator it wraps
+            _bit_generator_arg(name, first)
+        if len(args) == 2 and args[1] is not _loaded("numpy.random._pickle", "__bit_generator_ctor"):
+            raise _refuse(name, f"{brief(args[1], 60)} as its bit generator constructor "
+                                f"(numpy's __bit_generator_ctor only)")
+        _builds(name, _loaded("numpy.random._pickle", builds))
+    return check
+
+
+def _rng_dict(obj: Any, d: Any, expect: str, depth: int = 0) -> None:
+    if type(d) is not dict or len(d) > 16:
+        raise _refuse_state(obj, "a random state that is not numpy's dict")
+    for key, v in d.items():
+        t = type(v)
+        if type(key) is not str:
+            raise _refuse_state(obj, "a random state with a key that is not a string")
+        if t is int:
+            if v.bit_length() > _MAX_RNG_INT_BITS:
+                raise _refuse_state(obj, f"an int of {v.bit_length()} bits in its random state")
+        elif t is str:
+            if depth or key != "bit_generator":
+                raise _refuse_state(obj, f"a string as its random state's {brief(key, 30)}")
+        elif t is dict:
+            if depth:
+                raise _refuse_state(obj, "a random state nested too deeply")
+            _rng_dict(obj, v, expect, 1)
+        elif t is np.ndarray:
+            if v.ndim != 1 or v.dtype.kind not in "iu" or v.size > _MAX_RNG_ARRAY:
+                raise _refuse_state(obj, f"an array of shape {v.shape} and dtype {v.dtype} in "
+                                         f"its random state")
+        elif t is not float and t is not bool:
+            raise _refuse_state(obj, f"a {t.__qualname__} in its random state")
+    if not depth and d.get("bit_generator") != expect:
+        raise _refuse_state(obj, f"the random state of {brief(d.get('bit_generator'), 30)}, not "
+                                 f"of its {expect}")
+
+
+def _state_bit_generator(obj: Any, state: Any) -> int:
+    if type(state) is tuple:
+        from numpy.random.bit_generator import SeedlessSeedSequence, SeedSequence
+        if len(state) != 2:
+            raise _refuse_state(obj, "a tuple other than numpy's (state, seed sequence)")
+        state, seed = state
+        if seed is not None and type(seed) is not SeedSequence and type(seed) is not SeedlessSeedSequence:
+            raise _refuse_state(obj, f"a {type(seed).__qualname__} as its seed sequence")
+    _rng_dict(obj, state, type(obj).__name__)
+    return 1
+
+
+def _state_generator(obj: Any, state: Any) -> int:
+    _rng_dict(obj, state, type(obj.bit_generator).__name__)
+    return 1
+
+
+def _state_random_state(obj: Any, state: Any) -> int:
+    _rng_dict(obj, state, type(obj._bit_generator).__name__)
+    return 1
+
+
+def _seed_int(x: Any) -> bool:
+    return (type(x) is int and x >= 0 and x.bit_length() <= MAX_SEED_BITS) \
+        or isinstance(x, np.integer)
+
+
+def _seed_sequence_problem(state: Any) -> Optional[str]:
+    """What is wrong with a SeedSequence's state, or None."""
+    if type(state) is not tuple or len(state) != 5:
+        return "a value other than numpy's (entropy, n_children_spawned, pool, pool_size, spawn_key)"
+    entropy, spawned, pool, pool_size, spawn_key = state
+    if not (entropy is None or _seed_int(entropy)
+            or (type(entropy) in (list, tuple) and all(_seed_int(x) for x in entropy))
+            or (type(entropy) is np.ndarray and entropy.ndim <= 1 and entropy.dtype.kind in "iu")):
+        return f"the entropy {brief(entropy, 40)} (non-negative ints of at most {MAX_SEED_BITS} bits)"
+    if type(spawned) is not int or not 0 <= spawned < 1 << 32:
+        return f"{brief(spawned, 30)} children spawned"
+    if type(pool) is not np.ndarray or pool.ndim != 1 or pool.dtype != np.uint32:
+        return "a pool that is not a uint32 array"
+    if type(pool_size) is not int or pool_size != pool.size or pool_size < 4:
+        return f"a pool size of {brief(pool_size, 30)} for a pool of {pool.size}"
+    if type(spawn_key) is not tuple or not all(_seed_int(k) for k in spawn_key):
+        return "a spawn key that is not a tuple of non-negative ints"
+    return None
+
+
+def _state_seed_sequence(obj: Any, state: Any) -> int:
+    problem = _seed_sequence_problem(state)
+    if problem is not None:
+        raise _refuse_state(obj, problem)
+    return 1
+
+
+def _check_unpickle_seed_sequence(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "numpy.random.bit_generator.__pyx_unpickle_SeedSequence"
+    if len(args) != 3 or args[0] is not _loaded("numpy.random.bit_generator", "SeedSequence") \
+            or type(args[1]) is not int:
+        raise _refuse(name, "arguments other than (SeedSequence, checksum, state)")
+    _builds(name, args[0])
+    problem = None if args[2] is None else _seed_sequence_problem(args[2])
+    if problem is not None:
+        raise _refuse(name, f"a SeedSequence state with {problem}")
+
+
+def _check_unpickle_seedless(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    if len(args) != 3 or args[0] is not _loaded("numpy.random.bit_generator", "SeedlessSeedSequence") \
+            or type(args[1]) is not int or not (args[2] is None or (type(args[2]) is tuple and not args[2])):
+        raise _refuse("numpy.random.bit_generator.__pyx_unpickle_SeedlessSeedSequence",
+                      "arguments other than (SeedlessSeedSequence, checksum, ())")
+    _builds("numpy.random.bit_generator.__pyx_unpickle_SeedlessSeedSequence", args[0], state=False)
+
+
+def _check_masked_constant(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    """MaskedConstant() returns np.ma.masked, which the whole process shares: the
+    guard must know it by name to refuse it a state."""
+    name = "numpy.ma.core.MaskedConstant"
+    if args:
+        raise _refuse(name, f"{len(args)} arguments")
+    _builds(name, _loaded("numpy.ma.core", "MaskedConstant"), state=False)
+
+
+def _call(check: Optional[Check], why: str, state: Optional[StateCheck] = None) -> Entry:
+    return Entry(True, check, why, state)
+
+
+def _value(why: str, state: Optional[StateCheck] = None) -> Entry:
+    return Entry(False, None, why, state)
 
 
 _VALUE_ONLY = "plain value type"
@@ -318,7 +818,7 @@ SAFE: dict[str, Entry] = {
     "zoneinfo.ZoneInfo._unpickle": _call(_check_zoneinfo_unpickle, "as ZoneInfo, from the cache only"),
     "decimal.Decimal": _call(_check_decimal, "from a string (its exponent is stored, not expanded), an int of at most MAX_INT_DIGITS digits, or a tuple"),
     "fractions.Fraction": _call(_check_fraction, "numerator and denominator; a string's exponent is bounded"),
-    "uuid.UUID": _call(None, "a 128-bit value"),
+    "uuid.UUID": _call(None, "a 128-bit value; its state is its int, under 2**128", _state_uuid),
     "uuid.SafeUUID": _call(_check_safeuuid, "an enum member, by its value (an int or None)"),
     "collections.OrderedDict": _call(_check_container("collections.OrderedDict", "keys"), _BUILT_FROM_DATA),
     "collections.defaultdict": _call(_check_defaultdict, "its factory must itself be callable by the file"),
@@ -353,3 +853,59 @@ def _check_readonly(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> N
 
 
 SAFE["torpor.arrays.readonly"] = _call(_check_readonly, "clears an array's writeable flag")
+
+# Every builtin exception and warning class: built from its arguments, which it
+# stores (the few constructors that expand or copy one are checked); its state
+# sets plain attributes, notes, and what CPython writes (see _state_exception).
+for _n, _c in sorted(vars(builtins).items()):
+    if isinstance(_c, type) and issubclass(_c, BaseException) and _c.__name__ == _n \
+            and not _n.startswith("_"):
+        SAFE[f"builtins.{_n}"] = _call(_check_exception(_c), "an exception or warning: stores its "
+                                       "arguments (a group's exceptions and a SyntaxError's "
+                                       "details only from a list or tuple the file holds)",
+                                       _state_exception)
+
+# numpy's arrays of a subclass, masked arrays and random generators, under the
+# names numpy 1.x and 2.x write (numpy.core / numpy._core, numpy.recarray /
+# numpy.rec.recarray, numpy.ma.core.MaskedArray / numpy.ma.MaskedArray). The
+# classes are values (called with the file's arguments, np.matrix and np.recarray
+# allocate any size); only numpy's pickle helpers are called, with checked
+# arguments, and the objects they build take only the states numpy writes.
+_ARRAY_STATE = "its state is numpy's (1, shape, dtype, fortran, data), data matching the shape"
+_MASKED_STATE = "its state is numpy's, data and mask matching the shape, a scalar fill value"
+_RNG_STATE = "its state is numpy's state dict (ints, small integer arrays, its own name)"
+for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    SAFE[f"{_mod}._reconstruct"] = _call(
+        _check_reconstruct(f"{_mod}._reconstruct"),
+        "numpy's ndarray pickle helper: an empty (0,) array of ndarray, matrix or recarray only")
+SAFE["numpy.ndarray"] = _value(_ARRAY_STATE, _state_ndarray)
+SAFE["numpy.matrix"] = _value(_ARRAY_STATE + " (two-dimensional)", _state_ndarray)
+for _name in ("numpy.recarray", "numpy.rec.recarray"):
+    SAFE[_name] = _value(_ARRAY_STATE, _state_ndarray)
+SAFE["numpy.ma.core._mareconstruct"] = _call(
+    _check_mareconstruct, "numpy's masked array pickle helper: an empty MaskedArray or mvoid "
+                          "over an empty ndarray, matrix or recarray only")
+for _name in ("numpy.ma.MaskedArray", "numpy.ma.core.MaskedArray", "numpy.ma.core.mvoid"):
+    SAFE[_name] = _value(_MASKED_STATE, _state_masked)
+SAFE["numpy.ma.core.MaskedConstant"] = _call(
+    _check_masked_constant,
+    "returns the np.ma.masked singleton; no state (it is shared by the whole process)")
+SAFE["numpy.random._pickle.__bit_generator_ctor"] = _call(
+    _check_bit_generator_ctor, "builds one of numpy's five bit generators, by name or class")
+for _name in ("__generator_ctor", "__randomstate_ctor"):
+    SAFE[f"numpy.random._pickle.{_name}"] = _call(
+        _check_generator_ctor(f"numpy.random._pickle.{_name}",
+                              "Generator" if _name == "__generator_ctor" else "RandomState"),
+        "wraps one of numpy's bit generators (or one __bit_generator_ctor builds)")
+for _cls, _mod in _BIT_GENERATORS.items():
+    SAFE[f"{_mod}.{_cls}"] = _value(_RNG_STATE + ", and its seed sequence", _state_bit_generator)
+SAFE["numpy.random._generator.Generator"] = _value(_RNG_STATE + " (numpy 1.x) or none",
+                                                   _state_generator)
+SAFE["numpy.random.mtrand.RandomState"] = _value(_RNG_STATE, _state_random_state)
+SAFE["numpy.random.bit_generator.SeedSequence"] = _value(
+    "its state is numpy's: bounded ints, a uint32 pool of its pool size", _state_seed_sequence)
+SAFE["numpy.random.bit_generator.SeedlessSeedSequence"] = _value("no state")
+SAFE["numpy.random.bit_generator.__pyx_unpickle_SeedSequence"] = _call(
+    _check_unpickle_seed_sequence, "an empty SeedSequence (Cython's pickle helper), its state checked")
+SAFE["numpy.random.bit_generator.__pyx_unpickle_SeedlessSeedSequence"] = _call(
+    _check_unpickle_seedless, "an empty SeedlessSeedSequence (Cython's pickle helper)")

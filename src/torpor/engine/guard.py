@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 
 from ..errors import UnsafeLoadError
+from .allowlist import SAFE
 from .reduce import HEAPTYPE
 
 #: Work units a safe load may spend per byte of input (object stream plus payloads).
@@ -257,12 +258,13 @@ class LoadGuard:
                 f"the file sets dict items on the object at {short_path(where())}, a {type(obj).__qualname__}, not a "
                 f"dict (safe loading applies dict items to dicts only). torpor never "
                 f"writes this. If you trust the file, load it with trusted=True.", [])
+        applying = 0
         if state is not None and self.restricted(type(obj)):
-            check_default_state(obj, state, where)
+            applying = check_default_state(obj, state, where)
         if type(state) in _LEAF and not listitems and not dictitems:
-            self.left -= 1
+            self.left -= 1 + applying
         else:
-            self.left -= self.argument_units((state, listitems, dictitems))
+            self.left -= self.argument_units((state, listitems, dictitems)) + applying
         if self.left < 0:
             raise work_error(f"restoring the state of the object at {short_path(where())}",
                              self.limit)
@@ -349,17 +351,17 @@ def _one_level(part: Any) -> list[Any]:
     return out
 
 
-def check_default_state(obj: Any, state: Any, where: Callable[[], str]) -> None:
-    """The state of an object of an allow-listed class: none, except a UUID's own
-    (its 128-bit int). A file could otherwise set any attribute or slot of a
-    path, a UUID or an enum member (a process-wide object) to anything: a
-    UUID's hash is its int's, a path compares its cached parts."""
+def check_default_state(obj: Any, state: Any, where: Callable[[], str]) -> int:
+    """The state of an object of an allow-listed class: none, unless its entry
+    has a state check (``allowlist.Entry.state``: a UUID's int, numpy's array and
+    random generator states, an exception's attributes), which refuses any other
+    and returns what applying it costs. A file could otherwise set any attribute
+    or slot of a path, a UUID or an enum member (a process-wide object) to
+    anything: a UUID's hash is its int's, a path compares its cached parts."""
     cls = type(obj)
-    if (cls.__module__, cls.__qualname__) == ("uuid", "UUID") and type(state) is dict \
-            and set(state) <= {"int", "is_safe"} and type(state.get("int")) is int \
-            and 0 <= state["int"] < 1 << 128 \
-            and type(state.get("is_safe", obj)).__qualname__ in ("SafeUUID", "UUID"):
-        return
+    entry = SAFE.get(f"{cls.__module__}.{cls.__qualname__}")
+    if entry is not None and entry.state is not None:
+        return entry.state(obj, state)
     raise UnsafeLoadError(
         f"the file gives the {cls.__module__}.{cls.__qualname__} at {short_path(where())} a state "
         f"of its own choosing (safe loading builds allow-listed classes from their arguments "
