@@ -148,6 +148,26 @@ def test_session_restore(benchmark, tmp_path, seg_session, lib):
         benchmark(load)
 
 
+# --- State objects that point at each other (issue 15: benchmarks/session_graph.py) ---
+
+@pytest.fixture(scope="module")
+def graph_session():
+    from benchmarks.session_graph import SIZES, build
+    return build(*SIZES["full" if FULL else "small"])
+
+
+@pytest.mark.parametrize("lib", ["torpor", "pickle"])
+@pytest.mark.parametrize("op", ["save", "restore"])
+def test_session_graph(benchmark, tmp_path, graph_session, op, lib):
+    from benchmarks.session_graph import check, measure_fns
+    save, load = measure_fns(graph_session, lib, tmp_path)
+    if op == "save":
+        benchmark(save)
+    else:
+        save()
+        check(graph_session.molecules, benchmark(load))
+
+
 # --- module dumps (issue: dill's API) ------------------------------------------------
 
 @pytest.fixture(scope="module")

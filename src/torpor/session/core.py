@@ -167,7 +167,9 @@ class Session:
              version: int = SESSION_VERSION, threads: Optional[int] = None) -> int:
         """Save every state manager to ``file`` (a path, written atomically, or a
         binary stream). ``threads``: compression threads, as for torpor.dump.
-        Returns the number of named objects written."""
+        Returns the number of objects written as snapshots (by their own
+        take_snapshot or registered methods); State objects with the default
+        snapshot methods are saved in place and not counted."""
         if version != SESSION_VERSION:
             raise ValueError(f"this torpor writes session version {SESSION_VERSION} only, "
                              f"not {version!r}")
@@ -186,7 +188,7 @@ class Session:
             finally:
                 self.triggers.activate_trigger("end save session", self)
             self.metadata = metadata
-            self.logger.info("saved session: %d state managers, %d named objects",
+            self.logger.info("saved session: %d state managers, %d objects as snapshots",
                              len(self._state_managers), n)
             return n
 
@@ -221,7 +223,7 @@ class Session:
             finally:
                 self.restore_options = previous
                 self.triggers.activate_trigger("end restore session", self)
-            self.logger.info("restored session: %d state managers, %d named objects",
+            self.logger.info("restored session: %d state managers, %d objects from snapshots",
                              sum(m is not None for m in managers.values()), n)
         return None
 

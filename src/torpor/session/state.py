@@ -5,7 +5,10 @@ Modelled on UCSF ChimeraX's ``chimerax.core.state``. A class either derives from
 ``reset_state``), or gets the same three functions from a "snapshot methods" class
 registered for it with ``register_snapshot_methods``. A session saves such objects
 by their snapshot data, gives each a unique name, and restores them in dependency
-order (see docs/SESSIONS.md).
+order; objects of a State subclass that keeps the default take_snapshot and
+restore_snapshot are saved in place instead (their class and attributes, restored
+into an object created empty), so they may refer to each other in cycles (see
+docs/SESSIONS.md).
 
 Loading never imports a module named in a file: a State class is found among the
 State subclasses already defined in this process (every subclass registers its
@@ -71,13 +74,19 @@ class State:
         The default is a copy of the instance dict: the dicts, lists, tuples and
         sets in it are copied, the objects in them (arrays, other State objects)
         are not. Other State objects in the data are saved once each, under a
-        unique name, and come back as the same object wherever they appear."""
+        unique name, and come back as the same object wherever they appear.
+
+        A class that keeps this method and the default restore_snapshot is
+        saved in place: a session writes the instance dict as it is (no copy:
+        containers shared between objects stay shared) and restores it into an
+        object created empty, so such objects may form cycles."""
         return copy_containers(self.__dict__)
 
     @classmethod
     def restore_snapshot(cls, session: Session, data: Any) -> Self:
         """Create an object from ``data``. Every State object referenced from
-        ``data`` is already restored. Must not change the session: a restore
+        ``data`` is already restored (a cycle through an object with its own
+        restore_snapshot is refused at save time). Must not change the session: a restore
         that fails part-way must leave it as it was (the session installs the
         restored state managers only when every object is restored)."""
         obj = cls.__new__(cls)
