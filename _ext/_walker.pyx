@@ -31,7 +31,7 @@ from torpor.engine.byvalue import ByValue
 from torpor.engine.guard import MAX_NESTING, guard_for
 from torpor.engine.reduce import (HEAPTYPE, SAVE_GLOBAL, SAVE_INST, SAVE_REDUCE, apply_state,
                                   by_reference, classify, copyreg_overrides, override_reduction,
-                                  readonly_array, reduce_object, reduced_global_module)
+                                  readonly_reduction, reduce_object, reduced_global_module)
 from torpor.errors import CorruptFileError, TorporError, UnsupportedObjectError, brief
 from torpor.format import arrays as _arrays
 from torpor.format.constants import (ARRAY_OOB_MIN, AT_MARKERS, BYTES_OOB_MIN, FRAME_SIZE,
@@ -233,7 +233,7 @@ cdef class Encoder:
         self.open = set()
         self.kinds = {}
         # a copyreg reducer the user registered for a type written natively wins
-        for t in copyreg_overrides((complex, _ndarray, _memmap)):
+        for t in copyreg_overrides():
             self.kinds[t] = SAVE_REDUCE
         self.globals = {}
         self.stack = []
@@ -655,10 +655,7 @@ cdef class Encoder:
         if i >= 0:
             return self._ext_uint(EXT_REF, i)
         if not arr.flags.writeable and id(arr) not in self.readonly_views:
-            # written as readonly_array(a view of it): the view is a new object
-            view = arr.view()
-            self.readonly_views.add(id(view))
-            return self._reduce(arr, -1, (readonly_array, (view,), None, None, None, None))
+            return self._reduce(arr, -1, readonly_reduction(arr, self.readonly_views))
         dt = arr.dtype
         fortran = _arrays.is_fortran(arr)
         if dt.hasobject:

@@ -1,4 +1,7 @@
 import io
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 
@@ -44,3 +47,21 @@ class Pipe(io.RawIOBase):
     def write(self, data):
         self.out += data
         return len(memoryview(data))
+
+
+def load_in_subprocess(path, env):
+    """torpor.load ``path`` (safe) in a fresh interpreter, so a crash fails one
+    test: what it printed ("refused: <message>" or "loaded")."""
+    code = textwrap.dedent(f"""
+        import torpor
+        try:
+            torpor.load({str(path)!r})
+        except torpor.UnsafeLoadError as e:
+            print("refused:", str(e)[:300])
+        else:
+            print("loaded")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, f"the load crashed (exit {p.returncode}): {p.stderr[-2000:]}"
+    return p.stdout

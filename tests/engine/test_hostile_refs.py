@@ -8,9 +8,7 @@ The crashing cases run in a subprocess, so a regression fails one test instead o
 killing the run."""
 
 import collections
-import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 
 import torpor
 from crafted import D, G, I, M, R, Raw, Ref, S, T, file_of, nested
+from helpers import load_in_subprocess
 from torpor.engine.guard import MAX_NESTING, NEST_BUILT, NEST_OBJARRAY
 from torpor.format.constants import EXT_BYTEARRAY_OOB, EXT_BYTES_OOB, EXT_OBJARRAY
 
@@ -34,19 +33,7 @@ def _load_in_subprocess(tmp_path, env, data):
     """Load ``data`` in a fresh interpreter; what it printed (a crash fails)."""
     path = tmp_path / "crafted.torpor"
     path.write_bytes(data)
-    code = textwrap.dedent(f"""
-        import torpor
-        try:
-            torpor.load({str(path)!r})
-        except torpor.UnsafeLoadError as e:
-            print("refused:", str(e)[:300])
-        else:
-            print("loaded")
-    """)
-    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                       text=True, timeout=120)
-    assert p.returncode == 0, f"the load crashed (exit {p.returncode}): {p.stderr[-2000:]}"
-    return p.stdout
+    return load_in_subprocess(path, env)
 
 
 # --- chains deeper than the C stack --------------------------------------------------

@@ -18,6 +18,7 @@ import pytest
 
 import torpor
 from crafted import D, G, I, M, R, Ref, T, file_of
+from helpers import load_in_subprocess
 from torpor.engine import fallback
 from torpor.engine.allowlist import SAFE
 from torpor.format.constants import EXT_BYTES_OOB, EXT_DTYPE, EXT_NDARRAY_INLINE, EXT_OBJARRAY
@@ -638,21 +639,10 @@ def test_a_short_object_list_cannot_reach_numpy(impl, walker_env, tmp_path):
               state=T(1, T(1000), _dt(["struct", ["o"], ["|O"], [0], 8, False]), False, [T(1)])),
             _masked(T(1, T(1_000_000), _dt("|O"), False, [1], bytes(1_000_000), None))]
     path = tmp_path / "crafted.torpor"
-    code = textwrap.dedent(f"""
-        import torpor
-        try:
-            torpor.load({str(path)!r})
-        except torpor.UnsafeLoadError as e:
-            print("refused:", str(e)[:300])
-        else:
-            print("loaded")
-    """)
     for obj in objs:
         path.write_bytes(file_of(obj))
-        p = subprocess.run([sys.executable, "-c", code], env=walker_env, capture_output=True,
-                           text=True, timeout=120)
-        assert p.returncode == 0, f"the load crashed (exit {p.returncode}): {p.stderr[-2000:]}"
-        assert p.stdout.startswith("refused:") and "state" in p.stdout, p.stdout
+        out = load_in_subprocess(path, walker_env)
+        assert out.startswith("refused:") and "state" in out, out
 
 
 def test_the_masked_singleton_takes_no_state(impl):

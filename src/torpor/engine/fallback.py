@@ -34,7 +34,7 @@ from .frames import (D_ATTRS, D_BYTEARRAY, D_BYTEARRAY_OOB, D_BYTES_OOB, D_DTYPE
 from .guard import guard_for
 from .byvalue import ByValue
 from .reduce import (HEAPTYPE, SAVE_GLOBAL, SAVE_INST, apply_state, by_reference, classify,
-                     copyreg_overrides, override_reduction, readonly_array, reduce_object,
+                     copyreg_overrides, override_reduction, readonly_reduction, reduce_object,
                      reduced_global_module)
 
 IMPLEMENTATION = "python"
@@ -104,7 +104,7 @@ class Encoder:
             ReduceTail: self._reduce_tail, InlineBin: self._inline_bin,
         }
         # a copyreg reducer the user registered for a type written natively wins
-        for t in copyreg_overrides((complex, _ndarray, _memmap)):
+        for t in copyreg_overrides():
             del self._dispatch[t]
 
     @property
@@ -294,13 +294,6 @@ class Encoder:
         self._built(obj, EXT_FROZENSET, list(obj), F_SET)
 
     # -- numpy ----------------------------------------------------------------
-    def _readonly(self, arr):
-        """A read-only array is written as readonly_array(a view of it): the view
-        is a new object, written as a plain array."""
-        view = arr.view()
-        self.readonly_views.add(id(view))
-        return readonly_array, (view,), None, None, None, None
-
     def _dtype(self, obj):
         self._marker(EXT_DTYPE, 1)
         self._value(_arrays.encode_dtype(obj))
@@ -324,7 +317,8 @@ class Encoder:
         if i is not None:
             return self._ref(i)
         if not arr.flags.writeable and id(arr) not in self.readonly_views:
-            return self._reduce(arr, memoized=True, rv=self._readonly(arr))
+            return self._reduce(arr, memoized=True,
+                                rv=readonly_reduction(arr, self.readonly_views))
         dt = arr.dtype
         if dt.hasobject:
             if dt != object:

@@ -9,9 +9,13 @@ then ``copyreg.dispatch_table``, then ``__reduce_ex__(4)``.
 from __future__ import annotations
 
 import copyreg
+import importlib
 import pickle
+import sys
 import types
 from typing import Any, TypeVar
+
+import numpy as np
 
 from ..errors import UnsupportedObjectError
 
@@ -32,18 +36,20 @@ _GLOBAL_TYPES = (type, types.FunctionType, types.BuiltinFunctionType,
 _PICKLE_GLOBALS = (type, types.FunctionType)
 #: Types the walkers write natively although pickle has no fast path for them:
 #: a copyreg reducer registered for one of them (replacing copyreg's default)
-#: must win, as it does in pickle. Default copyreg entries for them, by type.
+#: must win, as it does in pickle.
+NATIVE_TYPES = (complex, np.ndarray, np.memmap)
+#: copyreg's own entries for them (complex has one), which do not count.
 _COPYREG_DEFAULTS = {complex: copyreg.dispatch_table.get(complex)}
 #: Builtin types that only the ``types`` module names (NoneType, MappingProxyType,
 #: CodeType...): saved under that name when their own does not find them.
 _TYPES_NAMES = {v: k for k, v in vars(types).items() if isinstance(v, type) and k[0] != "_"}
 
 
-def copyreg_overrides(fast_types):
-    """Which of the walker's natively written ``fast_types`` have a copyreg
-    reducer of the user's (checked when an encoder starts)."""
+def copyreg_overrides():
+    """Which of the NATIVE_TYPES have a copyreg reducer of the user's (checked
+    when an encoder starts)."""
     table = copyreg.dispatch_table
-    return [t for t in fast_types if t in table and table[t] is not _COPYREG_DEFAULTS.get(t)]
+    return [t for t in NATIVE_TYPES if t in table and table[t] is not _COPYREG_DEFAULTS.get(t)]
 
 
 def classify(cls):
@@ -93,6 +99,19 @@ def fixed_global(name: str) -> Any:
     return _fixed_objects.get(name)
 
 
+def find_global(module, qualname):
+    """What ``module.qualname`` finds when a save checks it (importing the module,
+    as pickle does), or None if it finds nothing."""
+    try:
+        found = importlib.import_module(module) if module not in sys.modules \
+            else sys.modules[module]
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception:
+        return None
+    return found
+
+
 def by_reference(obj, byvalue=None):
     """(module, qualname) under which ``obj`` (of a SAVE_GLOBAL type) is saved by
     name, or None when it is saved by value instead (reduce_object): a builtin
@@ -130,13 +149,7 @@ def global_ref(obj):
         module = owner.__module__      # a classmethod of a builtin type (ZoneInfo._unpickle)
     else:
         module = pickle.whichmodule(obj, name)
-    try:
-        __import__(module)
-        found = __import__("sys").modules[module]
-        for part in name.split("."):
-            found = getattr(found, part)
-    except Exception:
-        found = None
+    found = find_global(module, name)
     if found is not obj and isinstance(obj, type) and obj in _TYPES_NAMES:
         return "types", _TYPES_NAMES[obj]
     # bound classmethods are created anew on each attribute access: equal, not identical
@@ -218,14 +231,7 @@ def _global_name_problem(obj, name, byvalue):
     if byvalue.module_name is not None and module == byvalue.module_name:
         return (f"it is saved by the name {module}.{name}, which is not there while the "
                 f"module dump of {module} loads, and torpor knows no way to save it by value")
-    try:
-        __import__(module)
-        found = __import__("sys").modules[module]
-        for part in name.split("."):
-            found = getattr(found, part)
-    except Exception:
-        found = None
-    if found is not obj:
+    if find_global(module, name) is not obj:
         return (f"it is saved by the name {module}.{name}, which does not find it there "
                 f"(it was made under another name, or inside a function)")
     return None
@@ -270,10 +276,19 @@ def apply_state(obj, state, listitems, dictitems, setter):
 def readonly_array(arr):
     """Rebuild a read-only array: the walkers write one as this call on a view of
     it (pickle 5 keeps arrays read-only too)."""
-    if type(arr) is not __import__("numpy").ndarray:
+    if type(arr) is not np.ndarray:
         raise UnsupportedObjectError("torpor.arrays.readonly takes an array")
     arr.flags.writeable = False
     return arr
+
+
+def readonly_reduction(arr, views):
+    """How a walker writes the read-only array ``arr``: readonly_array(a view of
+    it). The view is a new object, and its id goes into ``views`` so the walker
+    writes it as a plain array."""
+    view = arr.view()
+    views.add(id(view))
+    return readonly_array, (view,), None, None, None, None
 
 
 def override_reduction(rv):
