@@ -1354,9 +1354,12 @@ cdef class Decoder:
                     self.policy.check_call(setter, (obj, state), self.callables)
                 # the guard's fast path: a plain state, no items, plain arguments
                 # (a datetime, a Decimal): nothing to restrict, record or walk
+                # (a str or bytes state still goes to guard.state for a class the
+                # guard restricts: its allow-list entry checks the states it takes)
                 plain = guard is None or (
                     listitems is None and dictitems is None and
-                    (state is None or type(state) is str or type(state) is bytes)
+                    (state is None or ((type(state) is str or type(state) is bytes)
+                                       and not guard.restricted(type(obj))))
                     and _plain_units(items[1]) >= 0)
                 if not plain:
                     guard.state(obj, state, listitems, dictitems, self.path)

@@ -19,7 +19,6 @@ import pytest
 import torpor
 from crafted import D, G, I, M, R, Ref, T, file_of
 from helpers import load_in_subprocess
-from torpor.engine import fallback
 from torpor.engine.allowlist import SAFE
 from torpor.format.constants import EXT_BYTES_OOB, EXT_DTYPE, EXT_NDARRAY_INLINE, EXT_OBJARRAY
 
@@ -809,20 +808,16 @@ def test_seed_sequence_states_are_what_numpy_writes(impl, state):
     _refused(file_of(R(SS_UNPICKLE, SS, 65708578, None, state=state)), "SeedSequence")
 
 
-@pytest.mark.parametrize("make, plain_args", [
-    (lambda: R(G("builtins", "ValueError"), "x", state="abc"), True),
-    (lambda: R(G("builtins", "KeyError"), state=b"abc"), True),
-    (lambda: _matrix(b"\x00" * 7), False),
-    (lambda: R(GEN_CTOR, R(BITGEN_CTOR, "PCG64"), state="state"), False),
-    (lambda: R(G("numpy.ma.core", "MaskedConstant"), state="1234567"), True),
+@pytest.mark.parametrize("make", [
+    lambda: R(G("builtins", "ValueError"), "x", state="abc"),
+    lambda: R(G("builtins", "KeyError"), state=b"abc"),
+    lambda: _matrix(b"\x00" * 7),
+    lambda: R(GEN_CTOR, R(BITGEN_CTOR, "PCG64"), state="state"),
+    lambda: R(G("numpy.ma.core", "MaskedConstant"), state="1234567"),
 ], ids=["exception", "exception, bytes", "matrix", "generator", "masked singleton"])
-def test_str_and_bytes_states_are_refused(impl, make, plain_args, request):
-    if impl is not fallback and plain_args:
-        # (the exception's own __setstate__ refuses it: a RestoreError, not a refusal)
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "the Cython walker's fast path (plain arguments, a str or bytes state) skips "
-            "guard.state and so the allow-list's state checks: _ext/_walker.pyx must not "
-            "take it for a class the guard restricts")))
+def test_str_and_bytes_states_are_refused(impl, make):
+    # (the Cython walker's fast path for plain arguments and a str or bytes state
+    # must not skip the allow-list's state checks)
     _refused(file_of(make()), "state")
 
 
