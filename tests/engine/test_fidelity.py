@@ -6,56 +6,19 @@ that fails at load. Every test runs on both walkers."""
 import copyreg
 import functools
 import pickle
+import threading
 import typing
 
 import numpy as np
 import pytest
 
 import torpor
-from crafted import G, R, file_of
+from crafted import D, G, R, T, file_of
+from reduce_apps import Factory, FromState, Rebuilt, pair
 from torpor.errors import CorruptFileError, UnsafeLoadError, UnsupportedObjectError
 
 
 # --- reduce callables that are not module-level names -------------------------------
-
-class Rebuilt:
-    """The common ``return type(self)._reconstruct, (...)`` pattern."""
-
-    def __init__(self, x):
-        self.x = x
-
-    @classmethod
-    def _reconstruct(cls, x):
-        return cls(x)
-
-    def __reduce__(self):
-        return type(self)._reconstruct, (self.x,)
-
-
-class FromState(Rebuilt):
-    """A subclass: the classmethod is bound to the subclass."""
-
-
-class Factory:
-    def __init__(self, scale):
-        self.scale = scale
-
-    def make(self, x):
-        return Made(x * self.scale, self)
-
-
-class Made:
-    def __init__(self, x, factory):
-        self.x = x
-        self.factory = factory
-
-    def __reduce__(self):
-        return self.factory.make, (self.x // self.factory.scale,)
-
-
-def pair(a, b):
-    return ("pair", a, b)
-
 
 class ByPartial:
     def __init__(self, b):
@@ -384,3 +347,79 @@ print(hasattr(s, "__dict__"), type(s).__slots__, s.a + s.b)
     out = subprocess.run([sys.executable, "-c", load], check=True, env=walker_env,
                          capture_output=True, text=True).stdout
     assert out.split() == ["False", "('a',", "'b')", "3"]
+
+
+# --- functools.partial in safe mode ------------------------------------------------------
+
+def test_partials_load_safely_as_values(impl):
+    p = functools.partial(int, "7", base=8)
+    out = torpor.loads(torpor.dumps([p, p]))
+    assert type(out[0]) is functools.partial and out[0] is out[1]
+    assert out[0].func is int and out[0].args == ("7",) and out[0].keywords == {"base": 8}
+    assert out[0]() == 7
+
+
+def test_partial_of_a_function_the_caller_did_not_allow_is_refused(impl):
+    data = torpor.dumps(functools.partial(pair, 1))
+    with pytest.raises(UnsafeLoadError, match="pair"):
+        torpor.loads(data)
+    assert torpor.loads(data, allow=[pair])(2) == ("pair", 1, 2)
+
+
+@pytest.mark.parametrize("args, state, match", [
+    ((G("builtins", "int"), 1), None, "one callable"),
+    ((5,), None, "one callable"),
+    ((G("builtins", "int"),), T(G("builtins", "float"), T(), None, None), "function it was built"),
+    ((G("builtins", "int"),), T(G("builtins", "int"), [1], None, None), "args tuple"),
+    ((G("builtins", "int"),), T(G("builtins", "int"), T(), D([(1, 2)]), None), "keyword map"),
+    ((G("builtins", "int"),), T(G("builtins", "int"), T()), "function it was built"),
+])
+def test_crafted_partials_are_refused(impl, args, state, match):
+    data = file_of(R(G("functools", "partial"), *args, state=state))
+    with pytest.raises(UnsafeLoadError, match=match):
+        torpor.loads(data)
+
+
+def test_a_partial_cannot_call_past_a_checked_function(impl):
+    # int's check bounds the digits it parses; a partial of int called by the file
+    # would skip it, so safe loading refuses the call
+    part = R(G("functools", "partial"), G("builtins", "int"), state=T(G("builtins", "int"), T(), None, None))
+    data = file_of(R(part, "9" * 10))
+    with pytest.raises(UnsafeLoadError, match="built rather than a name"):
+        torpor.loads(data)
+    assert torpor.loads(data, trusted=True) == int("9" * 10)
+
+
+# --- locks (pickle refuses them; dill keeps them) ---------------------------------------
+
+class Guarded:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.rlock = threading.RLock()
+        self.data = [1, 2]
+
+
+def test_locks_come_back_new_and_unlocked(impl):
+    g = Guarded()
+    with g.lock, g.rlock:                       # saved while held, as `with self._lock: save()`
+        data = torpor.dumps([g, g.lock])
+    for kw in ({"trusted": True}, {"allow": [Guarded]}):
+        out, lock = torpor.loads(data, **kw)
+        assert type(out.lock) is type(g.lock) and type(out.rlock) is type(g.rlock)
+        assert out.lock is lock and out.data == [1, 2]
+        assert not out.lock.locked() and out.lock.acquire(blocking=False)
+        assert out.rlock.acquire(blocking=False) and out.rlock.acquire(blocking=False)
+
+
+def test_event_and_condition_round_trip_trusted(impl):
+    ev, cond = threading.Event(), threading.Condition()
+    ev.set()
+    out_ev, out_cond = torpor.loads(torpor.dumps([ev, cond]), trusted=True)
+    assert out_ev.is_set() and out_ev.wait(0)
+    with out_cond:
+        out_cond.notify_all()
+
+
+def test_a_lock_call_with_arguments_is_refused(impl):
+    with pytest.raises(UnsafeLoadError, match="allocate_lock"):
+        torpor.loads(file_of(R(G("_thread", "allocate_lock"), 1)))

@@ -293,16 +293,12 @@ def test_numpy1_recarray_name_loads(impl):
     assert type(out) is np.recarray and out.tolist() == r.tolist()
 
 
-@pytest.mark.xfail(strict=True, reason="torpor's DTYPE description drops a dtype's numpy.record "
-                   "type (format/dtypes.py): a record array comes back with a plain void dtype")
 def test_record_arrays_keep_their_record_dtype(impl):
     r = np.rec.array([(1, 2.0)], names="a,b")
     out = rt(r)
     assert out.dtype.type is np.record and type(out[0]) is np.record
 
 
-@pytest.mark.xfail(strict=True, reason="an np.record scalar is written through NPSCALAR, whose "
-                   "dtype description drops numpy.record (format/dtypes.py): it loads as np.void")
 def test_record_scalars_round_trip(impl):
     rec = np.rec.array([(1, 2.0)], names="a,b")[0]
     out = rt(rec)
@@ -900,3 +896,25 @@ def test_array_states_go_only_to_the_empty_array_numpys_helper_built(impl):
     from torpor.engine.allowlist import _state_ndarray
     with pytest.raises(torpor.UnsafeLoadError, match="already holds"):
         _state_ndarray(np.zeros(4), (1, (4,), np.dtype("<f8"), False, bytes(32)))
+
+
+@pytest.mark.parametrize("dt", [
+    np.dtype((np.record, [("a", "<i4"), ("b", ">f8", (2,))])),
+    np.dtype((np.record, np.dtype([("a", "u1")], metadata={"unit": "nm"}))),
+    np.dtype((np.record, [(("Title", "a"), "<i2")], )),
+    np.dtype((np.record, "<i4")),
+], ids=["nested", "metadata", "titles", "plain"])
+def test_record_dtypes_keep_type_layout_titles_and_metadata(impl, dt):
+    out = rt(dt)
+    assert out == dt and out.type is np.record and out.fields == dt.fields
+    assert out.metadata == dt.metadata and out.itemsize == dt.itemsize
+    arr = rt(np.zeros(3, dt))
+    assert arr.dtype.type is np.record and arr.dtype.metadata == dt.metadata
+
+
+@pytest.mark.parametrize("desc", [["record"], ["record", "<i4", 1], ["record", "nonsense"],
+                                  ["record", ["record", ["record", 7]]]])
+def test_bad_record_descriptions_are_corrupt(desc):
+    from torpor.format.arrays import decode_dtype
+    with pytest.raises(torpor.CorruptFileError, match="dtype description|typestr"):
+        decode_dtype(desc)

@@ -6,8 +6,9 @@ document as much as the code.
 read(data) -> the root object. Python objects named by GLOBAL are imported and
 called (the test reads its own golden files); arrays come back as
 ``Array(dtype description, shape, fortran, raw bytes)``, numpy scalars as
-``Scalar(dtype description, bytes)`` and dtypes as ``DType(description)``, so
-no numpy is needed to read a file.
+``Scalar(dtype description, bytes)``, dtypes as ``DType(description)`` and
+whatever numpy's own callables rebuild (ndarray subclasses) as ``Reduced(callable,
+arguments, state)``, so no numpy is needed to read a file.
 """
 
 import importlib
@@ -26,6 +27,16 @@ class Array(NamedTuple):
     shape: list
     fortran: bool
     data: bytes
+    writeable: bool = True
+
+
+def _readonly(array):
+    """torpor.arrays.readonly (FORMAT.md: names torpor writes for itself)."""
+    return array._replace(writeable=False)
+
+
+#: torpor's own GLOBAL names this reader understands (FORMAT.md)
+TORPOR_NAMES = {"torpor.arrays.readonly": _readonly}
 
 
 class Scalar(NamedTuple):
@@ -35,6 +46,14 @@ class Scalar(NamedTuple):
 
 class DType(NamedTuple):
     desc: object
+
+
+class Reduced(NamedTuple):
+    """A REDUCE whose callable is numpy's (an ndarray subclass's ``_reconstruct``):
+    its state holds a DType placeholder no real ndarray accepts, so it stays data."""
+    func: object
+    args: tuple
+    state: object
 
 
 class Damaged(Exception):
@@ -56,7 +75,7 @@ def _itemsize(desc):
     if isinstance(desc, str):
         return int(desc[2:].split("[")[0] or 0) if desc[1] not in "UO" else \
             (4 * int(desc[2:]) if desc[1] == "U" else 8)
-    if desc[0] == "meta":
+    if desc[0] in ("meta", "record"):
         return _itemsize(desc[1])
     if desc[0] == "sub":
         n = _itemsize(desc[1])
@@ -252,6 +271,8 @@ def _marker(code, at, items, ctx):
         return done(tuple(vals) if code == 16 else frozenset(vals))
     if code == 22:                                    # GLOBAL
         module, qualname = _build(items[0], ctx), _build(items[1], ctx)
+        if f"{module}.{qualname}" in TORPOR_NAMES:
+            return done(TORPOR_NAMES[f"{module}.{qualname}"])
         obj = importlib.import_module(module)
         for part in qualname.split("."):
             obj = getattr(obj, part)
@@ -275,6 +296,10 @@ def _marker(code, at, items, ctx):
     if code == 24:                                    # REDUCE: exists once func and args are read
         func = _build(items[0], ctx)
         args = _build(items[1], ctx)
+        if getattr(func, "__module__", "").split(".")[0] == "numpy":
+            obj = Reduced(func, args, _build(items[2], ctx))
+            ctx.memo[slot] = obj
+            return obj
         if ctx.memo[slot] is UNBUILT:
             obj = func(*args)
             ctx.memo[slot] = obj

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import torpor
-from golden.make_golden import golden_dtypes, golden_extras, golden_object, legacy_scalars
+from golden.make_golden import (golden_dtypes, golden_extras, golden_object, golden_records,
+                                legacy_scalars)
 from helpers import assert_same_array
 
 GOLDEN = pathlib.Path(__file__).parent.parent / "golden"
@@ -50,9 +51,29 @@ def test_golden_file_loads(impl, path):
         for k in ("void", "subarray_scalar"):
             assert type(got_d[k]) is np.void and got_d[k].dtype == want_d[k].dtype
             assert got_d[k].tobytes() == want_d[k].tobytes()
+    if meta.get("records"):
+        _check_records(got["records"])
     if meta.get("legacy_scalars"):
         for a, b in zip(got["legacy_scalars"], legacy_scalars()):
             assert type(a) is np.void and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def _check_records(got):
+    want = golden_records()
+    r = got["recarray"]
+    assert type(r) is np.recarray and r.dtype == want["recarray"].dtype
+    assert r.dtype.type is np.record and type(r[0]) is np.record
+    assert r.tolist() == want["recarray"].tolist() and list(r.x) == [2.5, -1.0]
+    assert type(got["record"]) is np.record and got["record"].n == 3
+    assert got["record"].tobytes() == want["record"].tobytes()
+    d = got["record_dtype"]
+    assert d.type is np.record and d == want["record_dtype"] and d.metadata == {"k": 1}
+    f = got["frozen"]
+    assert type(f) is np.ndarray and f.dtype == np.dtype("<i4") and f.shape == (50_000,)
+    assert f.tobytes() == want["frozen"].tobytes() and not f.flags.writeable
+    base, view = got["frozen_view"]
+    assert base.flags.writeable and not view.flags.writeable
+    assert view.tolist() == want["frozen_view"][1].tolist()
 
 
 def _chunk_modes(path, blocks=None):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import torpor
-from minimal_reader import Array, DType, Scalar, read
+from minimal_reader import Array, DType, Reduced, Scalar, read
 from torpor.format.dtypes import encode_dtype
 
 GOLDEN = sorted((pathlib.Path(__file__).parent.parent / "golden").glob("v*.torpor"))
@@ -31,10 +31,17 @@ def _same(mini, real, pairs, path="root"):
             return
         assert encode_dtype(real.dtype) == mini.dtype, path
         assert real.tobytes(order="F" if mini.fortran else "C") == mini.data, path
+        assert real.flags.writeable == mini.writeable, path
         return
     if isinstance(mini, Scalar):
         assert isinstance(real, np.generic), path
         assert encode_dtype(real.dtype) == mini.dtype and real.tobytes() == mini.data, path
+        return
+    if isinstance(mini, Reduced):                                 # an ndarray subclass
+        assert type(real) is mini.args[0], path
+        _version, shape, dt, fortran, data = mini.state
+        assert list(real.shape) == list(shape) and encode_dtype(real.dtype) == dt.desc, path
+        assert real.tobytes(order="F" if fortran else "C") == data, path
         return
     if isinstance(mini, DType):
         assert isinstance(real, np.dtype) and encode_dtype(real) == mini.desc, path

@@ -15,6 +15,9 @@ The files of v1:
 - ``v1_lz4_dtypes``: also ``golden_dtypes()``: dtypes with field titles and
   metadata (the descriptions' titles element and ``"meta"`` form, torpor 0.2.0),
   and structured and subarray numpy scalars (their data after the description).
+- ``v1_lz4_records``: also ``golden_records()``: record arrays, a record scalar
+  and a record dtype with metadata (the ``"record"`` form, torpor 0.3.0), and a
+  read-only array and a read-only view (``torpor.arrays.readonly``).
 - ``v1_0.1.0_scalars``: written by torpor 0.1.0 (commit 81a6233, not by this
   script): ``golden_object()`` plus ``legacy_scalars``, structured numpy scalars
   as 0.1.0 wrote them, the data inside the description's list. Kept so that
@@ -51,6 +54,19 @@ def golden_dtypes():
             "titled_array": np.arange(40_000, dtype="<f4").view(np.dtype([(("X", "x"), "<f4")])),
             "meta_array": np.zeros(5, meta),
             "void": rec[1], "subarray_scalar": np.ones(1, [("m", "<f8", (2, 2))])[0]}
+
+
+def golden_records():
+    """What ``v1_lz4_records`` holds besides the extras (must stay as it is)."""
+    recs = np.rec.array([(1, 2.5, b"ab"), (3, -1.0, b"c")], names="n,x,s")
+    frozen = np.arange(50_000, dtype="<i4")
+    frozen.flags.writeable = False
+    base = np.arange(12, dtype="<f8").reshape(3, 4)
+    view = base[1:]
+    view.flags.writeable = False
+    return {"recarray": recs, "record": recs[1],
+            "record_dtype": np.dtype((np.record, np.dtype([("t", "<f4")], metadata={"k": 1}))),
+            "frozen": frozen, "frozen_view": (base, view)}
 
 
 def legacy_scalars():
@@ -90,19 +106,22 @@ def main():
     version = torpor.FORMAT_VERSION
     obj = golden_object()
     files = {"lz4": "lz4", "gzip": "gzip", "raw": None, "lz4_filters": "lz4", "lz4_planes": "lz4",
-             "lz4_dtypes": "lz4"}
+             "lz4_dtypes": "lz4", "lz4_records": "lz4"}
     for suffix, compress in files.items():
         name = HERE / f"v{version}_{suffix}.torpor"
         if name.exists():
             print("kept", name)
             continue
-        extras = suffix in ("lz4_filters", "lz4_planes", "lz4_dtypes")
+        extras = suffix in ("lz4_filters", "lz4_planes", "lz4_dtypes", "lz4_records")
         dtypes = suffix == "lz4_dtypes"
         content = dict(obj, extras=golden_extras()) if extras else obj
         metadata = {"golden": True, "version": version, "extras": extras}
         if dtypes:
             content = dict(content, dtypes=golden_dtypes())
             metadata["dtypes"] = True
+        if suffix == "lz4_records":
+            content = dict(content, records=golden_records())
+            metadata["records"] = True
         torpor.dump(content, name, compress=compress, metadata=metadata)
         print("wrote", name)
 

@@ -791,6 +791,9 @@ _BUILT_FROM_DATA = "builds a plain value from data the file holds"
 #: The default allow-list (see the module's docstring).
 SAFE: dict[str, Entry] = {
     "builtins.object": _call(_check_no_args("builtins.object"), "object() is an empty object"),
+    "_thread.allocate_lock": _call(_check_no_args("_thread.allocate_lock"),
+                                   "a new unlocked lock (threading.Lock)"),
+    "_thread.RLock": _call(_check_no_args("_thread.RLock"), "a new unlocked reentrant lock"),
     "builtins.int": _call(_check_int, "parses at most MAX_INT_DIGITS digits"),
     "builtins.float": _call(None, "parses a number in linear time"),
     "builtins.complex": _call(None, "parses a number in linear time"),
@@ -853,6 +856,28 @@ def _check_readonly(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> N
 
 
 SAFE["torpor.arrays.readonly"] = _call(_check_readonly, "clears an array's writeable flag")
+
+# functools.partial: pickle writes partial(func) and then its state (func, args,
+# keywords, attributes). Building one calls nothing; a file can call the partial
+# only where Policy.callable_object lets it call the function inside, which safe
+# loading does only for a function the caller allowed (or an unchecked call).
+def _check_partial(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    if len(args) != 1 or not callable(args[0]):
+        raise _refuse("functools.partial", "arguments other than one callable")
+
+
+def _state_partial(obj: Any, state: Any) -> int:
+    if type(state) is tuple and len(state) == 4 and state[0] is obj.func \
+            and type(state[1]) is tuple \
+            and (state[2] is None or (type(state[2]) is dict and all(type(k) is str for k in state[2]))) \
+            and (state[3] is None or (type(state[3]) is dict and all(type(k) is str for k in state[3]))):
+        return 1 + len(state[1]) + len(state[2] or ()) + len(state[3] or ())
+    raise _refuse_state(obj, "not the function it was built with, an args tuple, a keyword "
+                             "map and an attribute map")
+
+
+SAFE["functools.partial"] = _call(_check_partial, "stores a function and arguments; calling "
+                                  "it is checked as calling the function", _state_partial)
 
 # Every builtin exception and warning class: built from its arguments, which it
 # stores (the few constructors that expand or copy one are checked); its state

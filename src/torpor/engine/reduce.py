@@ -8,6 +8,7 @@ then ``copyreg.dispatch_table``, then ``__reduce_ex__(4)``.
 
 from __future__ import annotations
 
+import _thread
 import copyreg
 import importlib
 import pickle
@@ -169,8 +170,15 @@ def _picklebuffer(buf):
     return pickle.PickleBuffer, (bytes(raw) if raw.readonly else bytearray(raw),)
 
 
+def _lock(lock):
+    """A lock comes back new and **unlocked** (dill keeps it held): its holders
+    are threads of the saving process, none of which exist where it is loaded,
+    and an object saved inside ``with self._lock:`` must not load deadlocked."""
+    return (_thread.RLock if type(lock) is _thread.RLock else _thread.allocate_lock), ()
+
+
 #: Reducers of torpor's own for types pickle refuses (after copyreg's table).
-_REDUCERS = {pickle.PickleBuffer: _picklebuffer}
+_REDUCERS = {pickle.PickleBuffer: _picklebuffer, _thread.LockType: _lock, _thread.RLock: _lock}
 
 
 def reduce_object(obj, byvalue=None):

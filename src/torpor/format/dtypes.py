@@ -7,10 +7,13 @@ A dtype is written as
                                           a structured dtype, fields recursive
   ["struct", ..., aligned, [titles]]      the same with field titles (a title or
                                           nil per field), when any field has one
+  ["record", dtype]                       the same dtype with ``numpy.record`` as
+                                          its scalar type (record arrays' dtypes)
   ["meta", dtype, {metadata}]             a dtype with ``dtype.metadata``
 so every non-object dtype, nested structured ones and either byte order included,
-comes back with exactly the same layout (offsets, padding and itemsize), titles
-and metadata. The layout alone (``layout=True``: no titles, no metadata) is what
+comes back with exactly the same layout (offsets, padding and itemsize), titles,
+scalar type and metadata. The layout alone (``layout=True``: no titles, no
+record type, no metadata) is what
 a section's meta records: it is all a reader needs to place the bytes, and it is
 plain MessagePack whatever the metadata holds.
 """
@@ -27,7 +30,8 @@ _TYPESTR = re.compile(r"^[<>|][biufcmMSUVO]\d*(\[\d*[A-Za-z]+\])?$")
 
 
 def encode_dtype(dt, layout=False):
-    """The description of ``dt``; ``layout=True`` leaves out titles and metadata."""
+    """The description of ``dt``; ``layout=True`` leaves out titles, the record
+    type and metadata."""
     md = None if layout else dt.metadata
     if dt.fields is not None:
         names = list(dt.names)
@@ -41,6 +45,8 @@ def encode_dtype(dt, layout=False):
         desc = ["sub", encode_dtype(base, layout), list(shape)]
     else:
         desc = dt.str
+    if not layout and dt.type is np.record:
+        desc = ["record", desc]
     if md:
         desc = ["meta", desc, dict(md)]
     return desc
@@ -90,6 +96,8 @@ def _decode(d, depth, allow_object):
                 raise CorruptFileError("a structured dtype's titles do not match its fields")
             spec["titles"] = titles
         return np.dtype(spec, align=bool(aligned))
+    if d[0] == "record" and len(d) == 2:
+        return np.dtype((np.record, _decode(d[1], depth + 1, allow_object)))
     if d[0] == "meta" and len(d) == 3:
         if type(d[2]) is not dict:
             raise CorruptFileError("a dtype's metadata is not a map")
