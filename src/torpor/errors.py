@@ -18,6 +18,9 @@ __all__ = [
     "CycleError",
     "RestoreError",
     "MissingClassError",
+    "ArtifactNotFoundError",
+    "ArtifactDamagedError",
+    "InvalidNameError",
 ]
 
 
@@ -84,6 +87,35 @@ class MissingClassError(RestoreError):
         super().__init__(message)
         self.module = module
         self.qualname = qualname
+
+
+class ArtifactNotFoundError(TorporError, KeyError):
+    """A workspace has no artifact of that name (or no such version of it).
+    ``name`` and ``version`` say which; ``storage`` names the storage."""
+
+    def __init__(self, message: str, name: str = "", version: Any = None,
+                 storage: str = "") -> None:
+        super().__init__(message)
+        self.name, self.version, self.storage = name, version, storage
+
+    def __str__(self) -> str:           # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ArtifactDamagedError(CorruptFileError):
+    """An artifact's data or its info record is damaged (truncated, checksum
+    mismatch, unreadable record). ``name`` and ``storage`` say which; the other
+    artifacts of the storage are not affected."""
+
+    def __init__(self, message: str, name: str = "", storage: str = "") -> None:
+        super().__init__(message)
+        self.name, self.storage = name, storage
+
+
+class InvalidNameError(TorporError, ValueError):
+    """An artifact name or workspace id that a storage refuses (characters, an
+    empty or ``..`` part, an absolute path, over 255 bytes). The message says
+    what was wrong and what names look like."""
 
 
 def brief(x: Any, limit: int = 60) -> str:

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
 from .. import storage
-from ..errors import FormatError
-from ..format.constants import CODEC_BY_NAME, CODEC_LZ4, MAX_DEPTH, SECTION_STREAM
+from ..errors import CorruptFileError, FormatError
+from ..format.constants import (CODEC_BY_NAME, CODEC_LZ4, END_MAGIC, FOOTER_SIZE, MAX_DEPTH,
+                               SECTION_STREAM)
 from ..format.container import (Toc, damaged_as_corrupt, make_header, map_file, open_source,
                                 read_toc)
 from ..format.container import read_header as _read_header
@@ -253,6 +254,22 @@ def inspect(file: Any, store: Optional[storage.Store] = None) -> tuple[dict[str,
             return header, reader.read_all().toc
         finally:
             reader.close()
+
+
+def content_checksum(file: Any, store: Optional[storage.Store] = None) -> str:
+    """A digest of a whole torpor file read in O(1): the checksum of its table of
+    contents, which covers every section's checksum (each of which covers its
+    chunks'), as ``"xxh3-toc:<16 hex digits>"``. Needs a seekable file."""
+    with storage.reading(file, store=store) as (f, name):
+        try:
+            f.seek(-(FOOTER_SIZE + 8), io.SEEK_END)
+            tail = f.read(FOOTER_SIZE + 8)
+        except OSError:
+            tail = b""
+        if len(tail) != FOOTER_SIZE + 8 or not tail.endswith(END_MAGIC):
+            raise CorruptFileError(f"{name}: no torpor footer at the end (truncated or not a "
+                                   f"torpor file)")
+        return f"xxh3-toc:{int.from_bytes(tail[:8], 'little'):016x}"
 
 
 def verify(file: Any, threads: Optional[int] = None, store: Optional[storage.Store] = None) -> int:

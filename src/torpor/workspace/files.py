@@ -1,0 +1,146 @@
+"""``FileStorage``: a workspace in a local folder.
+
+Layout (docs/WORKSPACE.md), under ``base_path`` (and ``workspace_id`` when given):
+
+    artifacts/results/run-1@info.json          the record (records.py): the commit
+    artifacts/results/run-1@<token>.torpor     one version's data (.bin .txt .json)
+    artifacts/results/run-1@lock               serialises commits of that name
+
+Every file is written through torpor's atomic local writer (temporary file,
+fsync, rename, fsync of the folder). A commit holds an ``flock`` on the
+artifact's own lock file, so two processes (or threads) saving the same name
+queue for the instant of the commit only; saves of different names never wait
+for each other, and no file is shared by all artifacts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, Optional, Union
+
+from ..storage import LocalFileStore, Store
+from .artifacts import Artifacts
+from .names import check_workspace_id
+
+_RECORD = "@info.json"
+_LOCK = "@lock"
+
+
+class _LocalBackend:
+    store: Optional[Store] = None
+
+    def __init__(self, root: str, label: str) -> None:
+        self.root = root
+        self.label = label
+        self._files = LocalFileStore()
+
+    def describe(self) -> str:
+        return self.label
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, *name.split("/"))
+
+    def data_key(self, name: str, token: str, ext: str) -> str:
+        path = self._path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return f"{path}@{token}{ext}"
+
+    def where(self, key: str) -> str:
+        return key
+
+    def local_path(self, key: str) -> Optional[str]:
+        return key
+
+    def read_record(self, name: str) -> Optional[bytes]:
+        try:
+            with open(self._path(name) + _RECORD, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def update_record(self, name: str,
+                      update: Callable[[Optional[bytes]], Optional[bytes]]) -> None:
+        path = self._path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path + _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            new = update(self.read_record(name))
+            if new is None:
+                try:
+                    os.unlink(path + _RECORD)
+                except FileNotFoundError:
+                    pass
+            else:
+                with self._files.open_writer(path + _RECORD) as w:
+                    w.write(new)
+        finally:
+            os.close(fd)                # releases the lock
+
+    def records(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        top = self.root
+        start = prefix.rpartition("/")[0]
+        folder = os.path.join(top, *start.split("/")) if start else top
+        stack = [folder]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = list(os.scandir(d))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                if e.name.endswith(_RECORD) and not e.name.startswith("."):
+                    rel = os.path.relpath(e.path, top).replace(os.sep, "/")[:-len(_RECORD)]
+                    if rel.startswith(prefix):
+                        try:
+                            with open(e.path, "rb") as f:
+                                yield rel, f.read()
+                        except OSError as exc:
+                            yield rel, exc
+                elif "@" not in e.name and e.is_dir(follow_symlinks=False):
+                    stack.append(e.path)
+
+    def data_keys(self, name: str) -> list[str]:
+        path = self._path(name)
+        folder, base = os.path.split(path)
+        head = base + "@"
+        try:
+            return [os.path.join(folder, n) for n in os.listdir(folder)
+                    if n.startswith(head) and n not in (base + _RECORD, base + _LOCK)]
+        except FileNotFoundError:
+            return []
+
+    def delete_data(self, keys: Iterable[str]) -> None:
+        for k in keys:
+            try:
+                os.unlink(k)
+            except FileNotFoundError:
+                pass
+
+
+class FileStorage:
+    """A workspace's storage in the folder ``base_path`` (created if missing).
+    ``workspace_id`` keeps several workspaces apart in one folder.
+    ``keep_versions``: how many earlier versions of an artifact each save keeps.
+    ``allow`` / ``trusted``: how ``.torpor`` artifacts load, as ``torpor.load``.
+    ``compress``: the compression of ``.torpor`` artifacts (None: raw, mappable)."""
+
+    def __init__(self, base_path: Union[str, "os.PathLike[str]"], *,
+                 workspace_id: Optional[str] = None, keep_versions: int = 5,
+                 allow: Iterable[Any] = (), trusted: bool = False,
+                 compress: Optional[str] = "lz4") -> None:
+        self.workspace_id = check_workspace_id(workspace_id)
+        base = os.path.abspath(os.fspath(base_path))
+        self.base_path = base
+        root = os.path.join(base, self.workspace_id) if self.workspace_id else base
+        self.root = root
+        os.makedirs(os.path.join(root, "artifacts"), exist_ok=True)
+        self.artifacts = Artifacts(_LocalBackend(os.path.join(root, "artifacts"), repr(self)),
+                                   keep_versions=keep_versions, allow=allow, trusted=trusted,
+                                   compress=compress)
+
+    def __repr__(self) -> str:
+        ws = f", workspace_id={self.workspace_id!r}" if self.workspace_id else ""
+        return f"FileStorage({self.base_path!r}{ws})"

@@ -1,0 +1,126 @@
+"""An artifact's record: its versions, newest last, as one small JSON document
+per artifact (never one index for all of them), written atomically by its
+backend after the version's data is complete: the record is the commit.
+
+    {"torpor_artifact": 1, "name": "results/run-1", "created_at": "2026-...Z",
+     "versions": [{"version": 1, "key": "...", "format": "torpor",
+                   "kind": "numpy.ndarray", "size": 1234, "checksum": "...",
+                   "saved_at": "2026-...Z", "description": "", "metadata": {}}]}
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from typing import Any, Optional
+
+from ..errors import ArtifactDamagedError, brief
+
+RECORD_VERSION = 1
+#: A record larger than this is damaged (the versions it holds are few and small).
+MAX_RECORD_BYTES = 16 << 20
+_ENTRY_KEYS = {"version": int, "key": str, "format": str, "kind": str, "size": int,
+               "checksum": str, "saved_at": str, "description": str, "metadata": dict}
+FORMATS = ("torpor", "bytes", "text", "json")
+
+
+def now() -> str:
+    """The current time, ISO 8601 in UTC with microseconds."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """``metadata`` as given if it is a dict of JSON values with str keys (it is
+    kept in the JSON record and must come back exactly: tuples would come back
+    as lists, so they are refused); ValueError naming the first bad place."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
+    check_json(metadata, "metadata")
+    return metadata
+
+
+def check_json(x: Any, path: str, depth: int = 0) -> None:
+    if depth > 100:
+        raise ValueError(f"{path} is nested more than 100 deep")
+    if x is None or type(x) in (bool, int, str):
+        return
+    if type(x) is float:
+        if not math.isfinite(x):
+            raise ValueError(f"{path} is {x!r}, which JSON cannot hold")
+        return
+    if type(x) is list:
+        for i, v in enumerate(x):
+            check_json(v, f"{path}[{i}]", depth + 1)
+        return
+    if type(x) is dict:
+        for k, v in x.items():
+            if type(k) is not str:
+                raise ValueError(f"{path} has the key {brief(k)}: JSON keys are strings")
+            check_json(v, f"{path}[{k!r}]", depth + 1)
+        return
+    raise ValueError(f"{path} holds a {type(x).__name__} ({brief(x)}); it must be JSON: "
+                     f"dicts with str keys, lists, str, int, float, bool or None")
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes, name: str, storage: str) -> dict[str, Any]:
+    """The record ``raw`` holds, checked; ArtifactDamagedError if it is not one."""
+    def damaged(why: str) -> ArtifactDamagedError:
+        return ArtifactDamagedError(f"the record of artifact {name!r} in {storage} is damaged "
+                                    f"({why}); its data cannot be found. Delete the artifact "
+                                    f"(storage.artifacts.delete({name!r})) or restore the record "
+                                    f"from a backup", name, storage)
+    if len(raw) > MAX_RECORD_BYTES:
+        raise damaged(f"{len(raw)} bytes, over {MAX_RECORD_BYTES}")
+    try:
+        rec = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise damaged(f"not JSON: {e}") from None
+    if not isinstance(rec, dict) or rec.get("torpor_artifact") != RECORD_VERSION:
+        raise damaged("not a torpor artifact record of version 1")
+    if rec.get("name") != name or not isinstance(rec.get("created_at"), str):
+        raise damaged(f"it names {brief(rec.get('name'))}")
+    versions = rec.get("versions")
+    if not isinstance(versions, list) or not versions:
+        raise damaged("no versions")
+    last = 0
+    for entry in versions:
+        if not isinstance(entry, dict) \
+                or any(type(entry.get(k)) is not t for k, t in _ENTRY_KEYS.items()):
+            raise damaged(f"a version entry is malformed: {brief(entry, 120)}")
+        if entry["format"] not in FORMATS or entry["version"] <= last:
+            raise damaged(f"version {entry['version']} is malformed")
+        last = entry["version"]
+    return rec
+
+
+def add_version(record: Optional[dict[str, Any]], name: str, entry: dict[str, Any],
+                keep: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The record with ``entry`` as its newest version (numbered after the
+    current one), and the entries dropped beyond ``keep`` previous versions."""
+    if record is None:
+        record = {"torpor_artifact": RECORD_VERSION, "name": name, "created_at": entry["saved_at"],
+                  "versions": []}
+    versions = list(record["versions"])
+    entry = dict(entry, version=versions[-1]["version"] + 1 if versions else 1)
+    versions.append(entry)
+    cut = max(0, len(versions) - 1 - keep)
+    return dict(record, versions=versions[cut:]), versions[:cut]
+
+
+def info(record: dict[str, Any], entry: dict[str, Any], where: str, storage: str) -> dict[str, Any]:
+    """The public info dict of one version: what the caller gave (description,
+    metadata) apart from what the storage knows; no internal key leaks into
+    ``metadata``."""
+    return {"name": record["name"], "description": entry["description"],
+            "metadata": json.loads(json.dumps(entry["metadata"])),
+            "kind": entry["kind"], "format": entry["format"], "size": entry["size"],
+            "checksum": entry["checksum"], "created_at": record["created_at"],
+            "updated_at": entry["saved_at"], "version": entry["version"],
+            "path": where, "storage": storage}
