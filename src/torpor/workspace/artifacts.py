@@ -19,6 +19,8 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional, Protocol
 
+import xxhash
+
 from .. import storage as _storage
 from ..engine import pipeline
 from ..engine.safety import Policy
@@ -26,7 +28,8 @@ from ..errors import ArtifactDamagedError, ArtifactNotFoundError, CorruptFileErr
 from . import payload, records
 from .names import check_name, check_prefix
 
-_HOST = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40] or "host"
+#: This machine in data tokens: a short hash, so long names still fit a file name.
+_HOST = f"{xxhash.xxh32_intdigest(socket.gethostname().encode()):08x}"
 
 
 class ArtifactWarning(UserWarning):

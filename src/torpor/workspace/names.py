@@ -2,8 +2,9 @@
 anything touches a file or a key.
 
 A name is parts joined by ``/`` (sub-folders); each part is made of
-``a-z A-Z 0-9 _ - .``, is not ``.`` or ``..``, and the whole name is at most 255
-bytes. Backends add ``@`` to every key of their own (``report@info.json``,
+``a-z A-Z 0-9 _ - .``, is not ``.`` or ``..`` and is at most 128 bytes (so that a
+backend's suffixes and temporary names still fit a file name), and the whole name
+is at most 255 bytes. Backends add ``@`` to every key of their own (``report@info.json``,
 ``report@v3.torpor``): no name can contain it, so no name collides with a
 backend's key, and no name can reach outside the workspace.
 """
@@ -16,9 +17,10 @@ from typing import Any, Optional
 from ..errors import InvalidNameError, brief
 
 MAX_NAME_BYTES = 255
+MAX_PART_BYTES = 128
 _PART = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SHAPE = ("names are parts of letters, digits, '_', '-' and '.', joined by '/' for "
-          "sub-folders, at most 255 bytes (for example 'results/run-1.csv')")
+          "sub-folders, at most 255 bytes and 128 per part (for example 'results/run-1.csv')")
 
 
 def check_name(name: Any, what: str = "artifact name") -> str:
@@ -38,6 +40,9 @@ def check_name(name: Any, what: str = "artifact name") -> str:
         if part in (".", ".."):
             raise InvalidNameError(f"the {what} {brief(name)} has a {part!r} part, which "
                                    f"could reach outside the workspace; {_SHAPE}")
+        if len(part) > MAX_PART_BYTES:
+            raise InvalidNameError(f"the {what} {brief(name)} has a part of {len(part)} "
+                                   f"bytes, over {MAX_PART_BYTES}; {_SHAPE}")
         if not _PART.match(part):
             bad = sorted({c for c in part if not re.match(r"[A-Za-z0-9_.-]", c)})
             raise InvalidNameError(f"the {what} {brief(name)} contains {''.join(bad)!r}; "

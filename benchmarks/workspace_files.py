@@ -1,0 +1,132 @@
+"""Artifacts through FileStorage against torpor.dump/load to a path (issue 12):
+
+    python -m benchmarks.workspace_files [--size full|small] [--repeat 5]
+
+The workload: a dict of float32 arrays (``full``: 1 GiB in 16 arrays of smooth
+and noisy data; ``small``: 64 MiB). torpor saves it with ``torpor.dump(obj,
+path)`` and loads it with ``torpor.load``; the workspace with
+``FileStorage.artifacts.save`` / ``load`` (each save a new version, pruned as
+usual). One process, the two interleaved with their order swapped every round,
+``settle()`` (gc and sync) before every timed run; reported: best and median of
+the rounds and their ratios (target: at most 1.05x).
+
+Also: ``list()`` of 10,000 small artifacts (target under 0.5 s), and the
+reference's way of storing arrays (py-code-mode keeps artifacts as JSON or
+``str()``: ``json.dumps(array.tolist())``, and ``np.save`` per array plus a JSON
+index), timed on one 64 MiB array and scaled to the workload's bytes, for the
+report.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import torpor
+from benchmarks.peers import best, settle
+from torpor.workspace import FileStorage
+
+SIZES = {"full": 1 << 30, "small": 64 << 20}
+
+
+def workload(nbytes, seed=0):
+    rng = np.random.default_rng(seed)
+    n = nbytes // 16 // 4
+    out = {}
+    for i in range(16):
+        x = np.linspace(0, 20 + i, n, dtype=np.float32)
+        out[f"field{i:02d}"] = (np.sin(x) + (rng.standard_normal(n, dtype=np.float32) * 0.01
+                                              if i % 2 else 0)).astype(np.float32)
+    return out
+
+
+def _median(v):
+    v = sorted(v)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+
+def compare(obj, repeat, folder):
+    """{"save"|"load": (workspace times, torpor times)}."""
+    storage = FileStorage(os.path.join(folder, "ws"), keep_versions=1)
+    path = os.path.join(folder, "direct.torpor")
+    fns = {"save": (lambda: storage.artifacts.save("data", obj), lambda: torpor.dump(obj, path)),
+           "load": (lambda: storage.artifacts.load("data"), lambda: torpor.load(path))}
+    fns["save"][0](), fns["save"][1]()
+    for out in (fns["load"][0](), fns["load"][1]()):
+        assert all(np.array_equal(out[k], obj[k]) for k in obj)
+    times = {k: ([], []) for k in fns}
+    for r in range(repeat):
+        for name, (w, t) in fns.items():
+            pair = [(times[name][0], w), (times[name][1], t)]
+            for acc, fn in (pair if r % 2 == 0 else pair[::-1]):
+                acc.append(best(fn, 1))
+    return times
+
+
+def time_list(folder, n=10_000):
+    storage = FileStorage(os.path.join(folder, "many"))
+    for i in range(n):
+        storage.artifacts.save(f"group{i % 100:02d}/item{i:05d}", i)
+    settle()
+    runs = []
+    for _ in range(3):
+        t = time.perf_counter()
+        listed = storage.artifacts.list()
+        runs.append(time.perf_counter() - t)
+    assert len(listed) == n
+    return min(runs), _median(runs)
+
+
+def reference_ways(folder, total_bytes):
+    """Seconds per GiB to save the reference's ways, measured on one 64 MiB array."""
+    a = workload(64 << 20)["field01"][: (64 << 20) // 4 // 16 * 16]
+    a = np.concatenate([a] * 16)[: (64 << 20) // 4]
+    scale = total_bytes / a.nbytes
+    settle()
+    t = time.perf_counter()
+    with open(os.path.join(folder, "ref.json"), "w") as f:
+        f.write(json.dumps(a.tolist()))
+    json_s = (time.perf_counter() - t) * scale
+    json_size = os.path.getsize(os.path.join(folder, "ref.json")) * scale
+    settle()
+    t = time.perf_counter()
+    np.save(os.path.join(folder, "ref.npy"), a)
+    with open(os.path.join(folder, "index.json"), "w") as f:
+        json.dump({"ref": {"path": "ref.npy", "created_at": time.time()}}, f)
+    npy_s = (time.perf_counter() - t) * scale
+    return json_s, json_size, npy_s
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="full")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--artifacts", type=int, default=10_000)
+    a = ap.parse_args(argv)
+    obj = workload(SIZES[a.size])
+    nbytes = sum(v.nbytes for v in obj.values())
+    with tempfile.TemporaryDirectory(prefix="torpor-ws-", dir=os.environ.get("TORPOR_BENCH_DIR")) as d:
+        times = compare(obj, a.repeat, d)
+        lbest, lmed = time_list(d, a.artifacts)
+        json_s, json_size, npy_s = reference_ways(d, nbytes)
+    print(f"torpor {torpor.__version__} ({torpor.implementation}), Python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cores; a dict of 16 float32 arrays, {nbytes / 2**20:.0f} MiB; best and "
+          f"median of {a.repeat}, order swapped every round")
+    print(f"{'measure':<8}{'artifact s':>11}{'torpor s':>10}{'ratio':>7}"
+          f"{'median a':>10}{'median t':>10}{'ratio':>7}")
+    for name, (w, t) in times.items():
+        bw, bt, mw, mt = min(w), min(t), _median(w), _median(t)
+        print(f"{name:<8}{bw:>11.3f}{bt:>10.3f}{bw / bt:>7.3f}{mw:>10.3f}{mt:>10.3f}{mw / mt:>7.3f}")
+    print(f"list() of {a.artifacts} artifacts: best {lbest:.3f} s, median {lmed:.3f} s")
+    print(f"the reference's ways for the same {nbytes / 2**20:.0f} MiB (scaled from 64 MiB): "
+          f"json.dumps(array.tolist()) {json_s:.1f} s and {json_size / 2**20:.0f} MiB; "
+          f"np.save + a JSON index {npy_s:.2f} s (neither keeps a dict of arrays as one value)")
+    return times
+
+
+if __name__ == "__main__":
+    main()
