@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 import torpor
-from benchmarks.peers import best, pickle_load, pickle_save
+from benchmarks.peers import best, pickle_load, pickle_save, ratio_table
 from benchmarks.workloads import WORKLOAD_CLASSES, array_heavy, object_heavy
 
 
@@ -107,21 +107,12 @@ def _measure(a, d):
     print(f"torpor {torpor.__version__} ({torpor.implementation}), Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores; array-heavy {live / 2**20:.0f} MiB live, "
           f"{a.atoms} atoms; best and median of {a.repeat}")
-    print(f"{'measure':<40}{'torpor s':>10}{'pickle s':>10}{'ratio':>8}"
-          f"{'median t':>10}{'median p':>10}{'ratio':>8}")
-    for name, t, p in rows:
-        bt, bp, mt, mp = min(t), min(p), _median(t), _median(p)
-        print(f"{name:<40}{bt:>10.3f}{bp:>10.3f}{bt / bp:>8.3f}{mt:>10.3f}{mp:>10.3f}{mt / mp:>8.3f}")
+    ratio_table(rows)
     print(f"array-heavy file size: torpor {ts / 2**20:.0f} MiB, pickle {ps / 2**20:.0f} MiB, "
           f"pickle/torpor {ps / ts:.2f}x")
     print(f"object-heavy size: torpor {len(tb) / 2**20:.1f} MiB, pickle {len(pk) / 2**20:.1f} MiB")
     print(f"array-heavy save: peak RSS {save_extra / 2**20:.0f} MiB above the "
           f"{live_bytes / 2**20:.0f} MiB of live data (target: under 256 MiB above)")
-
-
-def _median(v):
-    v = sorted(v)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
 def _evict(path):

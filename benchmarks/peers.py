@@ -40,6 +40,22 @@ def best(fn, repeat):
     return min(times)
 
 
+def median(v):
+    v = sorted(v)
+    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+
+
+def ratio_table(rows, a="torpor", b="pickle", width=40):
+    """Print ``rows`` of (measure, times of a, times of b): best and median of
+    each, and their ratios a/b."""
+    print(f"{'measure':<{width}}{a + ' s':>11}{b + ' s':>11}{'ratio':>8}"
+          f"{'median ' + a[0]:>10}{'median ' + b[0]:>10}{'ratio':>8}")
+    for name, t, p in rows:
+        bt, bp, mt, mp = min(t), min(p), median(t), median(p)
+        print(f"{name:<{width}}{bt:>11.3f}{bp:>11.3f}{bt / bp:>8.3f}{mt:>10.3f}{mp:>10.3f}"
+              f"{mt / mp:>8.3f}")
+
+
 def pickle_save(obj, path):
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=5)

@@ -24,7 +24,7 @@ import sys
 import tempfile
 
 import torpor
-from benchmarks.peers import best
+from benchmarks.peers import best, ratio_table
 
 SIZES = {"full": (1_000_000, 100_000), "small": (20_000, 2_000)}
 
@@ -90,11 +90,6 @@ def check(saved, restored):
     assert sum(len(r.atoms) for r in b) == sum(len(r.atoms) for r in a)
 
 
-def _median(v):
-    v = sorted(v)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
-
-
 def measure_fns(s, lib, folder):
     """(save, load) of session ``s`` for ``lib`` ("torpor" or "pickle") to a file
     in ``folder``; load returns the restored manager."""
@@ -151,11 +146,7 @@ def main(argv=None):
     print(f"torpor {torpor.__version__} ({torpor.implementation}), Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores; {n_atoms} atoms in {n_residues} residues (State objects "
           f"saved in place); best and median of {a.repeat}, order swapped every round")
-    print(f"{'measure':<10}{'torpor s':>10}{'pickle s':>10}{'ratio':>8}"
-          f"{'median t':>10}{'median p':>10}{'ratio':>8}")
-    for name, (t, p) in times.items():
-        bt, bp, mt, mp = min(t), min(p), _median(t), _median(p)
-        print(f"{name:<10}{bt:>10.3f}{bp:>10.3f}{bt / bp:>8.2f}{mt:>10.3f}{mp:>10.3f}{mt / mp:>8.2f}")
+    ratio_table([(name, t, p) for name, (t, p) in times.items()], width=10)
     print(f"file size: torpor {ts / 2**20:.1f} MiB, pickle {ps / 2**20:.1f} MiB")
     return times
 

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import torpor
-from benchmarks.peers import best, settle
+from benchmarks.peers import best, median, ratio_table, settle
 from torpor.workspace import FileStorage
 
 SIZES = {"full": 1 << 30, "small": 64 << 20}
@@ -42,11 +42,6 @@ def workload(nbytes, seed=0):
         out[f"field{i:02d}"] = (np.sin(x) + (rng.standard_normal(n, dtype=np.float32) * 0.01
                                               if i % 2 else 0)).astype(np.float32)
     return out
-
-
-def _median(v):
-    v = sorted(v)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
 def compare(obj, repeat, folder):
@@ -78,7 +73,7 @@ def time_list(folder, n=10_000):
         listed = storage.artifacts.list()
         runs.append(time.perf_counter() - t)
     assert len(listed) == n
-    return min(runs), _median(runs)
+    return min(runs), median(runs)
 
 
 def reference_ways(folder, total_bytes):
@@ -116,11 +111,7 @@ def main(argv=None):
     print(f"torpor {torpor.__version__} ({torpor.implementation}), Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} cores; a dict of 16 float32 arrays, {nbytes / 2**20:.0f} MiB; best and "
           f"median of {a.repeat}, order swapped every round")
-    print(f"{'measure':<8}{'artifact s':>11}{'torpor s':>10}{'ratio':>7}"
-          f"{'median a':>10}{'median t':>10}{'ratio':>7}")
-    for name, (w, t) in times.items():
-        bw, bt, mw, mt = min(w), min(t), _median(w), _median(t)
-        print(f"{name:<8}{bw:>11.3f}{bt:>10.3f}{bw / bt:>7.3f}{mw:>10.3f}{mt:>10.3f}{mw / mt:>7.3f}")
+    ratio_table([(name, w, t) for name, (w, t) in times.items()], "artifact", "torpor", 8)
     print(f"list() of {a.artifacts} artifacts: best {lbest:.3f} s, median {lmed:.3f} s")
     print(f"the reference's ways for the same {nbytes / 2**20:.0f} MiB (scaled from 64 MiB): "
           f"json.dumps(array.tolist()) {json_s:.1f} s and {json_size / 2**20:.0f} MiB; "
