@@ -184,3 +184,25 @@ def test_a_2gib_array_streams_without_a_second_copy(tmp_path, walker_env):
     assert extra_mib < 512, f"saving 2 GiB took {extra_mib} MiB beyond the array"
     s = FileStorage(tmp_path)
     assert s.artifacts.get("big")["size"] < 2 << 30
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_commit_that_fails_keeps_exactly_the_data_it_committed(tmp_path, when):
+    """A connection lost after the record was written (the commit happened) must
+    not delete the new data; one lost before it leaves no data behind."""
+    s = FileStorage(tmp_path)
+    s.artifacts.save("x", 1)
+    backend = s.artifacts._b            # the test wraps the backend's commit on purpose
+    real = backend.update_record
+
+    def flaky(name, update):
+        if when == "after":
+            real(name, update)
+        raise ConnectionError("lost the answer")
+    backend.update_record = flaky
+    with pytest.raises(ConnectionError):
+        s.artifacts.save("x", 2)
+    backend.update_record = real
+    assert s.artifacts.load("x") == (2 if when == "after" else 1)
+    data = [f for f in _files(tmp_path / "artifacts") if f.endswith(".torpor")]
+    assert len(data) == (2 if when == "after" else 1)

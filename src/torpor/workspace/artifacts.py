@@ -168,12 +168,23 @@ class Artifacts:
                 return records.encode(rec)
             b.update_record(name, commit)
         except BaseException:
-            b.delete_data([key])
+            if not self._committed(name, key):
+                b.delete_data([key])
             raise
         rec = done["record"]
         b.delete_data([e["key"] for e in done["dropped"]])
         self._clean(name, rec)
         return records.info(rec, rec["versions"][-1], b.where(key), b.describe())
+
+    def _committed(self, name: str, key: str) -> bool:
+        """After an error, whether the record refers to ``key`` after all (a
+        commit whose answer was lost, a connection dropped after EXEC): then its
+        data must stay. Unknown counts as committed."""
+        try:
+            raw = self._b.read_record(name)
+        except Exception:
+            return True
+        return raw is not None and key.encode() in raw
 
     def _size(self, key: str) -> int:
         b = self._b
