@@ -14,13 +14,30 @@ from torpor.engine.safety import Policy
 from torpor.format.constants import CODEC_LZ4
 from torpor.format.container import make_header
 from torpor.storage import LocalFileStore, MemoryStore, Store, StoreWriter
+from torpor.storage.fsspec_store import FsspecStore
+from workspace.s3_server import s3_server  # noqa: F401  (moto's S3 server, on 127.0.0.1)
+
+#: FsspecStore kinds: "fsspec-memory" (fsspec's memory://), "fsspec-file" (local files
+#: through fsspec: a temporary key moved over the object), "s3" (a real S3 API served
+#: by moto) and "s3-stream" (S3, every object streamed as a multipart upload).
+FSSPEC_KINDS = ["fsspec-memory", "fsspec-file", "s3", "s3-stream"]
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", *FSSPEC_KINDS])
 def store(request, tmp_path):
     if request.param == "local":
         return LocalFileStore(tmp_path)
-    return MemoryStore()
+    if request.param == "memory":
+        return MemoryStore()
+    unique = os.urandom(8).hex()
+    if request.param == "fsspec-memory":
+        return FsspecStore(f"memory://contract-{unique}", small=0)
+    if request.param == "fsspec-file":
+        return FsspecStore(f"file://{tmp_path}", small=0)
+    server = request.getfixturevalue("s3_server")
+    small = 0 if request.param == "s3-stream" else 8 << 20
+    return FsspecStore(f"s3://{server['bucket']}/contract-{unique}", small=small,
+                       block_size=5 << 20, storage_options=server["storage_options"])
 
 
 def _put(store, key, data):
@@ -34,9 +51,18 @@ def _get(store, key):
 
 
 def _leftovers(store):
-    """Temporary files a store left behind (local files only)."""
+    """Temporary files a store left behind (local files, temporary keys of an
+    FsspecStore, multipart uploads never completed nor aborted on S3)."""
     if isinstance(store, LocalFileStore):
         return [n for n in os.listdir(store.root) if n.endswith(".torpor-tmp")]
+    if isinstance(store, FsspecStore):
+        store.fs.invalidate_cache(store.root)
+        found = [p for p in store.fs.find(store.root) if p.endswith(".torpor-tmp")]
+        if store.protocol == "s3":
+            bucket, _, prefix = store.root.partition("/")
+            found += [u["Key"] for u in store.fs.list_multipart_uploads(bucket)
+                      if u["Key"].startswith(prefix + "/")]
+        return found
     return []
 
 

@@ -7,9 +7,11 @@ other options)."""
 import pytest
 
 from torpor.workspace import FileStorage
+from s3_server import s3_server, s3_storage_factory, memory_storage_factory  # noqa: F401
 
 #: The kinds of storage every contract test runs on (servers add theirs below).
 KINDS = ["file"]
+KINDS += ["s3", "memory"]
 
 
 @pytest.fixture

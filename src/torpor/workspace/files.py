@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional, Union
 from ..storage import LocalFileStore, Store
 from .artifacts import Artifacts
 from .names import check_workspace_id
+from .objectstore import _FsspecBackend
 
 _RECORD = "@info.json"
 _LOCK = "@lock"
@@ -125,13 +126,31 @@ class FileStorage:
     ``workspace_id`` keeps several workspaces apart in one folder.
     ``keep_versions``: how many earlier versions of an artifact each save keeps.
     ``allow`` / ``trusted``: how ``.torpor`` artifacts load, as ``torpor.load``.
-    ``compress``: the compression of ``.torpor`` artifacts (None: raw, mappable)."""
+    ``compress``: the compression of ``.torpor`` artifacts (None: raw, mappable).
+    ``base_path`` may also be an fsspec URL (``s3://bucket/prefix``, ``memory://x``;
+    objectstore.py), with ``storage_options`` for its filesystem (credentials,
+    ``client_kwargs={"endpoint_url": ...}``)."""
 
     def __init__(self, base_path: Union[str, "os.PathLike[str]"], *,
                  workspace_id: Optional[str] = None, keep_versions: int = 5,
                  allow: Iterable[Any] = (), trusted: bool = False,
-                 compress: Optional[str] = "lz4") -> None:
+                 compress: Optional[str] = "lz4",
+                 storage_options: Optional[dict[str, Any]] = None) -> None:
         self.workspace_id = check_workspace_id(workspace_id)
+        if isinstance(base_path, str) and "://" in base_path \
+                and not base_path.startswith("file://"):
+            self.base_path = base_path if base_path.endswith("://") else base_path.rstrip("/")
+            self.root = f"{self.base_path}/{self.workspace_id}" if self.workspace_id \
+                else self.base_path
+            self.artifacts = Artifacts(
+                _FsspecBackend(f"{self.root}/artifacts", repr(self), storage_options),
+                keep_versions=keep_versions, allow=allow, trusted=trusted, compress=compress)
+            return
+        if storage_options is not None:
+            raise TypeError("storage_options= is for URLs (s3://bucket/prefix, ...), not "
+                            "a local folder")
+        if isinstance(base_path, str) and base_path.startswith("file://"):
+            base_path = base_path[len("file://"):]
         base = os.path.abspath(os.fspath(base_path))
         self.base_path = base
         root = os.path.join(base, self.workspace_id) if self.workspace_id else base
