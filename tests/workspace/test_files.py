@@ -15,9 +15,6 @@ import pytest
 
 from torpor.workspace import FileStorage
 
-SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src")
-
-
 def _files(root):
     out = []
     for d, _, fs in os.walk(root):
@@ -77,10 +74,9 @@ def test_mmap_load_of_an_uncompressed_artifact(tmp_path, impl):
 _WORKER = textwrap.dedent("""
     import sys, threading
     import numpy as np
-    sys.path.insert(0, sys.argv[1])
     from torpor.workspace import FileStorage
-    s = FileStorage(sys.argv[2])
-    p = int(sys.argv[3])
+    s = FileStorage(sys.argv[1])
+    p = int(sys.argv[2])
     def work(t):
         for i in range(6):
             s.artifacts.save(f"p{p}/t{t}/a{i}", {"p": p, "t": t, "i": i, "x": np.full(1000, i)},
@@ -93,7 +89,7 @@ _WORKER = textwrap.dedent("""
 
 
 def test_two_processes_of_eight_threads_lose_nothing(tmp_path, walker_env):
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, SRC, str(tmp_path), str(p)],
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), str(p)],
                               env=walker_env) for p in range(2)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     s = FileStorage(tmp_path)
@@ -115,9 +111,8 @@ def test_two_processes_of_eight_threads_lose_nothing(tmp_path, walker_env):
 _KILLED = textwrap.dedent("""
     import sys
     import numpy as np
-    sys.path.insert(0, sys.argv[1])
     from torpor.workspace import FileStorage
-    s = FileStorage(sys.argv[2])
+    s = FileStorage(sys.argv[1])
     i = 0
     print("ready", flush=True)
     while True:
@@ -131,7 +126,7 @@ _KILLED = textwrap.dedent("""
 def test_a_save_killed_at_any_moment_leaves_a_complete_version(tmp_path, walker_env, delay):
     s = FileStorage(tmp_path)
     s.artifacts.save("victim", {"i": 0, "a": np.zeros(2_000_000, dtype=np.int64)})
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED, SRC, str(tmp_path)],
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(tmp_path)],
                             env=walker_env, stdout=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"ready"
     time.sleep(delay)
@@ -170,15 +165,14 @@ def test_a_2gib_array_streams_without_a_second_copy(tmp_path, walker_env):
     code = textwrap.dedent("""
         import resource, sys
         import numpy as np
-        sys.path.insert(0, sys.argv[1])
         from torpor.workspace import FileStorage
         a = np.ones(2 << 30, dtype=np.uint8)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        FileStorage(sys.argv[2]).artifacts.save("big", a)
+        FileStorage(sys.argv[1]).artifacts.save("big", a)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print((peak - base) // 1024)
     """)
-    out = subprocess.run([sys.executable, "-c", code, SRC, str(tmp_path)], env=walker_env,
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=walker_env,
                          capture_output=True, text=True, timeout=600, check=True)
     extra_mib = int(out.stdout.strip())
     assert extra_mib < 512, f"saving 2 GiB took {extra_mib} MiB beyond the array"
