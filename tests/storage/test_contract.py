@@ -15,7 +15,9 @@ from torpor.format.constants import CODEC_LZ4
 from torpor.format.container import make_header
 from torpor.storage import LocalFileStore, MemoryStore, Store, StoreWriter
 from torpor.storage.fsspec_store import FsspecStore
+from torpor.storage.redis_store import RedisStore
 from workspace.s3_server import s3_server  # noqa: F401  (moto's S3 server, on 127.0.0.1)
+from workspace.redis_server import redis_server  # noqa: F401  (a private redis-server)
 
 #: FsspecStore kinds: "fsspec-memory" (fsspec's memory://), "fsspec-file" (local files
 #: through fsspec: a temporary key moved over the object), "s3" (a real S3 API served
@@ -23,12 +25,15 @@ from workspace.s3_server import s3_server  # noqa: F401  (moto's S3 server, on 1
 FSSPEC_KINDS = ["fsspec-memory", "fsspec-file", "s3", "s3-stream"]
 
 
-@pytest.fixture(params=["local", "memory", *FSSPEC_KINDS])
+@pytest.fixture(params=["local", "memory", *FSSPEC_KINDS, "redis"])
 def store(request, tmp_path):
     if request.param == "local":
         return LocalFileStore(tmp_path)
     if request.param == "memory":
         return MemoryStore()
+    if request.param == "redis":        # chunks of 64 KiB: the tests' objects span several
+        return RedisStore(url=request.getfixturevalue("redis_server").url,
+                          prefix=f"contract-{os.urandom(8).hex()}:", chunk_size=64 << 10)
     unique = os.urandom(8).hex()
     if request.param == "fsspec-memory":
         return FsspecStore(f"memory://contract-{unique}", small=0)
@@ -63,7 +68,19 @@ def _leftovers(store):
             found += [u["Key"] for u in store.fs.list_multipart_uploads(bucket)
                       if u["Key"].startswith(prefix + "/")]
         return found
+    if isinstance(store, RedisStore):
+        return _redis_leftovers(store)
     return []
+
+
+def _redis_leftovers(store):
+    """Chunks of a RedisStore that no committed manifest refers to."""
+    client, found = store.client, []
+    for key in client.scan_iter(match=store.prefix + "*#*", count=1000):
+        obj, _, chunk = key.decode().partition("#")
+        if client.hget(obj, "id") != chunk.split(":")[0].encode():
+            found.append(key.decode())
+    return found
 
 
 def test_is_a_store(store):

@@ -8,10 +8,12 @@ import pytest
 
 from torpor.workspace import FileStorage
 from s3_server import s3_server, s3_storage_factory, memory_storage_factory  # noqa: F401
+from redis_server import redis_server, redis_storage_factory  # noqa: F401
 
 #: The kinds of storage every contract test runs on (servers add theirs below).
 KINDS = ["file"]
 KINDS += ["s3", "memory"]
+KINDS += ["redis"]
 
 
 @pytest.fixture

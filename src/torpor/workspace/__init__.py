@@ -14,8 +14,10 @@ from typing import Optional, Protocol, runtime_checkable
 from .artifacts import Artifacts, ArtifactWarning
 from .files import FileStorage
 from .names import check_name
+from .redis_storage import RedisStorage
 
-__all__ = ["StorageBackend", "FileStorage", "Artifacts", "ArtifactWarning", "check_name"]
+__all__ = ["StorageBackend", "FileStorage", "RedisStorage", "Artifacts", "ArtifactWarning",
+           "check_name"]
 
 
 @runtime_checkable
