@@ -1,0 +1,18 @@
+"""The workspace demo (examples/workspace_demo.py) runs, on a local folder and on
+a private redis-server it starts with the same code as the tests' fixture."""
+
+import os
+import subprocess
+import sys
+
+DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "workspace_demo.py")
+
+
+def test_workspace_demo_runs_on_files_and_redis(walker_env):
+    out = subprocess.run([sys.executable, DEMO], env=walker_env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "FileStorage in" in out.stdout
+    assert "RedisStorage on a private redis-server at redis://127.0.0.1:" in out.stdout, out.stdout
+    assert out.stdout.count("versions of results/grid: [1, 2]") == 2
+    assert out.stdout.count("notes.md") == 2
