@@ -11,6 +11,7 @@ left uncommitted is cleaned up by the next save of that name.
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 import socket
@@ -132,7 +133,7 @@ class Artifacts:
         check_name(name)
         if not isinstance(description, str):
             raise TypeError(f"description must be a str, not {type(description).__name__}")
-        metadata = records.check_metadata(metadata)
+        metadata = copy.deepcopy(records.check_metadata(metadata))
         fmt = payload.choose_format(data, format)
         compress = self.compress if compress == "default" else compress
         options = pipeline.SaveOptions.of(compress) if fmt == "torpor" else None
@@ -298,6 +299,11 @@ class Artifacts:
                     raw = f.read()
             except FileNotFoundError:
                 raise self._missing(name, entry) from None
+            except CorruptFileError as e:
+                raise ArtifactDamagedError(
+                    f"artifact {name!r} version {entry['version']} in {b.describe()} is "
+                    f"damaged: {e}; load an earlier version (versions({name!r})) or save it "
+                    f"again", name, b.describe()) from e
             return payload.from_plain(raw, entry, name, b.describe())
         if mmap and b.local_path(key) is None:
             raise ValueError(f"mmap=True maps local files; {b.describe()} keeps artifact "

@@ -117,9 +117,10 @@ def add_version(record: Optional[dict[str, Any]], name: str, entry: dict[str, An
 def info(record: dict[str, Any], entry: dict[str, Any], where: str, storage: str) -> dict[str, Any]:
     """The public info dict of one version: what the caller gave (description,
     metadata) apart from what the storage knows; no internal key leaks into
-    ``metadata``."""
+    ``metadata``. ``record`` is one freshly decoded (or built by this save from
+    a copy of the caller's metadata): the dicts are the caller's to keep."""
     return {"name": record["name"], "description": entry["description"],
-            "metadata": json.loads(json.dumps(entry["metadata"])),
+            "metadata": entry["metadata"],
             "kind": entry["kind"], "format": entry["format"], "size": entry["size"],
             "checksum": entry["checksum"], "created_at": record["created_at"],
             "updated_at": entry["saved_at"], "version": entry["version"],
