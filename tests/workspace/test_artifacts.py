@@ -364,3 +364,19 @@ def test_checksums_follow_the_content(storage):
     assert a["checksum"] == b["checksum"] != c["checksum"]
     raw = storage.artifacts.save("raw", b"abc")
     assert raw["checksum"] == f"xxh3:{xxhash.xxh3_64_intdigest(b'abc'):016x}"
+
+
+def test_pandas_objects_come_back_equal(storage):
+    import pandas as pd                 # in the test extra: .ci/run installs it
+    df = pd.DataFrame({"a": np.arange(5), "b": list("abcde"),
+                       "t": pd.date_range("2026-01-01", periods=5, tz="UTC")})
+    ser = pd.Series([1.5, 2.5], index=["x", "y"], name="s")
+    info = storage.artifacts.save("frames", {"df": df, "s": ser})
+    assert info["kind"] == "dict"
+    with pytest.raises(UnsafeLoadError, match="pandas"):
+        storage.artifacts.load("frames")
+    for out in (storage.artifacts.load("frames", trusted=True),
+                storage.artifacts.load("frames", allow=["pandas.*"])):
+        pd.testing.assert_frame_equal(out["df"], df)
+        pd.testing.assert_series_equal(out["s"], ser)
+        assert type(out["df"]) is pd.DataFrame
