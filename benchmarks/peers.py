@@ -5,6 +5,7 @@ arrays_only). ``arrays_only`` peers (numpy.save / numpy.savez) only run on
 workloads that are a flat dict of arrays.
 """
 
+import argparse
 import gc
 import os
 import pickle
@@ -38,6 +39,28 @@ def best(fn, repeat):
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def interleaved(fns, repeat):
+    """{name: (times of a, times of b)} for ``fns`` {name: (a, b)}: every round
+    times each pair once, the two in swapped order every other round, each run
+    after ``settle()``, so drift on a noisy machine hits both alike."""
+    times = {k: ([], []) for k in fns}
+    for r in range(repeat):
+        for name, (a, b) in fns.items():
+            pair = [(times[name][0], a), (times[name][1], b)]
+            for acc, fn in (pair if r % 2 == 0 else pair[::-1]):
+                acc.append(best(fn, 1))
+    return times
+
+
+def workspace_arguments(doc, sizes, argv):
+    """The command line of the workspace benchmarks."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--size", choices=sorted(sizes), default="full")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--artifacts", type=int, default=10_000)
+    return ap.parse_args(argv)
 
 
 def median(v):

@@ -17,7 +17,6 @@ index), timed on one 64 MiB array and scaled to the workload's bytes, for the
 report.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -27,7 +26,7 @@ import time
 import numpy as np
 
 import torpor
-from benchmarks.peers import best, median, ratio_table, settle
+from benchmarks.peers import interleaved, median, ratio_table, settle, workspace_arguments
 from torpor.workspace import FileStorage
 
 SIZES = {"full": 1 << 30, "small": 64 << 20}
@@ -53,12 +52,7 @@ def compare(obj, repeat, folder):
     fns["save"][0](), fns["save"][1]()
     for out in (fns["load"][0](), fns["load"][1]()):
         assert all(np.array_equal(out[k], obj[k]) for k in obj)
-    times = {k: ([], []) for k in fns}
-    for r in range(repeat):
-        for name, (w, t) in fns.items():
-            pair = [(times[name][0], w), (times[name][1], t)]
-            for acc, fn in (pair if r % 2 == 0 else pair[::-1]):
-                acc.append(best(fn, 1))
+    times = interleaved(fns, repeat)
     return times
 
 
@@ -97,11 +91,7 @@ def reference_ways(folder, total_bytes):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="full")
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--artifacts", type=int, default=10_000)
-    a = ap.parse_args(argv)
+    a = workspace_arguments(__doc__, SIZES, argv)
     obj = workload(SIZES[a.size])
     nbytes = sum(v.nbytes for v in obj.values())
     with tempfile.TemporaryDirectory(prefix="torpor-ws-", dir=os.environ.get("TORPOR_BENCH_DIR")) as d:

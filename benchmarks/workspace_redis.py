@@ -18,7 +18,6 @@ stores JSON: ``json.dumps(array.tolist())`` SET, and an index entry written by
 another command), timed on one 64 MiB array and scaled to the workload's bytes.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ import numpy as np
 import redis
 
 import torpor
-from benchmarks.peers import best, median, ratio_table
+from benchmarks.peers import interleaved, median, ratio_table, workspace_arguments
 from benchmarks.redis_server import start_redis_server
 from benchmarks.workspace_files import SIZES, workload
 from torpor.workspace import RedisStorage
@@ -58,12 +57,7 @@ def compare(obj, repeat, client):
     assert all(np.array_equal(out[k], obj[k]) for k in obj)
     assert b"".join(fns["load"][1]()) == payload
     del out
-    times = {k: ([], []) for k in fns}
-    for r in range(repeat):
-        for name, (w, t) in fns.items():
-            pair = [(times[name][0], w), (times[name][1], t)]
-            for acc, fn in (pair if r % 2 == 0 else pair[::-1]):
-                acc.append(best(fn, 1))
+    times = interleaved(fns, repeat)
     stored = storage.artifacts.get("data")["size"]
     storage.artifacts.delete("data")
     client.delete(*[f"baseline:{i}" for i in range(len(pieces))])
@@ -102,11 +96,7 @@ def reference_way(client, total_bytes):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="full")
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--artifacts", type=int, default=10_000)
-    a = ap.parse_args(argv)
+    a = workspace_arguments(__doc__, SIZES, argv)
     obj = workload(SIZES[a.size])
     with start_redis_server() as server:
         client = redis.Redis.from_url(server.url)
