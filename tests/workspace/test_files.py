@@ -200,3 +200,9 @@ def test_a_commit_that_fails_keeps_exactly_the_data_it_committed(tmp_path, when)
     assert s.artifacts.load("x") == (2 if when == "after" else 1)
     data = [f for f in _files(tmp_path / "artifacts") if f.endswith(".torpor")]
     assert len(data) == (2 if when == "after" else 1)
+
+
+def test_deleting_a_missing_name_leaves_no_trace(tmp_path):
+    s = FileStorage(tmp_path)
+    assert s.artifacts.delete("never/saved/here") is False
+    assert _files(tmp_path) == [] and not (tmp_path / "artifacts" / "never").exists()

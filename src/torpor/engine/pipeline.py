@@ -256,20 +256,22 @@ def inspect(file: Any, store: Optional[storage.Store] = None) -> tuple[dict[str,
             reader.close()
 
 
-def content_checksum(file: Any, store: Optional[storage.Store] = None) -> str:
-    """A digest of a whole torpor file read in O(1): the checksum of its table of
-    contents, which covers every section's checksum (each of which covers its
-    chunks'), as ``"xxh3-toc:<16 hex digits>"``. Needs a seekable file."""
+def content_checksum(file: Any, store: Optional[storage.Store] = None) -> tuple[int, str]:
+    """The size of a whole torpor file and a digest of it, read in O(1): the
+    checksum of its table of contents, which covers every section's checksum
+    (each of which covers its chunks'), as ``"xxh3-toc:<16 hex digits>"``.
+    Needs a seekable file."""
     with storage.reading(file, store=store) as (f, name):
         try:
-            f.seek(-(FOOTER_SIZE + 8), io.SEEK_END)
+            size = f.seek(0, io.SEEK_END)
+            f.seek(max(0, size - FOOTER_SIZE - 8))
             tail = f.read(FOOTER_SIZE + 8)
         except OSError:
-            tail = b""
+            size, tail = 0, b""
         if len(tail) != FOOTER_SIZE + 8 or not tail.endswith(END_MAGIC):
             raise CorruptFileError(f"{name}: no torpor footer at the end (truncated or not a "
                                    f"torpor file)")
-        return f"xxh3-toc:{int.from_bytes(tail[:8], 'little'):016x}"
+        return size, f"xxh3-toc:{int.from_bytes(tail[:8], 'little'):016x}"
 
 
 def verify(file: Any, threads: Optional[int] = None, store: Optional[storage.Store] = None) -> int:

@@ -145,8 +145,7 @@ class Artifacts:
                 header_meta = {"torpor_artifact": {"name": name, "description": description,
                                                    "metadata": metadata, "saved_at": saved_at}}
                 pipeline.save(data, key, options, metadata=header_meta, store=b.store)
-                size = self._size(key)
-                digest = pipeline.content_checksum(key, store=b.store)
+                size, digest = pipeline.content_checksum(key, store=b.store)
             else:
                 buf = payload.plain_bytes(data, fmt)
                 with _storage.writing(key, store=b.store) as w:
@@ -187,12 +186,6 @@ class Artifacts:
             return True
         return raw is not None and key.encode() in raw
 
-    def _size(self, key: str) -> int:
-        b = self._b
-        if b.store is not None:
-            return b.store.stat(key).size
-        return os.stat(key).st_size
-
     def _clean(self, name: str, rec: dict[str, Any]) -> None:
         """Delete data of ``name`` no version refers to, left by saves whose
         process is gone (killed mid-save)."""
@@ -206,7 +199,8 @@ class Artifacts:
 
     def delete(self, name: str) -> bool:
         """Remove artifact ``name`` with every version; False if there was none."""
-        check_name(name)
+        if not self.exists(name):
+            return False                # no lock (no lock file, no folder) for nothing
         found: dict[str, Any] = {}
 
         def drop(raw: Optional[bytes]) -> None:
