@@ -42,6 +42,15 @@ if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
 
+def __getattr__(name: str) -> object:
+    # torpor.Workspace: the workspace Session (torpor.workspace), imported when asked
+    # for so that ``import torpor`` stays light
+    if name == "Workspace":
+        from .workspace import Session as Workspace
+        return Workspace
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython: InteractiveShell) -> None:
     """``%load_ext torpor``: the %torpor_save and %torpor_load magics."""
     from .interactive.ipython import load_ipython_extension as load

@@ -1,0 +1,11 @@
+"""The executors a workspace Session runs code with: ``InProcessExecutor`` (this
+process, a thread of its own) and ``SubprocessExecutor`` (a worker process in its
+own virtual environment)."""
+
+from __future__ import annotations
+
+from .base import INJECTED, NAMESPACE_MODULE, Capability, Executor
+from .inprocess import InProcessConfig, InProcessExecutor
+
+__all__ = ["Executor", "Capability", "InProcessExecutor", "InProcessConfig", "INJECTED",
+           "NAMESPACE_MODULE"]

@@ -1,0 +1,449 @@
+"""``Session``: py-code-mode's Session over torpor's workspace storage, with
+checkpoints of the running namespace; ``SyncSession``: the same without
+``await``, for scripts and notebooks.
+
+    async with Session.from_base("./work") as session:
+        await session.run("import numpy as np; grid = np.zeros((512, 512))")
+        r = await session.run("grid.sum()")          # r.value is a numpy float
+
+The Session owns nothing but the pairing: the storage (artifacts,
+checkpoints), the executor (where code runs), and the checkpoint policy. With
+``checkpoint="auto"`` (the default of ``from_base`` / ``inprocess`` /
+``subprocess``) every successful run is followed by a checkpoint named
+``"auto"``, and ``start`` resumes from it: a crash, a killed worker, or closing
+and reopening the workspace the next day loses nothing that ran."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any, Optional, TypeVar, Union
+
+from .executors.base import Capability, Executor
+from .executors.inprocess import InProcessConfig, InProcessExecutor, check_timeout
+from .files import FileStorage
+from .names import check_name
+from .results import ExecutionResult
+
+__all__ = ["Session", "SyncSession", "AUTO"]
+
+#: The name of the automatic checkpoint.
+AUTO = "auto"
+
+_T = TypeVar("_T")
+PathLike = Union[str, "os.PathLike[str]"]
+# a requirement: a distribution name and optional version specifiers (no URLs,
+# options or markers); the deps issue checks them fully
+_SPEC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?"
+                   r"(\s*(==|!=|<=|>=|<|>|~=|===)\s*[A-Za-z0-9.*+!_-]+"
+                   r"(\s*,\s*(==|!=|<=|>=|<|>|~=|===)\s*[A-Za-z0-9.*+!_-]+)*)?$")
+
+
+def _check_deps(extra_deps: Optional[Iterable[str]]) -> tuple[str, ...]:
+    if extra_deps is None:
+        return ()
+    if isinstance(extra_deps, str):
+        raise TypeError("extra_deps is a tuple of requirements, e.g. ('pandas>=2',), not one str")
+    out = tuple(extra_deps)
+    for d in out:
+        if not isinstance(d, str) or not _SPEC.match(d.strip()):
+            raise ValueError(f"extra_deps: {d!r} is not a requirement (a package name with "
+                             f"optional version specifiers, e.g. 'pandas>=2.0')")
+    return out
+
+
+def _check_checkpoint(checkpoint: Optional[str]) -> Optional[str]:
+    if checkpoint not in (None, AUTO):
+        raise ValueError(f'checkpoint must be "auto" (checkpoint after every successful run '
+                         f'and resume at start) or None, not {checkpoint!r}')
+    return checkpoint
+
+
+def _stamp() -> str:
+    t = time.time()
+    return time.strftime("checkpoint-%Y%m%d-%H%M%S", time.gmtime(t)) + f"-{int(t * 1e6) % 10**6:06d}"
+
+
+class Session:
+    """Runs code against a workspace storage. ``storage``: a FileStorage or
+    RedisStorage; ``executor``: where code runs (default: an
+    InProcessExecutor); ``checkpoint``: None, or ``"auto"`` to checkpoint the
+    namespace after every successful run and resume from it at start.
+    ``sync_deps_on_start``: install the configured dependencies at start
+    (executors that cannot install say so: ``supports("deps_install")``)."""
+
+    def __init__(self, storage: Any, executor: Optional[Executor] = None,
+                 sync_deps_on_start: bool = False, *, checkpoint: Optional[str] = None,
+                 extra_deps: Optional[Iterable[str]] = None,
+                 allow_runtime_deps: bool = True) -> None:
+        if storage is None or not hasattr(storage, "artifacts"):
+            raise TypeError(f"Session needs a workspace storage (FileStorage(path) or "
+                            f"RedisStorage(url)), not {type(storage).__name__}")
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(f"executor must be an InProcessExecutor, a SubprocessExecutor or "
+                            f"another Executor, not {type(executor).__name__}")
+        self._storage = storage
+        self._executor: Executor = executor if executor is not None else InProcessExecutor()
+        self.sync_deps_on_start = bool(sync_deps_on_start)
+        self.checkpoint_mode = _check_checkpoint(checkpoint)
+        self.extra_deps = _check_deps(extra_deps)
+        self.allow_runtime_deps = bool(allow_runtime_deps)
+        self._started = False
+        self._closed = False
+        self.resumed: Optional[dict[str, Any]] = None
+        self._skipped: set[str] = set()
+
+    # --- construction ------------------------------------------------------------
+
+    @classmethod
+    def from_base(cls, base: PathLike, *, timeout: Optional[float] = 30.0,
+                  extra_deps: Optional[tuple[str, ...]] = None, allow_runtime_deps: bool = True,
+                  sync_deps_on_start: bool = False, checkpoint: Optional[str] = AUTO) -> "Session":
+        """A session on the workspace folder ``base`` (``{base}/artifacts/``,
+        ``{base}/checkpoints/``), running code in process. Resumes the folder's
+        automatic checkpoint if it has one."""
+        return cls.inprocess(base, timeout=timeout, extra_deps=extra_deps,
+                             allow_runtime_deps=allow_runtime_deps,
+                             sync_deps_on_start=sync_deps_on_start, checkpoint=checkpoint)
+
+    @classmethod
+    def inprocess(cls, base_path: PathLike, *, timeout: Optional[float] = 30.0,
+                  extra_deps: Optional[tuple[str, ...]] = None, allow_runtime_deps: bool = True,
+                  sync_deps_on_start: bool = False, checkpoint: Optional[str] = AUTO,
+                  inline: bool = False) -> "Session":
+        """Fastest: code runs in this process (no isolation). ``inline``: see
+        InProcessConfig."""
+        storage = FileStorage(os.path.expanduser(os.fspath(base_path)))
+        executor = InProcessExecutor(InProcessConfig(default_timeout=timeout, inline=inline))
+        return cls(storage, executor, sync_deps_on_start, checkpoint=checkpoint,
+                   extra_deps=extra_deps, allow_runtime_deps=allow_runtime_deps)
+
+    @classmethod
+    def subprocess(cls, base_path: PathLike, *, timeout: Optional[float] = 60.0,
+                   extra_deps: Optional[tuple[str, ...]] = None, allow_runtime_deps: bool = True,
+                   sync_deps_on_start: bool = False, python_version: Optional[str] = None,
+                   cache_venv: bool = True, checkpoint: Optional[str] = AUTO) -> "Session":
+        """Process isolation: code runs in a worker process with its own virtual
+        environment (made once and kept under the workspace, ``cache_venv``)."""
+        from .executors.subproc import SubprocessConfig, SubprocessExecutor
+        storage = FileStorage(os.path.expanduser(os.fspath(base_path)))
+        executor = SubprocessExecutor(SubprocessConfig(
+            default_timeout=timeout, python_version=python_version, cache_venv=cache_venv))
+        return cls(storage, executor, sync_deps_on_start, checkpoint=checkpoint,
+                   extra_deps=extra_deps, allow_runtime_deps=allow_runtime_deps)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("started" if self._started else "not started")
+        return f"<Session {state} on {self._storage!r} with {self._executor!r}>"
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    @property
+    def storage(self) -> Any:
+        """The workspace storage (artifacts, checkpoints)."""
+        return self._storage
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    async def start(self) -> None:
+        """Start the executor; with ``checkpoint="auto"``, restore the automatic
+        checkpoint if the storage has one (``self.resumed`` says what came back)."""
+        if self._closed:
+            raise RuntimeError("this session is closed; make a new one")
+        if self._started:
+            return
+        if self.sync_deps_on_start and self.extra_deps and not self.supports(Capability.DEPS_INSTALL):
+            raise RuntimeError(f"sync_deps_on_start=True, but {self._executor!r} cannot install "
+                               f"dependencies (supports('deps_install') is False)")
+        await self._executor.start(self._storage)
+        self._started = True
+        if self.checkpoint_mode == AUTO and self._storage.checkpoints.exists(AUTO):
+            try:
+                self.resumed = await self._executor.restore_checkpoint(AUTO)
+            except BaseException:
+                await self.close()
+                raise
+            self._set_restore_point(AUTO)
+
+    async def close(self) -> None:
+        """Stop the executor (a run in flight ends with an error saying the
+        session closed). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._executor.close()
+
+    async def __aenter__(self) -> "Session":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def _ready(self) -> None:
+        if self._closed:
+            raise RuntimeError("the session is closed")
+        if not self._started:
+            raise RuntimeError("the session is not started: use `async with session:` or "
+                               "`await session.start()` first")
+
+    def _set_restore_point(self, name: str) -> None:
+        # where a fresh worker restores from after the old one died
+        if hasattr(self._executor, "restore_from"):
+            setattr(self._executor, "restore_from", name)
+
+    # --- running code ------------------------------------------------------------------
+
+    async def run(self, code: str, timeout: Optional[float] = None) -> ExecutionResult:
+        """Run ``code``; its last expression's value is ``result.value``.
+        ``timeout``: seconds for this run (None: the executor's default)."""
+        self._ready()
+        if timeout is not None:
+            check_timeout(timeout)
+        result = await self._executor.run(code, timeout)
+        if self.checkpoint_mode == AUTO and result.is_ok:
+            await self._auto_checkpoint(result)
+        return result
+
+    async def _auto_checkpoint(self, result: Optional[ExecutionResult]) -> None:
+        try:
+            cp = await self._executor.checkpoint(AUTO)
+        except Exception as e:       # the run succeeded: say so, and why nothing was kept
+            if result is not None:
+                result.notes.append(f"the automatic checkpoint failed ({type(e).__name__}: {e}); "
+                                    f"the previous one is kept")
+            return
+        self._set_restore_point(AUTO)
+        skipped = set(cp.get("skipped") or ())
+        new = sorted(skipped - self._skipped)
+        self._skipped = skipped
+        if new and result is not None:
+            reasons = "; ".join(f"{k}: {cp['skipped'][k].get('reason', '')}"[:200] for k in new)
+            result.notes.append(f"the automatic checkpoint leaves out {', '.join(new)} "
+                                f"(cannot be saved: {reasons})")
+
+    async def reset(self) -> None:
+        """Forget every user variable; ``artifacts`` and the other injected
+        objects stay. With ``checkpoint="auto"`` the empty namespace is
+        checkpointed too."""
+        self._ready()
+        await self._executor.reset()
+        if self.checkpoint_mode == AUTO:
+            await self._auto_checkpoint(None)
+
+    def supports(self, capability: str) -> bool:
+        """Whether the executor does ``capability`` (``"timeout"``,
+        ``"process_isolation"``, ``"reset"``, ``"deps_install"``, ``"checkpoint"``...)."""
+        return capability in self._executor.supported_capabilities()
+
+    def supported_capabilities(self) -> set[str]:
+        return set(self._executor.supported_capabilities())
+
+    # --- checkpoints -------------------------------------------------------------------
+
+    async def checkpoint(self, name: Optional[str] = None) -> dict[str, Any]:
+        """Save the executor's whole namespace as checkpoint ``name`` (default: a
+        time-stamped name) and return what was saved (``variables``,
+        ``skipped`` with reasons, ``bytes_written``...)."""
+        self._ready()
+        name = _stamp() if name is None else check_name(name, "checkpoint name")
+        cp = await self._executor.checkpoint(name)
+        self._set_restore_point(name)
+        return cp
+
+    async def restore_checkpoint(self, name: str) -> dict[str, Any]:
+        """Replace the namespace's user variables with checkpoint ``name``'s. On
+        any error the namespace stays as it was."""
+        self._ready()
+        check_name(name, "checkpoint name")
+        out = await self._executor.restore_checkpoint(name)
+        self._set_restore_point(name)
+        if self.checkpoint_mode == AUTO and name != AUTO:
+            await self._auto_checkpoint(None)
+        return out
+
+    async def list_checkpoints(self) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._storage.checkpoints.list) 
+
+    async def delete_checkpoint(self, name: str) -> bool:
+        check_name(name, "checkpoint name")
+        return await asyncio.to_thread(self._storage.checkpoints.delete, name)
+
+    # --- artifacts (py-code-mode's Session methods) ---------------------------------------
+
+    async def list_artifacts(self) -> list[dict[str, Any]]:
+        """Every artifact's info: name, path, description, metadata, created_at..."""
+        return await asyncio.to_thread(self._storage.artifacts.list) 
+
+    async def save_artifact(self, name: str, data: Any, description: str = "",
+                            metadata: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        return await asyncio.to_thread(self._storage.artifacts.save, name, data,
+                                       description, metadata)
+
+    async def load_artifact(self, name: str) -> Any:
+        return await asyncio.to_thread(self._storage.artifacts.load, name)
+
+    async def delete_artifact(self, name: str) -> None:
+        await asyncio.to_thread(self._storage.artifacts.delete, name)
+
+
+class _Driver:
+    """Runs a SyncSession's coroutines on its own event loop: in the calling
+    thread when that thread runs no loop (a script), else (a notebook, whose
+    thread runs one) in a helper thread; one call at a time."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()
+
+    def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        with self._lock:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return self.loop.run_until_complete(coro)
+            box: dict[str, Any] = {}
+
+            def drive() -> None:
+                try:
+                    box["value"] = self.loop.run_until_complete(coro)
+                except BaseException as e:     # noqa: B036 - re-raised in the caller
+                    box["error"] = e
+            t = threading.Thread(target=drive, name="torpor-syncsession")
+            t.start()
+            t.join()
+            if "error" in box:
+                raise box["error"]
+            return box["value"]
+
+    def close(self) -> None:
+        if not self.loop.is_closed():
+            self.call(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+
+class SyncSession:
+    """A Session without ``await``:
+
+        with SyncSession.from_base("./work") as s:
+            s.run("x = 41")
+            s.run("x + 1").value           # 42
+
+    Every method of Session, synchronous. Its in-process executor runs code
+    ``inline`` by default: the session's event loop is its own, so nothing
+    else waits while code runs, and a small run costs a third."""
+
+    def __init__(self, storage: Any, executor: Optional[Executor] = None,
+                 sync_deps_on_start: bool = False, *, checkpoint: Optional[str] = None,
+                 extra_deps: Optional[Iterable[str]] = None, allow_runtime_deps: bool = True) -> None:
+        if executor is None:
+            executor = InProcessExecutor(InProcessConfig(inline=True))
+        self.session = Session(storage, executor, sync_deps_on_start, checkpoint=checkpoint,
+                               extra_deps=extra_deps, allow_runtime_deps=allow_runtime_deps)
+        self._driver = _Driver()
+
+    @classmethod
+    def _wrap(cls, session: Session) -> "SyncSession":
+        self = cls.__new__(cls)
+        self.session = session
+        self._driver = _Driver()
+        return self
+
+    @classmethod
+    def from_base(cls, base: PathLike, *, timeout: Optional[float] = 30.0,
+                  extra_deps: Optional[tuple[str, ...]] = None, allow_runtime_deps: bool = True,
+                  sync_deps_on_start: bool = False, checkpoint: Optional[str] = AUTO) -> "SyncSession":
+        return cls._wrap(Session.inprocess(base, timeout=timeout, extra_deps=extra_deps,
+                                           allow_runtime_deps=allow_runtime_deps,
+                                           sync_deps_on_start=sync_deps_on_start,
+                                           checkpoint=checkpoint, inline=True))
+
+    @classmethod
+    def inprocess(cls, base_path: PathLike, *, timeout: Optional[float] = 30.0,
+                  extra_deps: Optional[tuple[str, ...]] = None, allow_runtime_deps: bool = True,
+                  sync_deps_on_start: bool = False, checkpoint: Optional[str] = AUTO,
+                  inline: bool = True) -> "SyncSession":
+        return cls._wrap(Session.inprocess(base_path, timeout=timeout, extra_deps=extra_deps,
+                                           allow_runtime_deps=allow_runtime_deps,
+                                           sync_deps_on_start=sync_deps_on_start,
+                                           checkpoint=checkpoint, inline=inline))
+
+    @classmethod
+    def subprocess(cls, base_path: PathLike, *, timeout: Optional[float] = 60.0,
+                   extra_deps: Optional[tuple[str, ...]] = None, allow_runtime_deps: bool = True,
+                   sync_deps_on_start: bool = False, python_version: Optional[str] = None,
+                   cache_venv: bool = True, checkpoint: Optional[str] = AUTO) -> "SyncSession":
+        return cls._wrap(Session.subprocess(
+            base_path, timeout=timeout, extra_deps=extra_deps,
+            allow_runtime_deps=allow_runtime_deps, sync_deps_on_start=sync_deps_on_start,
+            python_version=python_version, cache_venv=cache_venv, checkpoint=checkpoint))
+
+    def __repr__(self) -> str:
+        return "<Sync" + repr(self.session)[1:]
+
+    @property
+    def storage(self) -> Any:
+        return self.session.storage
+
+    @property
+    def resumed(self) -> Optional[dict[str, Any]]:
+        return self.session.resumed
+
+    def start(self) -> None:
+        self._driver.call(self.session.start())
+
+    def close(self) -> None:
+        try:
+            self._driver.call(self.session.close())
+        finally:
+            self._driver.close()
+
+    def __enter__(self) -> "SyncSession":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def run(self, code: str, timeout: Optional[float] = None) -> ExecutionResult:
+        return self._driver.call(self.session.run(code, timeout))
+
+    def reset(self) -> None:
+        self._driver.call(self.session.reset())
+
+    def supports(self, capability: str) -> bool:
+        return self.session.supports(capability)
+
+    def supported_capabilities(self) -> set[str]:
+        return self.session.supported_capabilities()
+
+    def checkpoint(self, name: Optional[str] = None) -> dict[str, Any]:
+        return self._driver.call(self.session.checkpoint(name))
+
+    def restore_checkpoint(self, name: str) -> dict[str, Any]:
+        return self._driver.call(self.session.restore_checkpoint(name))
+
+    def list_checkpoints(self) -> list[dict[str, Any]]:
+        return self._driver.call(self.session.list_checkpoints())
+
+    def delete_checkpoint(self, name: str) -> bool:
+        return self._driver.call(self.session.delete_checkpoint(name))
+
+    def list_artifacts(self) -> list[dict[str, Any]]:
+        return self._driver.call(self.session.list_artifacts())
+
+    def save_artifact(self, name: str, data: Any, description: str = "",
+                      metadata: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        return self._driver.call(self.session.save_artifact(name, data, description, metadata))
+
+    def load_artifact(self, name: str) -> Any:
+        return self._driver.call(self.session.load_artifact(name))
+
+    def delete_artifact(self, name: str) -> None:
+        self._driver.call(self.session.delete_artifact(name))
