@@ -201,6 +201,7 @@ cdef class Encoder:
     cdef set overridden
     cdef object wants
     cdef dict wanted
+    cdef bint fast_paths
     cdef object byvalue
     cdef set readonly_views
 
@@ -227,6 +228,11 @@ cdef class Encoder:
         self.overridden = set()
         self.wants = getattr(reducer_override, "wants", None)
         self.wanted = {}
+        # as fallback's: a hook with a true ``fast_paths`` is also offered arrays,
+        # and bytes and bytearrays of at least BYTES_OOB_MIN, right after their
+        # memo lookup and before any default handling, subject to wants(cls)
+        self.fast_paths = reducer_override is not None and bool(
+            getattr(reducer_override, "fast_paths", False))
         self.keep = []
         self.strtab = {}
         self.keep_str = []
@@ -601,6 +607,8 @@ cdef class Encoder:
             i = self._memoize(obj)
             if i >= 0:
                 return self._ext_uint(EXT_REF, i)
+            if self.fast_paths and self._overridden(obj):
+                return 0
             self._marker(EXT_BYTES_OOB, 1)
             return self._uint(self.container.add_bytes(obj))
         if t is complex:
@@ -614,6 +622,8 @@ cdef class Encoder:
                 self._marker(EXT_BYTEARRAY, 1)
                 b = bytes(obj)
                 return self._bin(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+            if self.fast_paths and self._overridden(obj):
+                return 0
             self._marker(EXT_BYTEARRAY_OOB, 1)
             return self._uint(self.container.add_bytes(obj))
         if t is set:
@@ -654,6 +664,8 @@ cdef class Encoder:
         cdef bytes data
         if i >= 0:
             return self._ext_uint(EXT_REF, i)
+        if self.fast_paths and self._overridden(arr):
+            return 0
         if not arr.flags.writeable and id(arr) not in self.readonly_views:
             return self._reduce(arr, -1, readonly_reduction(arr, self.readonly_views))
         dt = arr.dtype

@@ -19,6 +19,7 @@ __all__ = [
     "RestoreError",
     "MissingClassError",
     "ArtifactNotFoundError",
+    "CheckpointNotFoundError",
     "ArtifactDamagedError",
     "InvalidNameError",
 ]
@@ -100,6 +101,11 @@ class ArtifactNotFoundError(TorporError, KeyError):
 
     def __str__(self) -> str:           # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class CheckpointNotFoundError(ArtifactNotFoundError):
+    """A workspace has no checkpoint of that name (``storage.checkpoints``);
+    ``name`` and ``storage`` say which."""
 
 
 class ArtifactDamagedError(CorruptFileError):

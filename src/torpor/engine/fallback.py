@@ -86,6 +86,15 @@ class Encoder:
         # hook never reduces instances of cls, so it is not called for them
         self.wants = getattr(reducer_override, "wants", None)
         self.wanted = {}          # class -> cached wants(class)
+        # reducer_override.fast_paths, if the hook has it and it is true: the
+        # objects this walker writes natively without asking the hook (arrays,
+        # and bytes and bytearrays of at least BYTES_OOB_MIN) are offered to it
+        # too, right after their memo lookup (so a shared one is still written
+        # once) and before any default handling (read-only arrays included),
+        # subject to wants(cls). Workspace checkpoints store large ones apart.
+        # The Cython walker does the same at the same points.
+        self.fast_paths = reducer_override is not None and bool(
+            getattr(reducer_override, "fast_paths", False))
         self.out = bytearray()
         self.memo = {}          # id(obj) -> memo index (the object's unique name)
         self.keep = []          # memoized objects, alive so their ids stay unique
@@ -232,6 +241,8 @@ class Encoder:
         i = self._memoize(obj)
         if i is not None:
             return self._ref(i)
+        if self.fast_paths and self._overridden(obj):
+            return
         self._marker(EXT_BYTES_OOB, 1)
         pack_int(self.out, self.container.add_bytes(obj))
 
@@ -242,6 +253,8 @@ class Encoder:
         if len(obj) < BYTES_OOB_MIN:
             self._marker(EXT_BYTEARRAY, 1)
             pack_bin(self.out, obj)
+        elif self.fast_paths and self._overridden(obj):
+            return
         else:
             self._marker(EXT_BYTEARRAY_OOB, 1)
             pack_int(self.out, self.container.add_bytes(obj))
@@ -316,6 +329,8 @@ class Encoder:
         i = self._memoize(arr)
         if i is not None:
             return self._ref(i)
+        if self.fast_paths and self._overridden(arr):
+            return
         if not arr.flags.writeable and id(arr) not in self.readonly_views:
             return self._reduce(arr, memoized=True,
                                 rv=readonly_reduction(arr, self.readonly_views))

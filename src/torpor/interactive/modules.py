@@ -21,6 +21,10 @@ The table of contents lists every function and class saved by value, so loading
 without ``trusted=True`` refuses (naming them) before anything changes, and
 ``load_module_asdict`` can describe them without running them. Version 1 dumps
 (each function a separate cloudpickle blob) are still read.
+
+``dump_namespace`` / ``load_namespace`` are the same machinery for a code-running
+workspace's checkpoints (torpor.workspace.checkpoints): the root is ``(namespace,
+variables)`` and large values may be stored out of the graph by the caller.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, Optional, Union, cast
 
 
-from ..engine import pipeline
+import numpy as np
+
+from ..engine import pipeline, select
 from ..engine.byvalue import NAMES as CODE_NAMES
 from ..engine.byvalue import ByValue
 from ..engine.reduce import fix_global_name
@@ -323,9 +329,18 @@ def _select(namespace: Mapping[Any, Any], exclude: Union[str, Iterable[str], Non
     return keep
 
 
-def _dry_run(name: str, value: object, mod: types.ModuleType) -> None:
+def _dry_run(name: str, value: object, mod: types.ModuleType,
+             hook: Optional[_ByValueHook] = None, container: Any = None) -> None:
+    """Walk variable ``name`` alone as a save would: raises what the save would.
+    ``container``: what the walk writes into (stream_frame, add_array,
+    add_bytes: dump_namespace's per-variable checksums); default nothing."""
     by_value = ByValue(mod.__name__, vars(mod), _Namespace({}))
-    pipeline.dry_run(_Namespace({name: value}), _ByValueHook(), by_value=by_value)
+    hook = hook if hook is not None else _ByValueHook()
+    if container is None:
+        pipeline.dry_run(_Namespace({name: value}), hook, by_value=by_value)
+    else:
+        select.Encoder(container, reducer_override=hook, by_value=by_value).encode(
+            _Namespace({name: value}))
 
 
 def _variable_error(e: TorporError) -> TorporError:
@@ -411,6 +426,28 @@ def dump_module(filename: Optional[PathOrFile] = None,
 
 def _python_minor(v: object) -> str:
     return ".".join(str(v).split(".")[:2])
+
+
+def _check_code(meta: dict[str, Any], toc: dict[str, Any], trusted: bool) -> None:
+    """Refuse a module dump whose code saved by value a load would run: without
+    ``trusted``, or from another Python version (before anything is rebuilt)."""
+    code = toc["module"].get("code") or []
+    if not code:
+        return
+    names = [f"{k} {m}.{q}{s}" for k, m, q, s in code]
+    if not trusted:
+        raise UnsafeLoadError(
+            f"the file defines code saved by value, which loading would run: "
+            f"{', '.join(names)}. Nothing was changed. If you trust the file, pass "
+            f"trusted=True (or read it safely with load_module_asdict).",
+            [f"{m}.{q}" for _, m, q, _ in code])
+    here, there = platform.python_version(), str(meta.get("python"))
+    if _python_minor(here) != _python_minor(there):
+        raise FormatError(
+            f"the file holds code saved by value under Python {there}, and this is "
+            f"Python {here}: code objects do not carry across Python versions. Load "
+            f"it with Python {_python_minor(there)}, or read its data with "
+            f"load_module_asdict. Nothing was changed.")
 
 
 class _Loader:
@@ -644,22 +681,12 @@ def _read(filename: Optional[PathOrFile], target: dict[str, Any], *, trusted: bo
                               "torpor.dump_module); load it with torpor.load")
         if meta["torpor_module"] not in _READ_VERSIONS:
             raise FormatError(f"module dump version {meta['torpor_module']!r} is not one this torpor reads")
-        code = toc["module"].get("code") or []
-        if code and not describe:
-            names = [f"{k} {m}.{q}{s}" for k, m, q, s in code]
-            if not trusted:
-                raise UnsafeLoadError(
-                    f"the file defines code saved by value, which loading would run: "
-                    f"{', '.join(names)}. Nothing was changed. If you trust the file, pass "
-                    f"trusted=True (or read it safely with load_module_asdict).",
-                    [f"{m}.{q}" for _, m, q, _ in code])
-            here, there = platform.python_version(), str(meta.get("python"))
-            if _python_minor(here) != _python_minor(there):
-                raise FormatError(
-                    f"the file holds code saved by value under Python {there}, and this is "
-                    f"Python {here}: code objects do not carry across Python versions. Load "
-                    f"it with Python {_python_minor(there)}, or read its data with "
-                    f"load_module_asdict. Nothing was changed.")
+        if meta.get("root") == VARIABLES_ROOT:
+            raise FormatError("this module dump is a workspace checkpoint's namespace (its "
+                              "large values are stored apart, in the checkpoint area): "
+                              "restore it with storage.checkpoints.restore")
+        if not describe:
+            _check_code(meta, toc, trusted)
         seen["header"] = meta
 
     ns = pipeline.load(filename, pipeline.LoadOptions(policy, threads=threads),
@@ -752,6 +779,141 @@ def load_module_asdict(filename: Optional[PathOrFile] = None, update: bool = Fal
     if trusted:
         result.setdefault("__builtins__", builtins)  # for the functions bound to this dict
     return result
+
+
+# --- a workspace's namespace (torpor.workspace.checkpoints) ----------------------
+#
+# Checkpoints save a namespace as module dumps do (the same selection, skipping,
+# code by value, modules by name, one graph), with two differences: the graph's
+# root is ``(namespace, variables)`` (a load builds the variables in a dict of
+# their own, while the functions saved by value take the live namespace as their
+# globals, so nothing of the namespace changes until the caller says), and large
+# values may be stored out of the graph by the caller (``external``).
+
+#: The header's "root" of a namespace saved by dump_namespace.
+VARIABLES_ROOT = "variables"
+#: What the walker writes natively that dump_namespace's ``external`` is offered.
+_EXTERNAL_TYPES = (np.ndarray, np.memmap, bytes, bytearray)
+
+
+class _ExternalHook(_ByValueHook):
+    """dump_namespace's reducer_override: dump_module's, and with ``fast_paths``
+    the walker also offers it arrays and large bytes and bytearrays (after
+    their memo lookup: one shared array is offered once), which go to
+    ``external``: a reduction that stands for them, or None to write them in
+    the graph as usual."""
+
+    fast_paths = True
+
+    def __init__(self, external: Callable[[Any], Optional[_Reduced]]) -> None:
+        super().__init__()
+        self.external = external
+
+    def wants(self, cls: type) -> bool:
+        return cls in _EXTERNAL_TYPES or super().wants(cls)
+
+    def __call__(self, obj: Any) -> Optional[_Reduced]:
+        if type(obj) in _EXTERNAL_TYPES:
+            return self.external(obj)
+        return super().__call__(obj)
+
+
+def interpreter_name(name: str) -> bool:
+    """Whether ``name`` is interpreter state (``__builtins__``, ``__name__``,
+    IPython's ``In``, ``_3``...), which module dumps never save nor remove."""
+    return _interpreter_name(name)
+
+
+def dump_namespace(file: PathOrFile, module: types.ModuleType, *,
+                   exclude: Union[str, Iterable[str]] = (),
+                   external: Optional[Callable[[Any], Optional[_Reduced]]] = None,
+                   probe: Optional[Callable[[str], Any]] = None,
+                   before_write: Optional[Callable[[list[str]], None]] = None,
+                   compress: Optional[str] = "lz4", threads: Optional[int] = None,
+                   metadata: Optional[Mapping[str, Any]] = None,
+                   store: Any = None) -> dict[str, Any]:
+    """Internal (torpor.workspace.checkpoints): save the namespace of ``module``
+    to ``file`` (a path or a key of ``store``, atomically, or a binary stream)
+    as dump_module(on_error="skip") does, with the root ``(namespace,
+    variables)`` that load_namespace reads.
+
+    ``external(obj)``: offered every array, and every bytes and bytearray of at
+    least 256 KiB (the walker's out-of-band size), once per object; returns a
+    reduction ``(callable with a fixed name, args)`` that the graph holds
+    instead (a load resolves the name through load_namespace's ``extra``), or
+    None. ``probe(name)``: a container (``stream_frame(bytes)``,
+    ``add_array(arr, fortran) -> int``, ``add_bytes(obj) -> int``) that the
+    variable's dry run (the check that finds what cannot be saved) writes into:
+    the caller may hash what it gets. ``before_write(names)``: called with the
+    variables that will be saved, after the dry runs and before the graph is
+    written. Returns ``{"variables": [...], "skipped": {name: {"type",
+    "reason"}}, "probes": {name: container}}``."""
+    namespace = _select(vars(module), exclude)
+    name = module.__name__
+    namespace.update(_references(namespace, name, False))
+
+    def hook() -> _ByValueHook:
+        return _ExternalHook(external) if external is not None else _ByValueHook()
+    skipped: dict[str, dict[str, str]] = {}
+    probes: dict[str, Any] = {}
+    for k in list(namespace):
+        box = probe(k) if probe is not None else None
+        try:
+            _dry_run(k, namespace[k], module, hook(), box)
+        except TorporError as e:
+            skipped[k] = {"type": f"{type(namespace[k]).__module__}.{type(namespace[k]).__qualname__}",
+                          "reason": str(_variable_error(e))}
+            del namespace[k]
+            continue
+        if box is not None:
+            probes[k] = box
+    if before_write is not None:
+        before_write(list(namespace))
+    saver = hook()
+    ns = _Namespace({})               # restored as the live namespace: the functions' globals
+    by_value = ByValue(name, vars(module), ns)
+    import cloudpickle
+    header = {"torpor_module": MODULE_DUMP_VERSION, "module": name, "root": VARIABLES_ROOT,
+              "refimported": False, "python": platform.python_version(),
+              "cloudpickle": cloudpickle.__version__, "skipped": skipped,
+              "user": dict(metadata or {})}
+    pipeline.save((ns, namespace), file, pipeline.SaveOptions.of(compress, threads),
+                  metadata=header, reducer_override=saver, by_value=by_value, store=store,
+                  toc_extra=lambda: {"module": {"code": by_value.saved,
+                                                "modules": list(saver.modules)}})
+    return {"variables": list(namespace), "skipped": skipped, "probes": probes}
+
+
+def load_namespace(file: PathOrFile, target: dict[str, Any], *,
+                   extra: Optional[Mapping[str, Any]] = None, store: Any = None,
+                   threads: Optional[int] = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Internal (torpor.workspace.checkpoints): ``(header metadata, variables)``
+    of a namespace dump_namespace saved, loaded trusted (code saved by value
+    runs: the caller must trust the file). Functions saved by value take
+    ``target`` (the live namespace) as their globals; nothing is put into
+    ``target``. ``extra``: what the fixed names of ``external``'s reductions
+    resolve to in this load."""
+    loader = _Loader(target, True, False)
+    policy = Policy(trusted=True, extra={**loader.extra, **(extra or {})},
+                    producers=loader.producers)
+    seen: dict[str, Any] = {}
+
+    def before_decode(header: dict[str, Any], toc: dict[str, Any]) -> None:
+        meta = header.get("metadata")
+        if not isinstance(meta, dict) or meta.get("torpor_module") != MODULE_DUMP_VERSION \
+                or meta.get("root") != VARIABLES_ROOT or "module" not in toc:
+            raise FormatError("this torpor file is not a workspace namespace (written by "
+                              "a checkpoint)")
+        _check_code(meta, toc, True)
+        seen["header"] = meta
+
+    root = pipeline.load(file, pipeline.LoadOptions(policy, threads=threads),
+                         before_decode=before_decode, store=store)
+    if type(root) is not tuple or len(root) != 2 or root[0] is not target \
+            or type(root[1]) is not dict or not all(type(k) is str for k in root[1]):
+        raise FormatError("the namespace's root is not (namespace, variables)")
+    loader.finish()
+    return seen["header"], root[1]
 
 
 # --- dill's deprecated names ---------------------------------------------------

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Optional, Protocol, runtime_checkable
 
+from ..errors import CheckpointNotFoundError
 from .artifacts import Artifacts, ArtifactWarning
+from .checkpoints import Checkpoints
 from .executors import Capability, Executor, InProcessConfig, InProcessExecutor
 from .files import FileStorage
 from .names import check_name
@@ -26,7 +28,7 @@ from .session import Session, SyncSession
 __all__ = ["Session", "SyncSession", "ExecutionResult", "Executor", "Capability",
            "InProcessExecutor", "InProcessConfig", "SubprocessExecutor", "SubprocessConfig",
            "StorageBackend", "FileStorage", "RedisStorage", "Artifacts", "ArtifactWarning",
-           "check_name"]
+           "Checkpoints", "CheckpointNotFoundError", "check_name"]
 
 
 def __getattr__(name: str) -> object:
@@ -39,8 +41,11 @@ def __getattr__(name: str) -> object:
 
 @runtime_checkable
 class StorageBackend(Protocol):
-    """What every workspace storage has: its artifacts, and the workspace it is
-    scoped to (None: the default one)."""
+    """What every workspace storage has: its artifacts, the checkpoints of its
+    running namespace (kept apart, in ``checkpoints_area``), and the workspace
+    it is scoped to (None: the default one)."""
 
     artifacts: Artifacts
+    checkpoints: Checkpoints
+    checkpoints_area: Artifacts
     workspace_id: Optional[str]

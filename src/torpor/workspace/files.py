@@ -5,6 +5,11 @@ Layout (docs/WORKSPACE.md), under ``base_path`` (and ``workspace_id`` when given
     artifacts/results/run-1@info.json          the record (records.py): the commit
     artifacts/results/run-1@<token>.torpor     one version's data (.bin .txt .json)
     artifacts/results/run-1@lock               serialises commits of that name
+    checkpoints/<name>@info.json               a checkpoint (checkpoints.py): its record,
+                                               whose metadata is the manifest
+    checkpoints/<name>@<token>.bin             its graph (a module dump, as plain bytes)
+    checkpoints/blobs/<digest>@<token>.torpor  one large array (raw, mappable) or bytes
+                                               (.bin) that checkpoints refer to
 
 Every file is written through torpor's atomic local writer (temporary file,
 fsync, rename, fsync of the folder). A commit holds an ``flock`` on the
@@ -22,6 +27,7 @@ from typing import Any, Callable, Optional, Union
 
 from ..storage import LocalFileStore, Store
 from .artifacts import Artifacts
+from .checkpoints import Checkpoints
 from .names import check_workspace_id
 from .objectstore import _FsspecBackend
 
@@ -129,7 +135,12 @@ class FileStorage:
     ``compress``: the compression of ``.torpor`` artifacts (None: raw, mappable).
     ``base_path`` may also be an fsspec URL (``s3://bucket/prefix``, ``memory://x``;
     objectstore.py), with ``storage_options`` for its filesystem (credentials,
-    ``client_kwargs={"endpoint_url": ...}``)."""
+    ``client_kwargs={"endpoint_url": ...}``).
+
+    ``checkpoints`` (checkpoints.py) keeps the checkpoints of a running
+    namespace in ``checkpoints_area``, an Artifacts of its own beside
+    ``artifacts`` (``<root>/checkpoints``, created at the first checkpoint;
+    one version per name: saving a checkpoint replaces it)."""
 
     def __init__(self, base_path: Union[str, "os.PathLike[str]"], *,
                  workspace_id: Optional[str] = None, keep_versions: int = 5,
@@ -145,6 +156,10 @@ class FileStorage:
             self.artifacts = Artifacts(
                 _FsspecBackend(f"{self.root}/artifacts", repr(self), storage_options),
                 keep_versions=keep_versions, allow=allow, trusted=trusted, compress=compress)
+            self.checkpoints_area = Artifacts(
+                _FsspecBackend(f"{self.root}/checkpoints", f"{self!r} checkpoints",
+                               storage_options), keep_versions=0, compress=None)
+            self.checkpoints = Checkpoints(self.checkpoints_area)
             return
         if storage_options is not None:
             raise TypeError("storage_options= is for URLs (s3://bucket/prefix, ...), not "
@@ -159,6 +174,10 @@ class FileStorage:
         self.artifacts = Artifacts(_LocalBackend(os.path.join(root, "artifacts"), repr(self)),
                                    keep_versions=keep_versions, allow=allow, trusted=trusted,
                                    compress=compress)
+        self.checkpoints_area = Artifacts(
+            _LocalBackend(os.path.join(root, "checkpoints"), f"{self!r} checkpoints"),
+            keep_versions=0, compress=None)
+        self.checkpoints = Checkpoints(self.checkpoints_area)
 
     def __repr__(self) -> str:
         ws = f", workspace_id={self.workspace_id!r}" if self.workspace_id else ""

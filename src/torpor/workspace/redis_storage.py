@@ -8,6 +8,11 @@ Key layout (docs/WORKSPACE.md), under ``{prefix}:{workspace_id or "default"}:``:
                                            (its manifest; .bin .txt .json likewise)
     artifact:results/run-1@<token>.torpor#<id>:<i>
                                            STRING: that object's chunks (8 MiB each)
+    checkpoint-names                       SET: the names in the checkpoint area
+                                           (checkpoints and their blobs/<digest>)
+    checkpoint:<name>@info, checkpoint:<name>@<token>.bin, checkpoint:blobs/<digest>@...
+                                           the checkpoint area (checkpoints.py): the
+                                           same layout as the artifacts', apart from them
 
 A version's data is written (chunks in pipelines, the manifest last in one
 MULTI/EXEC, storage/redis_store.py) before its record is committed: the
@@ -27,6 +32,7 @@ from ..storage import Store
 from ..storage.redis_store import (DEFAULT_CHUNK_SIZE, RedisStore, check_client, connect,
                                    glob_escape, import_redis, reaching, url_of)
 from .artifacts import Artifacts
+from .checkpoints import Checkpoints
 from .names import check_workspace_id
 
 _RECORD = "@info"
@@ -36,16 +42,19 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*\Z")
 
 
 class _RedisBackend:
-    """``artifacts.Backend`` on one workspace's keys."""
+    """``artifacts.Backend`` on one area of a workspace's keys: the artifacts
+    (``artifact:`` keys and the ``names`` set), or the checkpoint area
+    (``area="checkpoint:"``, ``names="checkpoint-names"``)."""
 
-    def __init__(self, client: Any, namespace: str, label: str, chunk_size: int) -> None:
+    def __init__(self, client: Any, namespace: str, label: str, chunk_size: int,
+                 area: str = "artifact:", names: str = "names") -> None:
         self.client = client
         self.objects = RedisStore(client, chunk_size=chunk_size)
         self.store: Optional[Store] = self.objects          # what Artifacts writes data through
         self.url = self.objects.url
         self.label = label
-        self.names_key = namespace + "names"
-        self.base = namespace + "artifact:"
+        self.names_key = namespace + names
+        self.base = namespace + area
 
     def describe(self) -> str:
         return self.label
@@ -154,7 +163,10 @@ class RedisStorage:
     ``{prefix}:{workspace_id or "default"}:``, so applications (``prefix``) and
     workspaces (``workspace_id``) share one database without meeting.
     ``keep_versions``, ``allow``, ``trusted``, ``compress``: as FileStorage's.
-    ``chunk_size``: the bytes of each chunk of an artifact's data."""
+    ``chunk_size``: the bytes of each chunk of an artifact's data.
+    ``checkpoints`` (checkpoints.py) keeps its checkpoints in
+    ``checkpoints_area``, under ``checkpoint:`` keys and the
+    ``checkpoint-names`` set, apart from the artifacts."""
 
     def __init__(self, url: Optional[str] = None, *, redis: Any = None, prefix: str = "torpor",
                  workspace_id: Optional[str] = None, keep_versions: int = 5,
@@ -172,6 +184,11 @@ class RedisStorage:
             self.redis.ping()
         self.artifacts = Artifacts(backend, keep_versions=keep_versions, allow=allow,
                                    trusted=trusted, compress=compress)
+        self.checkpoints_area = Artifacts(
+            _RedisBackend(self.redis, self.namespace, f"{self!r} checkpoints", chunk_size,
+                          area="checkpoint:", names="checkpoint-names"),
+            keep_versions=0, compress=None)
+        self.checkpoints = Checkpoints(self.checkpoints_area)
 
     def __repr__(self) -> str:
         ws = f", workspace_id={self.workspace_id!r}" if self.workspace_id else ""
