@@ -16,3 +16,17 @@ def test_workspace_demo_runs_on_files_and_redis(walker_env):
     assert "RedisStorage on a private redis-server at redis://127.0.0.1:" in out.stdout, out.stdout
     assert out.stdout.count("versions of results/grid: [1, 2]") == 2
     assert out.stdout.count("notes.md") == 2
+
+
+SESSION_DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                            "workspace_session_demo.py")
+
+
+def test_workspace_session_demo_resumes_after_a_kill(walker_env):
+    out = subprocess.run([sys.executable, SESSION_DEMO], env=walker_env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "the analysis was killed with SIGKILL after step 4" in out.stdout
+    assert "4 steps survived the kill" in out.stdout
+    assert "finished 8 steps" in out.stdout and "restored 'finished': 8 steps back" in out.stdout
+    assert "timed_out=True" in out.stdout and "restarted=True" in out.stdout, out.stdout
