@@ -901,3 +901,42 @@ def test_broken_streams_are_errors_not_hangs():
     os.close(w)
     assert transport.read_frame(r) is None                    # ended between frames
     os.close(r)
+
+
+def test_a_full_spill_folder_passes_to_the_next(tmp_path, monkeypatch):
+    full, roomy = tmp_path / "full", tmp_path / "roomy"
+    full.mkdir()
+    roomy.mkdir()
+    place = transport.SpillPlace([str(full), str(roomy)], "torpor-test-")
+    write = transport._SpillWriter._write
+
+    def no_room_in_full(self, m):
+        if self.folder == str(full):
+            raise transport._NoSpace(28, "full")
+        return write(self, m)
+    monkeypatch.setattr(transport._SpillWriter, "_write", no_room_in_full)
+    big = np.arange(1 << 18, dtype=np.float64)
+    kind, path = transport.encode(big, place)
+    assert kind == transport.FILE and os.path.dirname(path) == str(roomy)
+    assert os.listdir(full) == []                       # the partial file was removed
+    assert np.array_equal(transport.decode((kind, path), place=place), big)
+    place = transport.SpillPlace([str(full)], "torpor-test-")
+    with pytest.raises(OSError, match="no room for a spill file"):
+        transport.encode(big, place)
+    assert os.listdir(full) == []
+
+
+def test_a_broken_answer_stream_ends_the_worker_not_the_session(make):
+    e = make()
+
+    async def go():
+        pid = e.pid
+        r = await e.run("import gc, os, time\n"
+                        "w = next(o for o in gc.get_objects() if type(o).__name__ == 'Worker')\n"
+                        "os.write(w.results, b'garbage, not a frame header')\ntime.sleep(5)")
+        assert not r.is_ok and "the worker's answer was unreadable" in r.error
+        assert "expected a frame header" in r.error
+        assert wait_gone(pid, 5.0)
+        r = await e.run("'after'")
+        assert r.value == "after" and r.restarted and "stream broke" in r.notes[0]
+    arun(go())
