@@ -239,6 +239,17 @@ def test_changed_is_reported_against_the_last_checkpoint_of_that_name(storage, m
     assert cp["changed"] == ["b"] and cp["previous"] == "auto"
 
 
+def test_changed_after_a_restore_is_against_the_restored_checkpoint(storage, make_storage):
+    storage.checkpoints.save("base", workspace("a = 1\nb = 'x'", arr=np.zeros(MiB // 4)))
+    other = make_storage().checkpoints                 # a new session: knows nothing yet
+    m = workspace()
+    other.restore("base", m)
+    m.b = "y"
+    cp = other.save("next", m)
+    assert cp["changed"] == ["b"] and cp["previous"] == "base"
+    assert cp["blobs_written"] == 0
+
+
 # --- restoring ----------------------------------------------------------------------
 
 def test_restore_replaces_the_variables_but_keeps_the_ones_named(storage):

@@ -828,7 +828,7 @@ def dump_namespace(file: PathOrFile, module: types.ModuleType, *,
                    exclude: Union[str, Iterable[str]] = (),
                    external: Optional[Callable[[Any], Optional[_Reduced]]] = None,
                    probe: Optional[Callable[[str], Any]] = None,
-                   before_write: Optional[Callable[[list[str]], None]] = None,
+                   before_write: Optional[Callable[[list[str]], Any]] = None,
                    compress: Optional[str] = "lz4", threads: Optional[int] = None,
                    metadata: Optional[Mapping[str, Any]] = None,
                    store: Any = None) -> dict[str, Any]:
@@ -846,7 +846,7 @@ def dump_namespace(file: PathOrFile, module: types.ModuleType, *,
     variable's dry run (the check that finds what cannot be saved) writes into:
     the caller may hash what it gets. ``before_write(names)``: called with the
     variables that will be saved, after the dry runs and before the graph is
-    written. Returns ``{"variables": [...], "skipped": {name: {"type",
+    written; a dict it returns is added to the header's user ``metadata``. Returns ``{"variables": [...], "skipped": {name: {"type",
     "reason"}}, "probes": {name: container}}``."""
     namespace = _select(vars(module), exclude)
     name = module.__name__
@@ -867,16 +867,18 @@ def dump_namespace(file: PathOrFile, module: types.ModuleType, *,
             continue
         if box is not None:
             probes[k] = box
+    user = dict(metadata or {})
     if before_write is not None:
-        before_write(list(namespace))
+        more = before_write(list(namespace))
+        if isinstance(more, Mapping):
+            user.update(more)
     saver = hook()
     ns = _Namespace({})               # restored as the live namespace: the functions' globals
     by_value = ByValue(name, vars(module), ns)
     import cloudpickle
     header = {"torpor_module": MODULE_DUMP_VERSION, "module": name, "root": VARIABLES_ROOT,
               "refimported": False, "python": platform.python_version(),
-              "cloudpickle": cloudpickle.__version__, "skipped": skipped,
-              "user": dict(metadata or {})}
+              "cloudpickle": cloudpickle.__version__, "skipped": skipped, "user": user}
     pipeline.save((ns, namespace), file, pipeline.SaveOptions.of(compress, threads),
                   metadata=header, reducer_override=saver, by_value=by_value, store=store,
                   toc_extra=lambda: {"module": {"code": by_value.saved,

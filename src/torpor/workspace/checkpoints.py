@@ -311,15 +311,21 @@ class Checkpoints:
                 self._provide(st, ready, counts, reused)
             return blob, (st.digest, st.kind, st.writeable)
 
+        probes: dict[str, _Probe] = {}
+        digests: dict[str, str] = {}        # variable -> checksum of its encoding
+
         def probe(var: str) -> _Probe:
             current[0] = var
-            return _Probe()
+            p = probes[var] = _Probe()
+            return p
 
-        def before_write(names: list[str]) -> None:
+        def before_write(names: list[str]) -> dict[str, Any]:
             current[0] = ""
-            digests = {d for n in names for d in uses.get(n, ())}
-            for st in {s.digest: s for s in found.values() if s.digest in digests}.values():
+            needed = {d for n in names for d in uses.get(n, ())}
+            for st in {s.digest: s for s in found.values() if s.digest in needed}.values():
                 self._provide(st, ready, counts, reused)
+            digests.update((n, probes[n].hexdigest()) for n in names)
+            return {"digests": digests}         # in the graph's header: restore reads it
 
         before = None
         if self._last is None:              # what ``changed`` compares with: the last
@@ -331,7 +337,6 @@ class Checkpoints:
         try:
             done = modules.dump_namespace(cast(BinaryIO, spool), module, exclude=exclude, external=external,
                                           probe=probe, before_write=before_write)
-            digests = {k: p.hexdigest() for k, p in done["probes"].items()}
             manifest = {
                 "torpor_checkpoint": MANIFEST_VERSION, "module": module.__name__,
                 "variables": done["variables"], "skipped": done["skipped"],
