@@ -9,12 +9,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
-import numpy as np
 import pytest
 
-from torpor.workspace import FileStorage, InProcessConfig, InProcessExecutor, Session
+from torpor.workspace import FileStorage, Session
 
 
 def arun(coro):

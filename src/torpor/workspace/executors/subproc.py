@@ -42,7 +42,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Optional, Union
 
 from ...engine.safety import Policy
 from ...errors import UnsafeLoadError
@@ -310,7 +310,7 @@ class _Worker:
                 m = m[os.write(self.requests, m):]
             except BlockingIOError:
                 if not self.alive():
-                    raise BrokenPipeError(f"the worker ended before it read a request") from None
+                    raise BrokenPipeError("the worker ended before it read a request") from None
                 await asyncio.sleep(0.001)
 
     def _signal(self, sig: int) -> None:
