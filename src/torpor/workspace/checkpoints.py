@@ -308,7 +308,7 @@ class Checkpoints:
             if current[0]:
                 uses.setdefault(current[0], set()).add(st.digest)
             elif st.digest not in ready:             # met only now: store it now
-                self._provide(st, ready, counts, reused)
+                self._provide([st], ready, counts, reused)
             return blob, (st.digest, st.kind, st.writeable)
 
         probes: dict[str, _Probe] = {}
@@ -322,8 +322,8 @@ class Checkpoints:
         def before_write(names: list[str]) -> dict[str, Any]:
             current[0] = ""
             needed = {d for n in names for d in uses.get(n, ())}
-            for st in {s.digest: s for s in found.values() if s.digest in needed}.values():
-                self._provide(st, ready, counts, reused)
+            self._provide(list({s.digest: s for s in found.values()
+                                if s.digest in needed}.values()), ready, counts, reused)
             digests.update((n, probes[n].hexdigest()) for n in names)
             return {"digests": digests}         # in the graph's header: restore reads it
 
@@ -378,21 +378,33 @@ class Checkpoints:
                 **counts, "size": info["size"] + sum(st.nbytes for st in ready.values()),
                 "seconds": time.perf_counter() - t0}
 
-    def _provide(self, st: _Stored, ready: dict[str, _Stored], counts: dict[str, int],
-                 reused: list[str]) -> None:
-        """Make sure blob ``st`` is in the area: reuse it, or write it."""
-        if st.digest in ready:
-            return
-        info = self._blob_info(st.digest)
-        if info is not None:
-            counts["bytes_reused"] += info["size"]
-            counts["blobs_reused"] += 1
-            if time.time() - _timestamp(info["updated_at"]) >= self.grace_seconds / 2:
-                reused.append(st.digest)
+    def _provide(self, stored: builtins.list[_Stored], ready: dict[str, _Stored],
+                 counts: dict[str, int], reused: builtins.list[str]) -> None:
+        """Make sure the blobs ``stored`` are in the area: reuse those that are,
+        write the others (two at a time: one's fsync or upload overlaps the
+        other's writing)."""
+        missing = []
+        for st in stored:
+            if st.digest in ready:
+                continue
+            info = self._blob_info(st.digest)
+            if info is not None:
+                counts["bytes_reused"] += info["size"]
+                counts["blobs_reused"] += 1
+                if time.time() - _timestamp(info["updated_at"]) >= self.grace_seconds / 2:
+                    reused.append(st.digest)
+                ready[st.digest] = st
+            else:
+                missing.append(st)
+        if len(missing) > 1:
+            with ThreadPoolExecutor(2, thread_name_prefix="torpor-blob") as pool:
+                sizes = list(pool.map(self._put, missing))
         else:
-            counts["bytes_written"] += self._put(st)
+            sizes = [self._put(st) for st in missing]
+        for st, size in zip(missing, sizes):
+            counts["bytes_written"] += size
             counts["blobs_written"] += 1
-        ready[st.digest] = st
+            ready[st.digest] = st
 
     def _blob_info(self, digest: str) -> Optional[dict[str, Any]]:
         try:
