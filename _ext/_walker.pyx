@@ -704,8 +704,20 @@ cdef class Encoder:
         if self.override is not None and self._overridden(obj):
             return 0
         if kind == SAVE_INST:
-            self._marker(EXT_INST, 2)
-            self._global(cls)
+            i = _pm_get(&self.memo, <void*>cls)
+            if i >= 0 and id(cls) not in self.open:
+                self._marker(EXT_INST, 2)
+                self._ext_uint(EXT_REF, i)
+            else:
+                ref = None if i >= 0 else self._class_by_name(cls)
+                if ref is None:
+                    # as fallback's: a class that would not be complete right
+                    # after the INST marker makes the instance a reduction,
+                    # copyreg.__newobj__(cls) and its state
+                    return self._reduce(obj, -1)
+                self._marker(EXT_INST, 2)
+                self._memoize(cls)
+                self._write_global(ref[0], ref[1])
             d = obj.__dict__
             if not d:
                 return self._b1(0xC0)
@@ -715,7 +727,6 @@ cdef class Encoder:
 
     cdef int _global(self, object obj) except -1:
         cdef Py_ssize_t i = self._memoize(obj)
-        # (classes of instances come here directly, so this is their memo lookup)
         if i >= 0:
             if id(obj) in self.open:      # code saved by value, met again inside itself
                 if id(obj) in self.overridden:
@@ -730,11 +741,30 @@ cdef class Encoder:
             raise self._error(obj, str(e)) from None
         if ref is None:
             return self._reduce(obj, -1)
-        module, name = ref
+        return self._write_global(ref[0], ref[1])
+
+    cdef int _write_global(self, object module, object name) except -1:
         self.globals[f"{module}.{name}"] = None
         self._marker(EXT_GLOBAL, 2)
         self._str(module)
         return self._str(name)
+
+    cdef object _class_by_name(self, object cls):
+        """As fallback's: (module, qualname) of the new class ``cls`` of an
+        instance, or None. Nothing is written or memoized."""
+        if self.override is not None:
+            if self.wants is None:
+                return None
+            meta = type(cls)
+            want = self.wanted.get(meta)
+            if want is None:
+                want = self.wanted[meta] = bool(self.wants(meta))
+            if want:
+                return None
+        try:
+            return by_reference(cls, self.byvalue)
+        except UnsupportedObjectError as e:
+            raise self._error(cls, str(e)) from None
 
     cdef bint _overridden(self, object obj) except -1:
         """Ask the reducer_override hook about a new (just memoized) object; if

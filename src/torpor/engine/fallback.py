@@ -371,8 +371,26 @@ class Encoder:
         if self.override is not None and self._overridden(obj):
             return
         if kind == SAVE_INST:
-            self._marker(EXT_INST, 2)
-            self._global(cls)
+            i = self.memo.get(id(cls))
+            if i is not None and id(cls) not in self.open:
+                self._marker(EXT_INST, 2)
+                self._ref(i)
+            else:
+                ref = None if i is not None else self._class_by_name(cls)
+                if ref is None:
+                    # The class is new and saved by value (or the reducer_override
+                    # hook may reduce it), or it is being written and would be
+                    # written again for a cycle: its reduction is a frame of its
+                    # own, which the INST's attribute map (written next) would
+                    # overtake, and the instance, which an INST builds only once
+                    # the class is complete, could not be referred to from the
+                    # class's state. So the instance is written as pickle writes
+                    # it, copyreg.__newobj__(cls) and its state: it exists once the
+                    # class does, and a cycle through the class rebuilds it.
+                    return self._reduce(obj, memoized=True)
+                self._marker(EXT_INST, 2)
+                self._memoize(cls)
+                self._write_global(*ref)
             d = obj.__dict__
             if not d:
                 self.out.append(0xC0)
@@ -398,11 +416,32 @@ class Encoder:
             raise self._error(obj, str(e)) from None
         if ref is None:
             return self._reduce(obj, memoized=True)
-        module, name = ref
+        self._write_global(*ref)
+
+    def _write_global(self, module, name):
         self.globals[f"{module}.{name}"] = None
         self._marker(EXT_GLOBAL, 2)
         self._str(module)
         self._str(name)
+
+    def _class_by_name(self, cls):
+        """(module, qualname) under which an INST names ``cls``, the new class
+        of an instance, as _global would write it; or None when _global would
+        not write it as a name: it is saved by value, or the reducer_override
+        hook may reduce it. Nothing is written or memoized."""
+        if self.override is not None:
+            if self.wants is None:
+                return None
+            meta = type(cls)
+            want = self.wanted.get(meta)
+            if want is None:
+                want = self.wanted[meta] = bool(self.wants(meta))
+            if want:
+                return None
+        try:
+            return by_reference(cls, self.byvalue)
+        except UnsupportedObjectError as e:
+            raise self._error(cls, str(e)) from None
 
     def _overridden(self, obj):
         """Ask the reducer_override hook about a new (just memoized) object; if
