@@ -201,13 +201,16 @@ def test_two_sessions_at_once(tmp_path, impl):
         a = Session(FileStorage(tmp_path / "a"))
         b = Session(FileStorage(tmp_path / "b"))
         async with a, b:
-            code = "import time\nfor i in range(5):\n    print('{}', i)\n    time.sleep(0.05)\n'{}'"
-            t0 = time.monotonic()
+            # both runs must be inside their code at the same time to pass the
+            # barrier: one after the other, the first would time out waiting
+            meet = threading.Barrier(2, timeout=10)
+            a.executor.namespace["meet"] = b.executor.namespace["meet"] = meet
+            code = "for i in range(3):\n    print('{}', i)\n    meet.wait()\n'{}'"
             ra, rb = await asyncio.gather(a.run(code.format("A", "A")), b.run(code.format("B", "B")))
-            assert time.monotonic() - t0 < 0.45       # at once, not one after the other
+            assert ra.is_ok and rb.is_ok, (ra.error, rb.error)
             assert ra.value == "A" and rb.value == "B"
-            assert ra.stdout == "".join(f"A {i}\n" for i in range(5))
-            assert rb.stdout == "".join(f"B {i}\n" for i in range(5))
+            assert ra.stdout == "".join(f"A {i}\n" for i in range(3))
+            assert rb.stdout == "".join(f"B {i}\n" for i in range(3))
             await a.run("only_in_a = 1")
             assert "NameError" in (await b.run("only_in_a")).error
     arun(go())
