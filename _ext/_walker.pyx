@@ -749,18 +749,22 @@ cdef class Encoder:
         self._str(module)
         return self._str(name)
 
+    cdef bint _hook_wants(self, object cls) except -1:
+        """Whether the reducer_override hook may reduce instances of ``cls``: its
+        ``wants(cls)``, asked once per class, or True for a hook without one."""
+        cdef object want
+        if self.wants is None:
+            return True
+        want = self.wanted.get(cls)
+        if want is None:
+            want = self.wanted[cls] = bool(self.wants(cls))
+        return want
+
     cdef object _class_by_name(self, object cls):
         """As fallback's: (module, qualname) of the new class ``cls`` of an
         instance, or None. Nothing is written or memoized."""
-        if self.override is not None:
-            if self.wants is None:
-                return None
-            meta = type(cls)
-            want = self.wanted.get(meta)
-            if want is None:
-                want = self.wanted[meta] = bool(self.wants(meta))
-            if want:
-                return None
+        if self.override is not None and self._hook_wants(type(cls)):
+            return None
         try:
             return by_reference(cls, self.byvalue)
         except UnsupportedObjectError as e:
@@ -769,14 +773,8 @@ cdef class Encoder:
     cdef bint _overridden(self, object obj) except -1:
         """Ask the reducer_override hook about a new (just memoized) object; if
         it gives a reduction, write it and return True."""
-        cdef object cls, want
-        if self.wants is not None:
-            cls = type(obj)
-            want = self.wanted.get(cls)
-            if want is None:
-                want = self.wanted[cls] = bool(self.wants(cls))
-            if not want:
-                return False
+        if not self._hook_wants(type(obj)):
+            return False
         try:
             rv = self.override(obj)
         except TorporError:

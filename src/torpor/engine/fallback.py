@@ -424,20 +424,23 @@ class Encoder:
         self._str(module)
         self._str(name)
 
+    def _hook_wants(self, cls):
+        """Whether the reducer_override hook may reduce instances of ``cls``: its
+        ``wants(cls)``, asked once per class, or True for a hook without one."""
+        if self.wants is None:
+            return True
+        want = self.wanted.get(cls)
+        if want is None:
+            want = self.wanted[cls] = bool(self.wants(cls))
+        return want
+
     def _class_by_name(self, cls):
         """(module, qualname) under which an INST names ``cls``, the new class
         of an instance, as _global would write it; or None when _global would
         not write it as a name: it is saved by value, or the reducer_override
         hook may reduce it. Nothing is written or memoized."""
-        if self.override is not None:
-            if self.wants is None:
-                return None
-            meta = type(cls)
-            want = self.wanted.get(meta)
-            if want is None:
-                want = self.wanted[meta] = bool(self.wants(meta))
-            if want:
-                return None
+        if self.override is not None and self._hook_wants(type(cls)):
+            return None
         try:
             return by_reference(cls, self.byvalue)
         except UnsupportedObjectError as e:
@@ -446,13 +449,8 @@ class Encoder:
     def _overridden(self, obj):
         """Ask the reducer_override hook about a new (just memoized) object; if
         it gives a reduction, write it and return True."""
-        if self.wants is not None:
-            cls = type(obj)
-            want = self.wanted.get(cls)
-            if want is None:
-                want = self.wanted[cls] = bool(self.wants(cls))
-            if not want:
-                return False
+        if not self._hook_wants(type(obj)):
+            return False
         try:
             rv = self.override(obj)
         except TorporError:
