@@ -65,3 +65,15 @@ def load_in_subprocess(path, env):
                        text=True, timeout=120)
     assert p.returncode == 0, f"the load crashed (exit {p.returncode}): {p.stderr[-2000:]}"
     return p.stdout
+
+
+def flip_middle_bytes(key, store=None):
+    """Damage the data at ``key`` (a path, or a key of ``store``): invert 4 bytes
+    in its middle, so a checksum no longer matches."""
+    from torpor import storage as st
+    with st.reading(key, store=store) as (f, _):
+        data = bytearray(f.read())
+    mid = len(data) // 2
+    data[mid:mid + 4] = bytes(x ^ 0xFF for x in data[mid:mid + 4])
+    with st.writing(key, store=store) as w:
+        w.write(bytes(data))

@@ -18,6 +18,7 @@ import torpor
 from torpor.errors import (ArtifactDamagedError, ArtifactNotFoundError, InvalidNameError,
                            UnsafeLoadError, UnsupportedObjectError)
 from torpor.workspace import ArtifactWarning, StorageBackend
+from helpers import flip_middle_bytes
 
 
 @dataclasses.dataclass
@@ -342,13 +343,7 @@ def damage(storage, name):
     b = _backend(storage)
     key = storage.artifacts.get(name)["path"]
     key = key if b.store is None else _key_of(b, name)
-    from torpor import storage as st
-    with st.reading(key, store=b.store) as (f, _):
-        data = bytearray(f.read())
-    mid = len(data) // 2
-    data[mid:mid + 4] = bytes(x ^ 0xFF for x in data[mid:mid + 4])
-    with st.writing(key, store=b.store) as w:
-        w.write(bytes(data))
+    flip_middle_bytes(key, b.store)
 
 
 def _key_of(b, name):

@@ -23,6 +23,7 @@ from torpor.errors import (ArtifactDamagedError, ArtifactNotFoundError, Checkpoi
                            FormatError, InvalidNameError)
 from torpor.workspace import ArtifactWarning, Checkpoints, FileStorage
 from torpor.workspace.checkpoints import BLOB_PREFIX
+from helpers import flip_middle_bytes
 
 MiB = 1 << 20
 
@@ -545,10 +546,4 @@ def damage(area, name):
     """Flip bytes in the middle of the current version's data of ``name``."""
     b = area._b
     key = json.loads(b.read_record(name))["versions"][-1]["key"]
-    from torpor import storage as st
-    with st.reading(key, store=b.store) as (f, _):
-        data = bytearray(f.read())
-    mid = len(data) // 2
-    data[mid:mid + 4] = bytes(x ^ 0xFF for x in data[mid:mid + 4])
-    with st.writing(key, store=b.store) as w:
-        w.write(bytes(data))
+    flip_middle_bytes(key, b.store)
