@@ -20,13 +20,15 @@ import threading
 import time
 import types
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from ..results import ExecutionResult
 from . import namespaces
 from .base import INJECTED, NAMESPACE_MODULE, Capability
 from .capture import capturing
 from .running import Outcome, Prepared, Runner, RunTimeout
+
+_R = TypeVar("_R")
 
 # PyThreadState_SetAsyncExc(thread id, exception): two prototypes of the one C
 # function, one that passes an exception and one that passes NULL (withdraws it).
@@ -196,7 +198,7 @@ class InProcessExecutor:
         self._running = False            # user code is running: it may be interrupted
         self._busy: Optional[asyncio.Lock] = None
         self._closed = False
-        self._watchdog: Any = None
+        self._watchdog: Optional[_Watchdog] = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("started" if self._thread else "not started")
@@ -221,11 +223,9 @@ class InProcessExecutor:
         self._storage = storage
         namespaces.inject(vars(self.module), storage)
         self._watchdog = _Watchdog()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True,
+        self._thread = threading.Thread(target=self._serve, daemon=True,
                                         name="torpor-workspace-inprocess")
         self._thread.start()
-        ready.wait()
 
     async def close(self) -> None:
         """Stop the code if a run is in flight (its result says the session
@@ -242,13 +242,13 @@ class InProcessExecutor:
         while thread.is_alive() and time.monotonic() < deadline:
             self._interrupt(_CLOSED)
             await asyncio.sleep(0.02)
-        self._watchdog.stop()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._runner.close()
 
     # --- the thread -------------------------------------------------------------
 
-    def _serve(self, ready: threading.Event) -> None:
-        ready.set()
+    def _serve(self) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
@@ -323,41 +323,30 @@ class InProcessExecutor:
         async with self._lock():
             t0 = time.perf_counter()
             prepared = self._runner.prepare(code)
+            job = lambda: self._limited(lambda: self._execute(prepared, t0), limit)  # noqa: E731
             if self.config.inline and not prepared.is_async:
-                outcome, out, err, took = self._inline(prepared, t0, limit)
+                if self._closed:
+                    raise RuntimeError("the session is closed")
+                outcome, out, err, took = job()           # on this thread: no hand-over
             else:
-                outcome, out, err, took = await self._timed(
-                    lambda: self._execute(prepared, t0), limit)
+                outcome, out, err, took = await self._submit(job)
         return ExecutionResult(value=outcome.value, stdout=out, stderr=err, error=outcome.error,
                                duration=took, timed_out=outcome.timed_out
                                and not isinstance(outcome.exception, _Closed))
 
-    def _inline(self, prepared: Prepared, t0: float, limit: Optional[float]
-                ) -> tuple[Outcome, str, str, float]:
-        if self._closed:
-            raise RuntimeError("the session is closed")
+    def _limited(self, fn: Callable[[], _R], limit: Optional[float]) -> _R:
+        """``fn()`` on this thread, interrupted after ``limit`` seconds (None: no
+        limit) by the watchdog."""
         if limit is None:
-            return self._execute(prepared, t0)
+            return fn()
+        watchdog = self._watchdog
+        assert watchdog is not None, "start() makes the watchdog"
         stop = RunTimeout.saying(f"the run took longer than its timeout of {limit:g} s")
-        self._watchdog.arm(limit, lambda: self._interrupt(stop), self.config.retry)
+        watchdog.arm(limit, lambda: self._interrupt(stop), self.config.retry)
         try:
-            return self._execute(prepared, t0)
+            return fn()
         finally:
-            self._watchdog.disarm()
-
-    async def _timed(self, fn: Callable[[], Any], limit: Optional[float]) -> Any:
-        """``fn`` on the executor's thread, interrupted after ``limit`` seconds."""
-        if limit is None:
-            return await self._submit(fn)
-        stop = RunTimeout.saying(f"the run took longer than its timeout of {limit:g} s")
-
-        def timed() -> Any:
-            self._watchdog.arm(limit, lambda: self._interrupt(stop), self.config.retry)
-            try:
-                return fn()
-            finally:
-                self._watchdog.disarm()
-        return await self._submit(timed)
+            watchdog.disarm()
 
     async def reset(self) -> None:
         """Forget every user variable; the injected objects stay."""
