@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional, Union
 from ..storage import LocalFileStore, Store
 from .artifacts import Artifacts
 from .checkpoints import Checkpoints
+from .library.areas import LibraryAreas
 from .names import check_workspace_id
 from .objectstore import _FsspecBackend
 
@@ -127,7 +128,7 @@ class _LocalBackend:
                 pass
 
 
-class FileStorage:
+class FileStorage(LibraryAreas):
     """A workspace's storage in the folder ``base_path`` (created if missing).
     ``workspace_id`` keeps several workspaces apart in one folder.
     ``keep_versions``: how many earlier versions of an artifact each save keeps.
@@ -153,12 +154,11 @@ class FileStorage:
             self.base_path = base_path if base_path.endswith("://") else base_path.rstrip("/")
             self.root = f"{self.base_path}/{self.workspace_id}" if self.workspace_id \
                 else self.base_path
+            self.storage_options = storage_options
             self.artifacts = Artifacts(
                 _FsspecBackend(f"{self.root}/artifacts", repr(self), storage_options),
                 keep_versions=keep_versions, allow=allow, trusted=trusted, compress=compress)
-            self.checkpoints_area = Artifacts(
-                _FsspecBackend(f"{self.root}/checkpoints", f"{self!r} checkpoints",
-                               storage_options), keep_versions=0, compress=None)
+            self.checkpoints_area = self.area("checkpoints", keep_versions=0, compress=None)
             self.checkpoints = Checkpoints(self.checkpoints_area)
             return
         if storage_options is not None:
@@ -170,14 +170,25 @@ class FileStorage:
         self.base_path = base
         root = os.path.join(base, self.workspace_id) if self.workspace_id else base
         self.root = root
+        self.storage_options = None
         os.makedirs(os.path.join(root, "artifacts"), exist_ok=True)
         self.artifacts = Artifacts(_LocalBackend(os.path.join(root, "artifacts"), repr(self)),
                                    keep_versions=keep_versions, allow=allow, trusted=trusted,
                                    compress=compress)
-        self.checkpoints_area = Artifacts(
-            _LocalBackend(os.path.join(root, "checkpoints"), f"{self!r} checkpoints"),
-            keep_versions=0, compress=None)
+        self.checkpoints_area = self.area("checkpoints", keep_versions=0, compress=None)
         self.checkpoints = Checkpoints(self.checkpoints_area)
+
+    def area(self, kind: str, *, keep_versions: int = 5,
+             compress: Optional[str] = None) -> Artifacts:
+        """An Artifacts of its own beside ``artifacts``, in the folder
+        ``<root>/<kind>`` (``checkpoints``, ``workflows``): the same records,
+        versions and atomic commits, apart from the user's artifacts."""
+        if "://" in self.root:
+            backend: Any = _FsspecBackend(f"{self.root}/{kind}", f"{self!r} {kind}",
+                                          self.storage_options)
+        else:
+            backend = _LocalBackend(os.path.join(self.root, kind), f"{self!r} {kind}")
+        return Artifacts(backend, keep_versions=keep_versions, compress=compress)
 
     def __repr__(self) -> str:
         ws = f", workspace_id={self.workspace_id!r}" if self.workspace_id else ""

@@ -33,6 +33,7 @@ from ..storage.redis_store import (DEFAULT_CHUNK_SIZE, RedisStore, check_client,
                                    glob_escape, import_redis, reaching, url_of)
 from .artifacts import Artifacts
 from .checkpoints import Checkpoints
+from .library.areas import LibraryAreas
 from .names import check_workspace_id
 
 _RECORD = "@info"
@@ -157,7 +158,7 @@ def _check_prefix(prefix: Any) -> str:
     return str(prefix)
 
 
-class RedisStorage:
+class RedisStorage(LibraryAreas):
     """A workspace's storage in a Redis database: ``url`` (default
     redis://127.0.0.1:6379/0) or ``redis=`` a redis-py client. Every key is under
     ``{prefix}:{workspace_id or "default"}:``, so applications (``prefix``) and
@@ -184,11 +185,17 @@ class RedisStorage:
             self.redis.ping()
         self.artifacts = Artifacts(backend, keep_versions=keep_versions, allow=allow,
                                    trusted=trusted, compress=compress)
-        self.checkpoints_area = Artifacts(
-            _RedisBackend(self.redis, self.namespace, f"{self!r} checkpoints", chunk_size,
-                          area="checkpoint:", names="checkpoint-names"),
-            keep_versions=0, compress=None)
+        self.chunk_size = chunk_size
+        self.checkpoints_area = self.area("checkpoint", keep_versions=0, compress=None)
         self.checkpoints = Checkpoints(self.checkpoints_area)
+
+    def area(self, kind: str, *, keep_versions: int = 5,
+             compress: Optional[str] = None) -> Artifacts:
+        """An Artifacts of its own beside ``artifacts``, under ``<kind>:`` keys
+        and the ``<kind>-names`` set (``checkpoint``, ``workflow``)."""
+        return Artifacts(_RedisBackend(self.redis, self.namespace, f"{self!r} {kind}",
+                                       self.chunk_size, area=f"{kind}:", names=f"{kind}-names"),
+                         keep_versions=keep_versions, compress=compress)
 
     def __repr__(self) -> str:
         ws = f", workspace_id={self.workspace_id!r}" if self.workspace_id else ""

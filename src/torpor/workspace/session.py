@@ -23,7 +23,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from typing import Any, Optional, TypeVar, Union
 
-from .executors.base import Capability, Executor
+from .executors.base import Executor
 from .executors.inprocess import InProcessConfig, InProcessExecutor, check_timeout
 from .files import FileStorage
 from .names import check_name
@@ -95,6 +95,8 @@ class Session:
         self._started = False
         self._closed = False
         self.resumed: Optional[dict[str, Any]] = None
+        #: what ``sync_deps_on_start`` installed (None: it did not run)
+        self.deps_synced: Optional[dict[str, Any]] = None
         self._skipped: set[str] = set()
 
     # --- construction ------------------------------------------------------------
@@ -158,11 +160,22 @@ class Session:
             raise RuntimeError("this session is closed; make a new one")
         if self._started:
             return
-        if self.sync_deps_on_start and self.extra_deps and not self.supports(Capability.DEPS_INSTALL):
-            raise RuntimeError(f"sync_deps_on_start=True, but {self._executor!r} cannot install "
-                               f"dependencies (supports('deps_install') is False)")
+        if hasattr(self._executor, "allow_runtime_deps"):
+            setattr(self._executor, "allow_runtime_deps", self.allow_runtime_deps)
         await self._executor.start(self._storage)
         self._started = True
+        if self.sync_deps_on_start:
+            try:
+                self.deps_synced = await self.sync_deps()
+            except BaseException:
+                await self.close()
+                raise
+            if self.deps_synced.get("failed"):
+                await self.close()
+                raise RuntimeError(f"sync_deps_on_start: these dependencies could not be "
+                                   f"installed: {self.deps_synced['failed']} (see "
+                                   f"supports('deps_install'); Session.subprocess installs "
+                                   f"into its own environment)")
         if self.checkpoint_mode == AUTO and self._storage.checkpoints.exists(AUTO):
             try:
                 self.resumed = await self._executor.restore_checkpoint(AUTO)
@@ -291,6 +304,71 @@ class Session:
 
     async def delete_artifact(self, name: str) -> None:
         await asyncio.to_thread(self._storage.artifacts.delete, name)
+
+    # --- workflows (library/workflows.py) ------------------------------------------------
+
+    async def list_workflows(self) -> list[dict[str, Any]]:
+        """Every workflow's summary: name, description, parameters (no source)."""
+        return await asyncio.to_thread(self._storage.workflows.list)
+
+    async def get_workflow(self, name: str) -> Optional[dict[str, Any]]:
+        """Workflow ``name`` with its source, or None."""
+        return await asyncio.to_thread(self._storage.workflows.get, name)
+
+    async def add_workflow(self, name: str, source: str, description: str = "") -> dict[str, Any]:
+        """Save a workflow (Python source defining ``run``; checked, never
+        executed here). Saving a name again makes a new version."""
+        return await asyncio.to_thread(self._storage.workflows.add, name, source, description)
+
+    async def remove_workflow(self, name: str) -> bool:
+        """True if workflow ``name`` was removed, False if there was none."""
+        return await asyncio.to_thread(self._storage.workflows.remove, name)
+
+    async def search_workflows(self, query: str, limit: int = 5) -> list[dict[str, Any]]:
+        """The workflows that best match ``query``, best first."""
+        return await asyncio.to_thread(self._storage.workflows.search, query, limit)
+
+    # --- tools (library/tools.py) ------------------------------------------------------
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        """Every tool's name, description and tags."""
+        return await asyncio.to_thread(self._storage.tools.list)
+
+    async def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The tools that best match ``query``, best first."""
+        return await asyncio.to_thread(self._storage.tools.search, query, limit)
+
+    # --- dependencies (library/deps.py) ------------------------------------------------
+
+    def _installer(self) -> Any:
+        get = getattr(self._executor, "deps_installer", None)
+        return get() if get is not None else None
+
+    async def list_deps(self) -> list[str]:
+        """The configured dependencies (``requirements.txt``, then ``extra_deps``)."""
+        deps = await asyncio.to_thread(self._storage.deps.list)
+        return deps + [d for d in self.extra_deps if d not in deps]
+
+    async def add_dep(self, package: str) -> dict[str, Any]:
+        """Add ``package`` (a requirement such as ``"pandas>=2"``) to the
+        configuration and install it where the executor installs:
+        ``{"installed": [...], "already_present": [...], "failed": [...]}``."""
+        self._ready()
+        return await asyncio.to_thread(self._storage.deps.add, package, self._installer())
+
+    async def remove_dep(self, package: str) -> dict[str, Any]:
+        """Remove ``package`` from the configuration and uninstall it where the
+        executor installed it: ``{"removed", "not_found", "failed",
+        "removed_from_config"}``."""
+        self._ready()
+        return await asyncio.to_thread(self._storage.deps.remove, package, self._installer())
+
+    async def sync_deps(self) -> dict[str, Any]:
+        """Install every configured dependency (and ``extra_deps``) that is
+        missing: ``{"installed", "already_present", "failed"}``."""
+        self._ready()
+        return await asyncio.to_thread(self._storage.deps.sync, self._installer(),
+                                       self.extra_deps)
 
 
 class _Driver:
@@ -447,3 +525,36 @@ class SyncSession:
 
     def delete_artifact(self, name: str) -> None:
         self._driver.call(self.session.delete_artifact(name))
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        return self._driver.call(self.session.list_workflows())
+
+    def get_workflow(self, name: str) -> Optional[dict[str, Any]]:
+        return self._driver.call(self.session.get_workflow(name))
+
+    def add_workflow(self, name: str, source: str, description: str = "") -> dict[str, Any]:
+        return self._driver.call(self.session.add_workflow(name, source, description))
+
+    def remove_workflow(self, name: str) -> bool:
+        return self._driver.call(self.session.remove_workflow(name))
+
+    def search_workflows(self, query: str, limit: int = 5) -> list[dict[str, Any]]:
+        return self._driver.call(self.session.search_workflows(query, limit))
+
+    def list_tools(self) -> list[dict[str, Any]]:
+        return self._driver.call(self.session.list_tools())
+
+    def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        return self._driver.call(self.session.search_tools(query, limit))
+
+    def list_deps(self) -> list[str]:
+        return self._driver.call(self.session.list_deps())
+
+    def add_dep(self, package: str) -> dict[str, Any]:
+        return self._driver.call(self.session.add_dep(package))
+
+    def remove_dep(self, package: str) -> dict[str, Any]:
+        return self._driver.call(self.session.remove_dep(package))
+
+    def sync_deps(self) -> dict[str, Any]:
+        return self._driver.call(self.session.sync_deps())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import queue
+import sys
 import threading
 import time
 import types
@@ -56,15 +57,22 @@ class InProcessConfig:
     code without top-level ``await`` on the caller's own thread (the event
     loop's): no hand-over between threads, so a small run costs a third, but the
     event loop serves nothing else while code runs; use it where one session has
-    the loop to itself (a script, a notebook)."""
+    the loop to itself (a script, a notebook). ``install_deps=True`` lets
+    ``add_dep`` / ``deps.add`` install into this very interpreter (off by
+    default: an in-process session only reports which dependencies the host
+    already has)."""
 
     default_timeout: Optional[float] = 30.0
     retry: float = 1.0
     inline: bool = False
+    install_deps: bool = False
 
     def __post_init__(self) -> None:
         check_timeout(self.default_timeout, "default_timeout")
         check_timeout(self.retry, "retry")
+        for name in ("inline", "install_deps"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, not {getattr(self, name)!r}")
 
 
 class _Closed(RunTimeout):
@@ -188,6 +196,8 @@ class InProcessExecutor:
 
     def __init__(self, config: Optional[InProcessConfig] = None) -> None:
         self.config = config or InProcessConfig()
+        #: False: ``deps.add`` / ``deps.remove`` refuse in code (the Session sets it)
+        self.allow_runtime_deps = True
         self.module = types.ModuleType(NAMESPACE_MODULE)
         self._runner = Runner(vars(self.module))
         self._storage: Any = None
@@ -205,7 +215,18 @@ class InProcessExecutor:
         return f"<InProcessExecutor {state}>"
 
     def supported_capabilities(self) -> set[str]:
-        return {Capability.TIMEOUT, Capability.RESET, Capability.CHECKPOINT}
+        caps = {Capability.TIMEOUT, Capability.RESET, Capability.CHECKPOINT}
+        if self.config.install_deps:
+            caps |= {Capability.DEPS_INSTALL, Capability.DEPS_UNINSTALL}
+        return caps
+
+    def deps_installer(self) -> Any:
+        """Where dependencies are installed: this interpreter when
+        ``install_deps=True``, else nowhere (None)."""
+        if not self.config.install_deps:
+            return None
+        from ..library.installer import Installer
+        return Installer(sys.executable)
 
     @property
     def namespace(self) -> dict[str, Any]:
@@ -221,7 +242,8 @@ class InProcessExecutor:
         if self._thread is not None:
             return
         self._storage = storage
-        namespaces.inject(vars(self.module), storage)
+        namespaces.inject(vars(self.module), storage, installer=self.deps_installer(),
+                          allow_runtime_deps=self.allow_runtime_deps)
         self._watchdog = _Watchdog()
         self._thread = threading.Thread(target=self._serve, daemon=True,
                                         name="torpor-workspace-inprocess")

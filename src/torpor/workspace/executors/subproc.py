@@ -465,6 +465,8 @@ class SubprocessExecutor:
             raise TypeError(f"config must be a SubprocessConfig, not {type(config).__name__}")
         self.config = config or SubprocessConfig()
         self.restore_from: Optional[str] = None
+        #: False: ``deps.add`` / ``deps.remove`` refuse in code (the Session sets it)
+        self.allow_runtime_deps = True
         self.venv: Optional[venvs.Venv] = None
         self._storage: Any = None
         self._spec: Optional[dict[str, Any]] = None
@@ -609,7 +611,8 @@ class SubprocessExecutor:
         w = _Worker(venv, self._logs, self._env())
         try:
             await w.send({"op": "hello", "storage": self._spec, "spill_dirs": w.place.dirs,
-                          "spill_prefix": w.place.prefix})
+                          "spill_prefix": w.place.prefix,
+                          "allow_runtime_deps": self.allow_runtime_deps})
             what, frame = await w.receive(self.config.startup_timeout)
             if what != "frame":
                 if what == "timeout":

@@ -160,7 +160,10 @@ class Worker:
             from ..spec import build
             self.place = transport.SpillPlace(hello["spill_dirs"], hello["spill_prefix"])
             self.storage = build(hello["storage"])
-            namespaces.inject(vars(self.module), self.storage)
+            from ..library.installer import Installer
+            namespaces.inject(vars(self.module), self.storage,
+                              installer=Installer(sys.executable),
+                              allow_runtime_deps=bool(hello.get("allow_runtime_deps", True)))
         except Exception as e:
             self.send({"ok": False, **error_of(e)})
             return 1
