@@ -34,7 +34,7 @@ import re
 import threading
 import unicodedata
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -146,8 +146,15 @@ def _run_terms(run: str) -> tuple[str, ...]:
     """The terms of one run of letters and digits. Cached: an index's texts
     repeat most of their words, and splitting and stemming dominate its
     construction."""
-    words = (part.lower() for part in _split_identifier(run))
-    return tuple(_stem(w) for w in words if w not in STOP_WORDS)
+    words = [part.lower() for part in _split_identifier(run) if part.lower() not in STOP_WORDS]
+    whole = run.lower()
+    if (len(words) > 1 or (words and len(words[0]) < len(run))) and whole not in STOP_WORDS:
+        # A run split at its case or digits also keeps its whole, as Lucene's
+        # word delimiter filter does with preserveOriginal: "GitHub" and
+        # "SQLite" give git, hub, github and sq, lite, sqlite, so a query
+        # that writes the word whole ("github", "sqlite", "sha256") finds it.
+        words.append(whole)
+    return tuple(_stem(w) for w in words)
 
 
 def tokens(text: str) -> list[str]:
@@ -155,7 +162,9 @@ def tokens(text: str) -> list[str]:
 
     Unicode-normalised (NFKC), split into runs of letters and digits, each run
     split as an identifier (``fetch_json``, ``fetchJSON``, ``HTTPServer``,
-    ``v2``), lower-cased, stop words removed, Snowball-stemmed.
+    ``v2``; a run split at its case or digits also gives its whole word:
+    ``fetchJSON`` -> fetch, json, fetchjson), lower-cased, stop words removed,
+    Snowball-stemmed.
     """
     if not isinstance(text, str):
         raise TypeError(f"tokens() takes a str, not {type(text).__name__}")
@@ -186,7 +195,9 @@ def load_embedder(model_path: str | None = None) -> Any:
     if not path:
         return None
     try:
-        from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found, unused-ignore]
+        # (an optional package; the ignore is for machines without it)
+        from sentence_transformers import (  # type: ignore[import-not-found, unused-ignore]
+            SentenceTransformer)
     except ImportError:
         return None
     if not os.path.isdir(path):
@@ -209,7 +220,7 @@ def _unit_rows(matrix: Any, rows: int, what: str) -> np.ndarray:
 # --- the index -----------------------------------------------------------------
 
 class Index:
-    """A search index over ``docs``, a list of ``(key, fields)``.
+    """A search index over ``docs``, ``(key, fields)`` pairs.
 
     ``fields`` maps field names (``name``, ``description``, ``parameters``,
     ``doc``, ``tags`` or any other) to strings (None counts as empty). Keys
@@ -219,7 +230,7 @@ class Index:
     computed once, at the first search.
     """
 
-    def __init__(self, docs: Sequence[tuple[str, Mapping[str, str]]], *,
+    def __init__(self, docs: Iterable[tuple[str, Mapping[str, str]]], *,
                  embedder: Embedder | None = None) -> None:
         keys: list[str] = []
         corpus: list[list[str]] = []
