@@ -326,6 +326,27 @@ def test_the_session_api(make_session):
     arun(go())
 
 
+def test_search_finds_workflows_by_what_they_do(make_session):
+    async def go():
+        async with make_session() as s:
+            await s.add_workflow("fetch_json", "def run(url, timeout=10):\n    pass\n",
+                                 "Download a URL and parse the JSON it returns")
+            await s.add_workflow("plot_histogram", "def run(values, bins=50):\n    pass\n",
+                                 "Draw a histogram of values and save it as a PNG image")
+            await s.add_workflow("double", DOUBLE, "")
+            found = await s.search_workflows("multiplying a number")
+            assert found[0]["name"] == "double" and found[0]["score"] > 0
+            found = await s.search_workflows("json from a web url", limit=1)
+            assert [w["name"] for w in found] == ["fetch_json"] and "source" not in found[0]
+            r = await s.run("[w['name'] for w in workflows.search('histogram bins')]")
+            assert r.value[0] == "plot_histogram"
+            assert await s.search_workflows("zebra quantum") == []
+            await s.remove_workflow("plot_histogram")          # the index follows changes
+            r = await s.run("[w['name'] for w in workflows.search('histogram bins')]")
+            assert r.value == []
+    arun(go())
+
+
 def test_workflows_on_redis_run_in_a_worker(redis_storage_factory, tmp_path, venv_dir):
     storage = redis_storage_factory()
 

@@ -233,7 +233,7 @@ class Workflows:
         path = self._loose_path(name)
         return self._from_loose(name, path) if path is not None else None
 
-    def stamp(self, name: str) -> Optional[tuple[Any, Any]]:
+    def stamp(self, name: str) -> Optional[tuple[Any, ...]]:
         """What changes when workflow ``name`` changes (its version and time of
         saving, or its file's time), read without its source; None if there is
         no such workflow."""
@@ -276,7 +276,7 @@ class Workflows:
                           UserWarning, stacklevel=2)
         return [out[k] for k in sorted(out)]
 
-    def search(self, query: str, limit: int = 5) -> list[dict[str, Any]]:
+    def search(self, query: str, limit: int = 5) -> builtins.list[dict[str, Any]]:
         """The workflows that best match ``query`` (library/search.py), best
         first, as ``list`` gives them."""
         from .search import Index
@@ -440,10 +440,10 @@ class WorkflowsNamespace:
     def get(self, name: str, version: Optional[int] = None) -> Optional[dict[str, Any]]:
         return self._workflows.get(name, version)
 
-    def versions(self, name: str) -> list[dict[str, Any]]:
+    def versions(self, name: str) -> builtins.list[dict[str, Any]]:
         return self._workflows.versions(name)
 
-    def search(self, query: str, limit: int = 5) -> list[dict[str, Any]]:
+    def search(self, query: str, limit: int = 5) -> builtins.list[dict[str, Any]]:
         return self._workflows.search(query, limit)
 
     def add(self, name: str, source: str, description: str = "") -> dict[str, Any]:
@@ -457,7 +457,7 @@ class WorkflowsNamespace:
 
     delete = remove
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         return [w["name"] for w in self._workflows.list()]
 
     # --- running ---------------------------------------------------------------
