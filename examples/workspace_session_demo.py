@@ -2,7 +2,9 @@
 arrays step by step in a worker process of this demo, which is killed with
 SIGKILL halfway; a new Session on the same folder resumes from the automatic
 checkpoint and finishes. Then the same in an isolated worker whose run is
-stopped by its timeout, and a manual checkpoint and restore.
+stopped by its timeout, and a manual checkpoint and restore. Last, the
+workspace's library: a YAML tool (``wc``, run without a shell) and a saved
+workflow that calls it, found by search and run from code in both executors.
 
     python examples/workspace_session_demo.py
 """
@@ -14,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -78,6 +82,54 @@ async def isolated(folder: str) -> None:
             print(f"    note: {note}")
 
 
+WC_TOOL = """\
+name: wc
+description: Count lines, words and bytes in text files
+command: wc
+timeout: 10
+tags: [text, files]
+schema:
+  options:
+    lines: {type: boolean, short: l, description: Count lines only}
+  positional:
+    - {name: paths, type: array, required: true, description: Files to count}
+"""
+
+EXPORT = '''
+import os
+import numpy as np
+
+def run(name: str, folder: str) -> int:
+    """Write an artifact's array as a CSV file and count its rows with the wc tool."""
+    path = os.path.join(folder, name + ".csv")
+    np.savetxt(path, artifacts.load(name), delimiter=",")
+    return int(tools.wc(lines=True, paths=[path]).split()[0])
+'''
+
+
+async def library(folder: str) -> None:
+    os.makedirs(os.path.join(folder, "tools"), exist_ok=True)
+    with open(os.path.join(folder, "tools", "wc.yaml"), "w") as f:
+        f.write(WC_TOOL)
+    for make in (Session.from_base, Session.subprocess):
+        async with make(folder, checkpoint=None) as s:
+            if await s.get_workflow("export_csv") is None:
+                await s.add_workflow("export_csv", EXPORT, "")
+                print(f"  tools: {[t['name'] for t in await s.list_tools()]}; workflows: "
+                      f"{[w['name'] for w in await s.list_workflows()]}")
+                found = await s.search_workflows("save an array as comma separated values")
+                print(f"  search_workflows('save an array as comma separated values'): "
+                      f"{found[0]['name']}")
+                found = await s.search_tools("count the lines of a file")
+                print(f"  search_tools('count the lines of a file'): {found[0]['name']}")
+            await s.save_artifact("table", np.arange(12.0).reshape(4, 3))
+            r = await s.run(f"workflows.export_csv('table', {folder!r})")
+            where = "a worker process" if s.supports("process_isolation") else "this process"
+            if not r.is_ok:
+                raise SystemExit(f"the workflow failed in {where}:\n{r.error}")
+            print(f"  in {where}: workflows.export_csv('table') -> {r.value} rows")
+
+
 def main() -> None:
     folder = tempfile.mkdtemp(prefix="torpor-session-demo-")
     print(f"workspace: {folder}")
@@ -92,6 +144,8 @@ def main() -> None:
     asyncio.run(resume(folder))
     print("an isolated worker:")
     asyncio.run(isolated(os.path.join(folder, "isolated")))
+    print("the library: a tool and a workflow")
+    asyncio.run(library(os.path.join(folder, "library")))
 
 
 if __name__ == "__main__":

@@ -30,3 +30,9 @@ def test_workspace_session_demo_resumes_after_a_kill(walker_env):
     assert "4 steps survived the kill" in out.stdout
     assert "finished 8 steps" in out.stdout and "restored 'finished': 8 steps back" in out.stdout
     assert "timed_out=True" in out.stdout and "restarted=True" in out.stdout, out.stdout
+    # the library: a YAML tool and a workflow that calls it, found by search, in both executors
+    assert "tools: ['wc']; workflows: ['export_csv']" in out.stdout
+    assert "comma separated values'): export_csv" in out.stdout
+    assert "count the lines of a file'): wc" in out.stdout
+    assert "in this process: workflows.export_csv('table') -> 4 rows" in out.stdout
+    assert "in a worker process: workflows.export_csv('table') -> 4 rows" in out.stdout

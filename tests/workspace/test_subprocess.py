@@ -769,6 +769,7 @@ def test_python_version_not_on_path(tmp_path):
     ({"grace": True}, ValueError, "grace must be a positive number"),
     ({"allow": [5]}, TypeError, "allow= takes"),
     ({"tools_path": 3}, TypeError, "tools_path must be a path"),
+    ({"artifacts_path": "/tmp/a"}, ValueError, "artifacts live in the Session's storage"),
 ])
 def test_invalid_config(kw, err, match):
     with pytest.raises(err, match=match):

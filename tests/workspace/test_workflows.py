@@ -359,3 +359,21 @@ def test_workflows_on_redis_run_in_a_worker(redis_storage_factory, tmp_path, ven
     arun(go())
     assert storage.workflows.get("double")["source"] == DOUBLE
     assert not os.path.exists(tmp_path / "ws")
+
+
+def test_a_workflows_path_adds_its_loose_files(tmp_path, venv_dir):
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "triple.py").write_text('def run(x):\n    """Three times x."""\n    return 3 * x\n')
+    storage = FileStorage(tmp_path / "ws")
+
+    async def go():
+        ex = SubprocessExecutor(SubprocessConfig(venv_path=venv_dir, workflows_path=folder))
+        async with Session(storage, ex) as s:
+            await s.add_workflow("double", DOUBLE, "")
+            assert [w["name"] for w in await s.list_workflows()] == ["double", "triple"]
+            r = await s.run("workflows.triple(2) + workflows.double(1)")
+            assert r.error is None and r.value == 8
+    arun(go())
+    # the folder is the executor's: the storage alone does not see it
+    assert [w["name"] for w in storage.workflows.list()] == ["double"]
