@@ -1,0 +1,80 @@
+"""The library through the Session as a whole (both walkers): an executor's
+own ``tools_path`` and ``workflows_path``, SyncSession's library methods, and
+the injected objects surviving ``reset`` and staying out of checkpoints."""
+
+import asyncio
+import sys
+
+import pytest
+
+from torpor.workspace import (FileStorage, InProcessConfig, InProcessExecutor, Session,
+                              SubprocessConfig, SubprocessExecutor, SyncSession)
+
+pytestmark = pytest.mark.usefixtures("impl")
+
+ECHO = f"""\
+name: pyecho
+description: Print the arguments it is given, one per line
+command: [{sys.executable!r}, -c, "import sys; print(*sys.argv[1:], sep='\\\\n')"]
+schema:
+  positional:
+    - {{name: words, type: array, required: true}}
+"""
+
+
+@pytest.fixture(scope="module")
+def venv_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("library-venv") / "venv"
+
+
+def test_a_tools_path_replaces_the_storages_tools(tmp_path, venv_dir):
+    folder = tmp_path / "my-tools"
+    folder.mkdir()
+    (folder / "pyecho.yaml").write_text(ECHO)
+    storage = FileStorage(tmp_path / "ws")
+    (tmp_path / "ws" / "tools").mkdir()
+    (tmp_path / "ws" / "tools" / "other.yaml").write_text(ECHO.replace("pyecho", "other"))
+
+    async def go():
+        ex = SubprocessExecutor(SubprocessConfig(venv_path=venv_dir, tools_path=folder))
+        async with Session(storage, ex) as s:
+            assert [t["name"] for t in await s.list_tools()] == ["pyecho"]
+            assert (await s.search_tools("print arguments"))[0]["name"] == "pyecho"
+            r = await s.run("tools.pyecho(words=['a', 'b c']).splitlines()")
+            assert r.error is None and r.value == ["a", "b c"]
+            r = await s.run("tools.other(words=['x'])")
+            assert "AttributeError" in r.error or "no tool" in r.error.lower()
+        async with Session(storage, InProcessExecutor()) as s:        # the storage's own
+            assert [t["name"] for t in await s.list_tools()] == ["other"]
+    asyncio.run(go())
+
+
+def test_syncsession_has_the_library(tmp_path):
+    (tmp_path / "ws" / "tools").mkdir(parents=True)
+    (tmp_path / "ws" / "tools" / "pyecho.yaml").write_text(ECHO)
+    with SyncSession(FileStorage(tmp_path / "ws")) as s:
+        info = s.add_workflow("shout", "def run(w):\n    return tools.pyecho(words=[w]).upper()\n",
+                              "Upper-case echo")
+        assert info["version"] == 1
+        assert [w["name"] for w in s.list_workflows()] == ["shout"]
+        assert s.get_workflow("shout")["description"] == "Upper-case echo"
+        assert s.search_workflows("upper case")[0]["name"] == "shout"
+        assert [t["name"] for t in s.list_tools()] == ["pyecho"]
+        assert s.search_tools("print the arguments")[0]["name"] == "pyecho"
+        assert s.run("workflows.shout('hi')").value == "HI\n"
+        assert s.remove_workflow("shout") is True
+        assert isinstance(s.list_deps(), list)
+
+
+def test_reset_keeps_the_injected_objects(tmp_path):
+    async def go():
+        ex = InProcessExecutor(InProcessConfig())
+        async with Session(FileStorage(tmp_path / "ws"), ex, checkpoint="auto") as s:
+            await s.run("x = 1")
+            await s.reset()
+            r = await s.run("[type(o).__name__ for o in (artifacts, workflows, tools, deps)]")
+            assert r.value == ["Artifacts", "WorkflowsNamespace", "ToolsNamespace",
+                               "DepsNamespace"]
+            cp = await s.checkpoint("c")
+            assert not {"artifacts", "workflows", "tools", "deps"} & set(cp["variables"])
+    asyncio.run(go())
