@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ArtifactDamagedError",
     "InvalidNameError",
+    "ToolError",
 ]
 
 
@@ -122,6 +123,21 @@ class InvalidNameError(TorporError, ValueError):
     """An artifact name or workspace id that a storage refuses (characters, an
     empty or ``..`` part, an absolute path, over 255 bytes). The message says
     what was wrong and what names look like."""
+
+
+class ToolError(TorporError):
+    """A workspace tool (a command-line program described in YAML) could not be
+    used: its definition is broken, a call's arguments do not fit its schema,
+    or the program failed or timed out. ``tool`` names it; for a run,
+    ``argv`` is the command line, ``returncode`` its exit code (None if it did
+    not end by itself), ``stdout`` and ``stderr`` everything it wrote (the
+    message holds the end of stderr)."""
+
+    def __init__(self, message: str, *, tool: str = "", argv: Iterable[str] = (),
+                 returncode: int | None = None, stdout: str = "", stderr: str = "") -> None:
+        super().__init__(message)
+        self.tool, self.argv, self.returncode = tool, list(argv), returncode
+        self.stdout, self.stderr = stdout, stderr
 
 
 def brief(x: Any, limit: int = 60) -> str:
