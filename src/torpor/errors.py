@@ -22,6 +22,8 @@ __all__ = [
     "CheckpointNotFoundError",
     "ArtifactDamagedError",
     "InvalidNameError",
+    "InvalidRequirementError",
+    "RuntimeDepsDisabledError",
     "ToolError",
 ]
 
@@ -123,6 +125,19 @@ class InvalidNameError(TorporError, ValueError):
     """An artifact name or workspace id that a storage refuses (characters, an
     empty or ``..`` part, an absolute path, over 255 bytes). The message says
     what was wrong and what names look like."""
+
+
+class InvalidRequirementError(TorporError, ValueError):
+    """A workspace dependency torpor refuses: not a package name with optional
+    extras and version specifiers (a URL, a path, a pip option, an environment
+    marker), or such a line in ``requirements.txt`` (the message names the file
+    and the line)."""
+
+
+class RuntimeDepsDisabledError(TorporError, PermissionError):
+    """Executed code called ``deps.add`` or ``deps.remove`` in a Session made
+    with ``allow_runtime_deps=False``; the Session's own ``add_dep`` /
+    ``remove_dep`` still work."""
 
 
 class ToolError(TorporError):
