@@ -78,3 +78,27 @@ def test_reset_keeps_the_injected_objects(tmp_path):
             cp = await s.checkpoint("c")
             assert not {"artifacts", "workflows", "tools", "deps"} & set(cp["variables"])
     asyncio.run(go())
+
+
+def test_only_an_installing_inprocess_executor_says_it_installs(tmp_path):
+    plain = InProcessExecutor()
+    assert plain.deps_installer() is None
+    assert not {"deps_install", "deps_uninstall"} & plain.supported_capabilities()
+    installing = InProcessExecutor(InProcessConfig(install_deps=True))
+    assert {"deps_install", "deps_uninstall"} <= installing.supported_capabilities()
+    assert installing.deps_installer().python == sys.executable
+    with pytest.raises(TypeError, match="install_deps must be True or False"):
+        InProcessConfig(install_deps="yes")
+
+
+def test_allow_runtime_deps_reaches_the_code(tmp_path, venv_dir):
+    async def go():
+        for ex in (InProcessExecutor(),
+                   SubprocessExecutor(SubprocessConfig(venv_path=venv_dir))):
+            async with Session(FileStorage(tmp_path / "ws"), ex,
+                               allow_runtime_deps=False) as s:
+                r = await s.run("deps.add('iniconfig')")
+                assert "RuntimeDepsDisabledError" in r.error, r.error
+                r = await s.run("deps.list()")
+                assert r.error is None and r.value == []
+    asyncio.run(go())

@@ -291,10 +291,11 @@ def test_misuse_raises(tmp_path):
 def test_capabilities(ex, tmp_path):
     caps = ex.supported_capabilities()
     assert caps == {Capability.TIMEOUT, Capability.PROCESS_ISOLATION, Capability.RESET,
-                    Capability.CHECKPOINT}
+                    Capability.CHECKPOINT, Capability.DEPS_INSTALL, Capability.DEPS_UNINSTALL}
     s = Session(FileStorage(tmp_path / "ws"), SubprocessExecutor())
     assert s.supports("process_isolation") and s.supports("timeout")
-    assert not s.supports("deps_install") and not s.supports("container_isolation")
+    assert s.supports("deps_install") and not s.supports("container_isolation")
+    assert not s.supports("network_isolation") and not s.supports("memory_limit")
 
 
 # --- timeouts ----------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import threading
 import time
 from collections.abc import Coroutine, Iterable
@@ -26,6 +25,7 @@ from typing import Any, Optional, TypeVar, Union
 from .executors.base import Executor
 from .executors.inprocess import InProcessConfig, InProcessExecutor, check_timeout
 from .files import FileStorage
+from .library.deps import check_spec
 from .names import check_name
 from .results import ExecutionResult
 
@@ -36,24 +36,22 @@ AUTO = "auto"
 
 _T = TypeVar("_T")
 PathLike = Union[str, "os.PathLike[str]"]
-# a requirement: a distribution name and optional version specifiers (no URLs,
-# options or markers); the deps issue checks them fully
-_SPEC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?"
-                   r"(\s*(==|!=|<=|>=|<|>|~=|===)\s*[A-Za-z0-9.*+!_-]+"
-                   r"(\s*,\s*(==|!=|<=|>=|<|>|~=|===)\s*[A-Za-z0-9.*+!_-]+)*)?$")
 
 
 def _check_deps(extra_deps: Optional[Iterable[str]]) -> tuple[str, ...]:
+    """``extra_deps`` checked (library/deps.check_spec: names, extras and
+    version specifiers only) and written the one way."""
     if extra_deps is None:
         return ()
     if isinstance(extra_deps, str):
         raise TypeError("extra_deps is a tuple of requirements, e.g. ('pandas>=2',), not one str")
-    out = tuple(extra_deps)
-    for d in out:
-        if not isinstance(d, str) or not _SPEC.match(d.strip()):
-            raise ValueError(f"extra_deps: {d!r} is not a requirement (a package name with "
-                             f"optional version specifiers, e.g. 'pandas>=2.0')")
-    return out
+    out = []
+    for d in extra_deps:
+        try:
+            out.append(check_spec(d))
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"extra_deps: {e}") from None
+    return tuple(out)
 
 
 def _check_checkpoint(checkpoint: Optional[str]) -> Optional[str]:
@@ -307,36 +305,42 @@ class Session:
 
     # --- workflows (library/workflows.py) ------------------------------------------------
 
+    def _library(self, kind: str) -> Any:
+        # the executor's own (a SubprocessConfig's tools_path / workflows_path), else the storage's
+        get = getattr(self._executor, "library_override", None)
+        override = get(kind) if get is not None else None
+        return override if override is not None else getattr(self._storage, kind)
+
     async def list_workflows(self) -> list[dict[str, Any]]:
         """Every workflow's summary: name, description, parameters (no source)."""
-        return await asyncio.to_thread(self._storage.workflows.list)
+        return await asyncio.to_thread(self._library('workflows').list)
 
     async def get_workflow(self, name: str) -> Optional[dict[str, Any]]:
         """Workflow ``name`` with its source, or None."""
-        return await asyncio.to_thread(self._storage.workflows.get, name)
+        return await asyncio.to_thread(self._library('workflows').get, name)
 
     async def add_workflow(self, name: str, source: str, description: str = "") -> dict[str, Any]:
         """Save a workflow (Python source defining ``run``; checked, never
         executed here). Saving a name again makes a new version."""
-        return await asyncio.to_thread(self._storage.workflows.add, name, source, description)
+        return await asyncio.to_thread(self._library('workflows').add, name, source, description)
 
     async def remove_workflow(self, name: str) -> bool:
         """True if workflow ``name`` was removed, False if there was none."""
-        return await asyncio.to_thread(self._storage.workflows.remove, name)
+        return await asyncio.to_thread(self._library('workflows').remove, name)
 
     async def search_workflows(self, query: str, limit: int = 5) -> list[dict[str, Any]]:
         """The workflows that best match ``query``, best first."""
-        return await asyncio.to_thread(self._storage.workflows.search, query, limit)
+        return await asyncio.to_thread(self._library('workflows').search, query, limit)
 
     # --- tools (library/tools.py) ------------------------------------------------------
 
     async def list_tools(self) -> list[dict[str, Any]]:
         """Every tool's name, description and tags."""
-        return await asyncio.to_thread(self._storage.tools.list)
+        return await asyncio.to_thread(self._library('tools').list)
 
     async def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
         """The tools that best match ``query``, best first."""
-        return await asyncio.to_thread(self._storage.tools.search, query, limit)
+        return await asyncio.to_thread(self._library('tools').search, query, limit)
 
     # --- dependencies (library/deps.py) ------------------------------------------------
 

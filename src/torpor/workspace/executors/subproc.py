@@ -42,14 +42,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ...engine.safety import Policy
 from ...errors import UnsafeLoadError
 from ..results import ExecutionResult
-from . import transport, venvs
+from . import namespaces, transport, venvs
 from .base import Capability
 from .inprocess import check_timeout
+
+if TYPE_CHECKING:
+    from ..library.installer import Installer
 
 PathArg = Union[str, "os.PathLike[str]", None]
 
@@ -110,8 +113,11 @@ class SubprocessConfig:
     SIGKILL of code that did not stop. ``allow``: classes the executor may
     rebuild from values (``"module.qualname"``, glob patterns, classes; as
     ``torpor.load``'s ``allow=``), ``trust_values=True``: rebuild anything.
-    ``tools_path``, ``workflows_path``, ``artifacts_path``: py-code-mode's
-    (kept for the tools and workflows to come)."""
+    ``tools_path``: py-code-mode's: the code's ``tools`` come from the YAML
+    files of that folder instead of the storage's ``tools/``;
+    ``workflows_path``: loose ``NAME.py`` workflows come from that folder
+    (saved workflows stay in the storage). ``artifacts_path`` is refused:
+    artifacts live in the Session's storage (give it ``FileStorage(path)``)."""
 
     python_version: Optional[str] = None
     venv_path: Optional[Path] = None
@@ -146,6 +152,14 @@ class SubprocessConfig:
         put(self, "allow", allow)
         for name in ("tools_path", "workflows_path", "artifacts_path"):
             put(self, name, _path(getattr(self, name), name))
+        if self.artifacts_path is not None:
+            raise ValueError(f"artifacts_path={str(self.artifacts_path)!r}: artifacts live in "
+                             f"the Session's storage, not the executor's; make the Session on "
+                             f"FileStorage({str(self.artifacts_path)!r}) instead")
+
+
+def _str_or_none(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(path)
 
 
 def _signal_name(sig: int) -> str:
@@ -467,6 +481,7 @@ class SubprocessExecutor:
         self.restore_from: Optional[str] = None
         #: False: ``deps.add`` / ``deps.remove`` refuse in code (the Session sets it)
         self.allow_runtime_deps = True
+        self._libraries: dict[str, Any] = {}
         self.venv: Optional[venvs.Venv] = None
         self._storage: Any = None
         self._spec: Optional[dict[str, Any]] = None
@@ -490,7 +505,29 @@ class SubprocessExecutor:
 
     def supported_capabilities(self) -> set[str]:
         return {Capability.TIMEOUT, Capability.PROCESS_ISOLATION, Capability.RESET,
-                Capability.CHECKPOINT}
+                Capability.CHECKPOINT, Capability.DEPS_INSTALL, Capability.DEPS_UNINSTALL}
+
+    def library_override(self, kind: str) -> Any:
+        """The ``tools`` / ``workflows`` library this executor's ``tools_path`` /
+        ``workflows_path`` name (None: the storage's); made once."""
+        if kind not in self._libraries:
+            self._libraries[kind] = namespaces.library_override(
+                kind, self._storage, self.config.tools_path, self.config.workflows_path)
+        return self._libraries[kind]
+
+    def deps_installer(self) -> "Installer":
+        """Where the workspace's dependencies are installed: the worker's own
+        environment (never the host interpreter; library/installer.py). The
+        environment is made at ``start``; a package installed while the worker
+        runs is importable by its next run."""
+        if self._closed:
+            raise RuntimeError("the executor is closed: its environment is no longer used")
+        if not self._started or self.venv is None:
+            raise RuntimeError("the executor is not started: its environment is made (or "
+                               "found) at start; use `async with Session(...)` or "
+                               "`await session.start()` first")
+        from ..library.installer import Installer
+        return Installer(str(self.venv.python))
 
     @property
     def pid(self) -> Optional[int]:
@@ -612,7 +649,9 @@ class SubprocessExecutor:
         try:
             await w.send({"op": "hello", "storage": self._spec, "spill_dirs": w.place.dirs,
                           "spill_prefix": w.place.prefix,
-                          "allow_runtime_deps": self.allow_runtime_deps})
+                          "allow_runtime_deps": self.allow_runtime_deps,
+                          "tools_path": _str_or_none(self.config.tools_path),
+                          "workflows_path": _str_or_none(self.config.workflows_path)})
             what, frame = await w.receive(self.config.startup_timeout)
             if what != "frame":
                 if what == "timeout":

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import importlib
 import os
 import signal
 import sys
@@ -163,7 +164,11 @@ class Worker:
             from ..library.installer import Installer
             namespaces.inject(vars(self.module), self.storage,
                               installer=Installer(sys.executable),
-                              allow_runtime_deps=bool(hello.get("allow_runtime_deps", True)))
+                              allow_runtime_deps=bool(hello.get("allow_runtime_deps", True)),
+                              tools=namespaces.library_override(
+                                  "tools", self.storage, hello.get("tools_path")),
+                              workflows=namespaces.library_override(
+                                  "workflows", self.storage, None, hello.get("workflows_path")))
         except Exception as e:
             self.send({"ok": False, **error_of(e)})
             return 1
@@ -217,6 +222,9 @@ class Worker:
         self.stop = RunTimeout.saying(f"the run took longer than its timeout of {limit:g} s") \
             if limit else RunTimeout
         signal.signal(signal.SIGINT, self.on_sigint)       # the code may have replaced it
+        # packages installed into the environment since the last run (session.add_dep
+        # runs pip from the host) are importable now: forget the cached folder listings
+        importlib.invalidate_caches()
         t0 = time.perf_counter()
         outcome: Optional[Outcome] = None
         with capturing() as bufs:
