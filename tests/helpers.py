@@ -2,6 +2,7 @@ import io
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 
@@ -77,3 +78,21 @@ def flip_middle_bytes(key, store=None):
     data[mid:mid + 4] = bytes(x ^ 0xFF for x in data[mid:mid + 4])
     with st.writing(key, store=store) as w:
         w.write(bytes(data))
+
+
+def gone(pid):
+    """Whether process ``pid`` has ended (a zombie nobody reaped counts)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pid, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gone(pid):
+            return True
+        time.sleep(0.01)
+    return False

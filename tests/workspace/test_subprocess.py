@@ -27,6 +27,7 @@ from torpor.workspace.executors import transport, venvs
 from torpor.workspace.executors.subproc import (SubprocessConfig, SubprocessExecutor,
                                                 WorkerError)
 from torpor.workspace.spec import build, describe
+from helpers import gone, wait_gone
 
 pytestmark = pytest.mark.usefixtures("impl")
 
@@ -36,24 +37,6 @@ SHARED_GRACE = 2.0     # the shared executors: interrupted code never waits for 
 
 def arun(coro):
     return asyncio.run(coro)
-
-
-def gone(pid):
-    """Whether process ``pid`` has ended (a zombie nobody reaped counts)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
-def wait_gone(pid, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if gone(pid):
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from torpor.workspace.library.tools import (RecipeProxy, ToolArgumentError, Tool
                                             ToolProxy, Tools, ToolsNamespace, ToolTimeoutError,
                                             ToolWarning)
 
-from test_subprocess import wait_gone           # the end of a process, zombies counted
+from helpers import wait_gone
 
 #: A program that prints the arguments it was given, as JSON: what a tool's
 #: call became, exactly.
