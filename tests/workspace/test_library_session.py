@@ -102,3 +102,21 @@ def test_allow_runtime_deps_reaches_the_code(tmp_path, venv_dir):
                 r = await s.run("deps.list()")
                 assert r.error is None and r.value == []
     asyncio.run(go())
+
+
+def test_library_calls_before_start_and_config_paths(tmp_path, venv_dir):
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    (folder / "triple.py").write_text("def run(x):\n    return 3 * x\n")
+    ex = SubprocessExecutor(SubprocessConfig(venv_path=venv_dir, workflows_path=folder))
+    s = Session(FileStorage(tmp_path / "ws"), ex, extra_deps=("iniconfig>=1", "Tomli"))
+
+    async def go():
+        # not started: the listing comes from the storage and the executor's folder
+        assert [w["name"] for w in await s.list_workflows()] == ["triple"]
+        (tmp_path / "ws" / "requirements.txt").write_text("iniconfig\n")
+        assert await s.list_deps() == ["iniconfig", "Tomli"]      # one entry per package
+    asyncio.run(go())
+    with pytest.raises(ValueError, match="a local folder, not a URL"):
+        SubprocessConfig(tools_path="s3://bucket/tools")
+    assert SubprocessConfig(tools_path="rel/tools").tools_path.is_absolute()

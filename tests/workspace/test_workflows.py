@@ -377,3 +377,70 @@ def test_a_workflows_path_adds_its_loose_files(tmp_path, venv_dir):
     arun(go())
     # the folder is the executor's: the storage alone does not see it
     assert [w["name"] for w in storage.workflows.list()] == ["double"]
+
+
+def test_review_edge_cases(tmp_path):
+    storage = FileStorage(tmp_path / "ws")
+    w = storage.workflows
+    w.add("f", DOUBLE)
+    assert w.get("f", version=99) is None and w.get("g", version=1) is None
+    with pytest.raises(WorkflowError, match="the limit is 200"):
+        w.add("a" * 300, DOUBLE)
+    with pytest.raises(WorkflowError, match="nested too deeply"):
+        w.add("deep", "x = " + "-" * 200_000 + "1\ndef run(): pass\n")
+    folder = tmp_path / "ws" / "workflows"
+    (folder / "loose.py").write_text("def run():\n    return 1\n")
+    (folder / "not-a-name.py").write_text("def run(): pass\n")
+    assert [i["name"] for i in w.list()] == ["f", "loose"]
+    ns = {}
+    from torpor.workspace.library.workflows import WorkflowsNamespace
+    flows = WorkflowsNamespace(w, ns)
+    handle = flows.loose
+    (folder / "loose.py").write_text("def run(:\n")
+    assert "unusable" in repr(handle) and "does not compile" in repr(handle)
+    assert not hasattr(flows, "a" * 300)
+    assert flows.f(3) == 6
+
+
+def test_a_timed_out_async_workflow_leaves_no_thread(make_session, executor_kind):
+    busy = "async def run():\n    while True:\n        pass\n"
+
+    async def go():
+        async with make_session() as s:
+            await s.add_workflow("busy", busy, "")
+            # top-level await: the sync call runs the coroutine on a helper thread
+            r = await s.run("import asyncio\nawait asyncio.sleep(0)\nworkflows.busy()",
+                            timeout=0.5)
+            assert r.timed_out, r.error
+            r = await s.run("import threading, time\n"
+                            "deadline = time.monotonic() + 10\n"
+                            "while any(t.name == 'torpor-workflow' for t in threading.enumerate())"
+                            " and time.monotonic() < deadline:\n"
+                            "    time.sleep(0.01)\n"
+                            "[t.name for t in threading.enumerate() if t.name == 'torpor-workflow']")
+            assert r.error is None and r.value == []
+    arun(go())
+
+
+def test_search_blends_the_configured_embedder(tmp_path, monkeypatch):
+    """TORPOR_EMBEDDING_MODEL's embedder (sentence-transformers is not installed
+    here; this one maps texts to fixed vectors) is blended with BM25."""
+    from torpor.workspace.library import search
+
+    class Fixed:
+        calls = 0
+
+        def encode(self, sentences):
+            Fixed.calls += 1
+            # the query and "resample" point the same way; "average" elsewhere
+            return np.array([[1.0, 0.0] if ("resample" in t or "mean" in t) else [0.0, 1.0]
+                             for t in sentences])
+
+    w = FileStorage(tmp_path / "ws").workflows
+    w.add("average", "def run(values):\n    pass\n", "Average of the values")
+    w.add("resample", "def run(values, rate):\n    pass\n", "Change the sampling rate of values")
+    assert w.search("values mean")[0]["name"] == "average"          # BM25 alone
+    monkeypatch.setenv(search.EMBEDDING_MODEL_ENV, "/models/fixed")
+    monkeypatch.setitem(search._DEFAULT, "/models/fixed", Fixed())
+    found = w.search("values mean")
+    assert found[0]["name"] == "resample" and Fixed.calls >= 1

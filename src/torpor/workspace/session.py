@@ -25,7 +25,7 @@ from typing import Any, Optional, TypeVar, Union
 from .executors.base import Executor
 from .executors.inprocess import InProcessConfig, InProcessExecutor, check_timeout
 from .files import FileStorage
-from .library.deps import check_spec
+from .library.deps import canonical_name, check_spec
 from .names import check_name
 from .results import ExecutionResult
 
@@ -173,7 +173,9 @@ class Session:
                 raise RuntimeError(f"sync_deps_on_start: these dependencies could not be "
                                    f"installed: {self.deps_synced['failed']} (see "
                                    f"supports('deps_install'); Session.subprocess installs "
-                                   f"into its own environment)")
+                                   f"into its own environment). This session is closed: "
+                                   f"fix the dependencies (or start without "
+                                   f"sync_deps_on_start) in a new one")
         if self.checkpoint_mode == AUTO and self._storage.checkpoints.exists(AUTO):
             try:
                 self.resumed = await self._executor.restore_checkpoint(AUTO)
@@ -308,7 +310,7 @@ class Session:
     def _library(self, kind: str) -> Any:
         # the executor's own (a SubprocessConfig's tools_path / workflows_path), else the storage's
         get = getattr(self._executor, "library_override", None)
-        override = get(kind) if get is not None else None
+        override = get(kind, self._storage) if get is not None else None
         return override if override is not None else getattr(self._storage, kind)
 
     async def list_workflows(self) -> list[dict[str, Any]]:
@@ -335,7 +337,8 @@ class Session:
     # --- tools (library/tools.py) ------------------------------------------------------
 
     async def list_tools(self) -> list[dict[str, Any]]:
-        """Every tool's name, description and tags."""
+        """Every tool's info: name, description, tags, its options, positionals
+        and recipes (library/tools.py)."""
         return await asyncio.to_thread(self._library('tools').list)
 
     async def search_tools(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
@@ -351,7 +354,8 @@ class Session:
     async def list_deps(self) -> list[str]:
         """The configured dependencies (``requirements.txt``, then ``extra_deps``)."""
         deps = await asyncio.to_thread(self._storage.deps.list)
-        return deps + [d for d in self.extra_deps if d not in deps]
+        listed = {canonical_name(d) for d in deps}       # one entry per package, the file's first
+        return deps + [d for d in self.extra_deps if canonical_name(d) not in listed]
 
     async def add_dep(self, package: str) -> dict[str, Any]:
         """Add ``package`` (a requirement such as ``"pandas>=2"``) to the
@@ -476,6 +480,10 @@ class SyncSession:
     @property
     def resumed(self) -> Optional[dict[str, Any]]:
         return self.session.resumed
+
+    @property
+    def deps_synced(self) -> Optional[dict[str, Any]]:
+        return self.session.deps_synced
 
     def start(self) -> None:
         self._driver.call(self.session.start())

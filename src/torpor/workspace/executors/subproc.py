@@ -86,10 +86,14 @@ def _path(value: PathArg, what: str) -> Optional[Path]:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{what} must be a path (str or Path) or None, not {type(value).__name__}")
-    p = Path(os.path.expanduser(os.fspath(value)))
-    if not str(p):
+    text = os.fspath(value)
+    if not text:
         raise ValueError(f"{what} must not be empty")
-    return p
+    if "://" in text:
+        raise ValueError(f"{what} is a local folder, not a URL ({text!r}); an object store's "
+                         f"tools and workflows come with the storage: FileStorage({text!r}...)")
+    # absolute now: the worker's (or the host's) working folder may change later
+    return Path(os.path.abspath(os.path.expanduser(text)))
 
 
 def _seconds(value: Any, what: str) -> float:
@@ -507,12 +511,16 @@ class SubprocessExecutor:
         return {Capability.TIMEOUT, Capability.PROCESS_ISOLATION, Capability.RESET,
                 Capability.CHECKPOINT, Capability.DEPS_INSTALL, Capability.DEPS_UNINSTALL}
 
-    def library_override(self, kind: str) -> Any:
+    def library_override(self, kind: str, storage: Any = None) -> Any:
         """The ``tools`` / ``workflows`` library this executor's ``tools_path`` /
-        ``workflows_path`` name (None: the storage's); made once."""
+        ``workflows_path`` name (None: the storage's), on ``storage`` (default:
+        the one it was started with); made once."""
         if kind not in self._libraries:
+            storage = storage if storage is not None else self._storage
+            if storage is None:
+                raise RuntimeError("the executor is not started and was given no storage")
             self._libraries[kind] = namespaces.library_override(
-                kind, self._storage, self.config.tools_path, self.config.workflows_path)
+                kind, storage, self.config.tools_path, self.config.workflows_path)
         return self._libraries[kind]
 
     def deps_installer(self) -> "Installer":

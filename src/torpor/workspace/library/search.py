@@ -35,7 +35,7 @@ import threading
 import unicodedata
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
@@ -205,6 +205,21 @@ def load_embedder(model_path: str | None = None) -> Any:
                       RuntimeWarning, stacklevel=2)
         return None
     return SentenceTransformer(path, local_files_only=True)
+
+
+_DEFAULT: dict[Optional[str], Any] = {}
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_embedder() -> Any:
+    """The embedder ``TORPOR_EMBEDDING_MODEL`` configures (load_embedder), made
+    once per process and per setting; None without one. What the storages'
+    ``search`` methods (workflows, tools) blend with BM25."""
+    path = os.environ.get(EMBEDDING_MODEL_ENV) or None
+    with _DEFAULT_LOCK:
+        if path not in _DEFAULT:
+            _DEFAULT[path] = load_embedder(path) if path else None
+        return _DEFAULT[path]
 
 
 def _unit_rows(matrix: Any, rows: int, what: str) -> np.ndarray:

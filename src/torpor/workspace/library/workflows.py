@@ -30,6 +30,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import builtins
+import ctypes
 import inspect
 import keyword
 import linecache
@@ -37,6 +38,7 @@ import os
 import threading
 from typing import Any, Optional
 
+from ...errors import ArtifactNotFoundError
 from ..executors.base import NAMESPACE_MODULE
 
 __all__ = ["Workflows", "WorkflowsNamespace", "WorkflowError", "check_workflow_name",
@@ -51,6 +53,9 @@ RESERVED = frozenset({"list", "get", "add", "create", "remove", "delete", "searc
 #: as an artifact).
 MAX_SOURCE = 1 << 20
 
+#: The longest workflow name (a file name, and an artifact name, must fit).
+MAX_NAME = 200
+
 _LOOSE = ".py"
 
 
@@ -63,6 +68,9 @@ def check_workflow_name(name: Any) -> str:
     starting with ``_``, not one of the ``workflows`` object's own methods."""
     if not isinstance(name, str):
         raise TypeError(f"a workflow name is a str, not {type(name).__name__}")
+    if len(name) > MAX_NAME:
+        raise WorkflowError(f"workflow name {name[:40]!r}... is {len(name)} characters long; "
+                            f"the limit is {MAX_NAME}")
     if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
         raise WorkflowError(f"workflow name {name!r} is not a Python identifier (ASCII "
                             f"letters, digits and '_', not starting with a digit, not a "
@@ -125,6 +133,10 @@ def inspect_source(source: Any, name: str = "workflow") -> dict[str, Any]:
     except ValueError as e:          # e.g. a NUL byte in the source
         raise WorkflowError(f"workflow {name!r} does not compile ({e}); nothing was saved") \
             from None
+    except (MemoryError, RecursionError):
+        # the parser's own limits: an expression nested thousands deep
+        raise WorkflowError(f"workflow {name!r} is nested too deeply for Python's parser; "
+                            f"nothing was saved") from None
     runs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
             and n.name == "run"]
     if not runs:
@@ -192,10 +204,11 @@ class Workflows:
             return []
         out = []
         for f in files:
-            stem = f[:-len(_LOOSE)]
-            if f.endswith(_LOOSE) and stem.isidentifier() and not stem.startswith("_") \
-                    and stem not in RESERVED and not keyword.iskeyword(stem):
-                out.append(stem)
+            if f.endswith(_LOOSE):
+                try:
+                    out.append(check_workflow_name(f[:-len(_LOOSE)]))
+                except WorkflowError:
+                    continue         # not a workflow's file name (_helpers.py, my-notes.py)
         return out
 
     def _from_loose(self, name: str, path: str) -> dict[str, Any]:
@@ -222,16 +235,29 @@ class Workflows:
         """Workflow ``name`` (its newest version, or ``version``) with its
         ``source``, or None if there is none."""
         check_workflow_name(name)
-        info = self.area.get(name)
-        if info is not None:
-            source = self.area.load(name, version=version)
-            if version is not None:
-                info = next(v for v in self.area.versions(name) if v["version"] == version)
-            return self._from_record(info, source)
+        for _ in range(3):           # a save that prunes the version between the reads: again
+            try:
+                kept = self.area.versions(name)
+            except ArtifactNotFoundError:
+                break
+            info = kept[-1] if version is None else \
+                next((v for v in kept if v["version"] == version), None)
+            if info is None:
+                return None          # that version is not kept
+            try:
+                # the version's own source, with its own description and parameters
+                return self._from_record(info, self.area.load(name, version=info["version"]))
+            except ArtifactNotFoundError:
+                continue
         if version is not None:
             return None
         path = self._loose_path(name)
-        return self._from_loose(name, path) if path is not None else None
+        if path is None:
+            return None
+        try:
+            return self._from_loose(name, path)
+        except FileNotFoundError:    # removed since
+            return None
 
     def stamp(self, name: str) -> Optional[tuple[Any, ...]]:
         """What changes when workflow ``name`` changes (its version and time of
@@ -244,7 +270,10 @@ class Workflows:
         path = self._loose_path(name)
         if path is None:
             return None
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:    # removed since
+            return None
         return (None, st.st_mtime_ns, st.st_size)
 
     def versions(self, name: str) -> list[dict[str, Any]]:
@@ -279,15 +308,17 @@ class Workflows:
     def search(self, query: str, limit: int = 5) -> builtins.list[dict[str, Any]]:
         """The workflows that best match ``query`` (library/search.py), best
         first, as ``list`` gives them."""
-        from .search import Index
+        from .search import Index, default_embedder
         items = {w["name"]: w for w in self.list()}
-        key = tuple((n, w.get("version"), w.get("updated_at")) for n, w in items.items())
+        embedder = default_embedder()
+        key = (tuple((n, w.get("version"), w.get("updated_at")) for n, w in items.items()),
+               id(embedder))
         with self._lock:
             if self._index is None or self._index[0] != key:
                 docs = [(n, {"name": n, "description": w["description"],
                              "parameters": " ".join(p["name"] for p in w["parameters"]),
                              "doc": w.get("docstring", "")}) for n, w in items.items()]
-                self._index = (key, Index(docs))
+                self._index = (key, Index(docs, embedder=embedder))
             index = self._index[1]
         return [dict(items[k], score=s) for k, s in index.search(query, limit)]
 
@@ -314,48 +345,57 @@ class Workflows:
         removed = self.area.delete(name)
         path = self._loose_path(name)
         if path is not None:
-            os.unlink(path)
-            removed = True
+            try:
+                os.unlink(path)
+                removed = True
+            except FileNotFoundError:        # removed by someone else meanwhile
+                pass
         return bool(removed)
 
     delete = remove
 
 
-def _run_coroutine(coro: Any) -> Any:
-    """Run ``coro`` to its end from synchronous code: on a fresh event loop in
-    this thread, or, when this thread already runs one (code with top-level
-    ``await``, an inline executor), on a helper thread, waited for in short
-    steps so a timeout raised in this thread still lands."""
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type`` in ``thread`` at its next bytecode (as the in-process
+    executor's timeouts do)."""
+    if thread.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                   ctypes.py_object(exc_type))
+
+
+def _run_coroutine(awaitable: Any) -> Any:
+    """Run ``awaitable`` to its end from synchronous code: with
+    ``asyncio.run`` in this thread, or, when this thread already runs an event
+    loop (code with top-level ``await``, an inline executor), on a helper thread
+    with a loop of its own, waited for in short steps so that a timeout raised
+    in this thread lands; the helper is then stopped too (its task cancelled,
+    the same exception raised in it), so no workflow runs on after its run."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        loop = asyncio.new_event_loop()
-        try:
-            return loop.run_until_complete(coro)
-        finally:
-            loop.close()
+        return asyncio.run(_awaited(awaitable))
     box: dict[str, Any] = {}
-    loop = asyncio.new_event_loop()
-    task: list[Any] = []
 
     def drive() -> None:
         try:
-            t = loop.create_task(coro)
-            task.append(t)
-            box["value"] = loop.run_until_complete(t)
+            box["value"] = asyncio.run(_awaited(awaitable))
         except BaseException as e:         # noqa: B036 - re-raised in the caller
             box["error"] = e
-        finally:
-            loop.close()
     t = threading.Thread(target=drive, name="torpor-workflow", daemon=True)
     t.start()
     try:
         while t.is_alive():
             t.join(0.05)
-    except BaseException:
-        # interrupted (a timeout): cancel the workflow and let its thread end
-        if task:
-            loop.call_soon_threadsafe(task[0].cancel)
+    except BaseException as e:
+        # interrupted (a timeout, the session closing): stop the workflow as well,
+        # whether it awaits (the exception ends its task) or spins in Python
+        while t.is_alive():
+            _raise_in(t, type(e))
+            t.join(0.05)
         raise
     if "error" in box:
         raise box["error"]
@@ -378,7 +418,10 @@ class _Workflow:
                         f"is not saved; call workflows.{self._name}(...) again after a restore")
 
     def __repr__(self) -> str:
-        w = self._owner._workflows.get(self._name)
+        try:
+            w = self._owner._workflows.get(self._name)
+        except Exception as e:       # a loose file that no longer compiles...
+            return f"<workflow {self._name} (unusable: {e})>"
         if w is None:
             return f"<workflow {self._name} (removed)>"
         kind = "async " if w["is_async"] else ""
@@ -386,7 +429,10 @@ class _Workflow:
 
     @property
     def __doc__(self) -> Optional[str]:  # type: ignore[override]
-        w = self._owner._workflows.get(self._name)
+        try:
+            w = self._owner._workflows.get(self._name)
+        except Exception:
+            return None
         return None if w is None else (w["docstring"] or w["description"])
 
 
@@ -423,9 +469,10 @@ class WorkflowsNamespace:
             raise AttributeError(name)
         try:
             check_workflow_name(name)
-        except WorkflowError as e:
-            raise AttributeError(str(e)) from None
-        if self._workflows.stamp(name) is None:
+            stamp = self._workflows.stamp(name)
+        except Exception as e:       # attribute lookup says AttributeError, whatever the cause
+            raise AttributeError(f"workflows.{name[:60]}: {e}") from None
+        if stamp is None:
             have = [w["name"] for w in self._workflows.list()]
             raise AttributeError(f"no workflow named {name!r}; there are: "
                                  f"{', '.join(have) if have else 'none'} "
