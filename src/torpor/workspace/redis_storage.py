@@ -192,7 +192,7 @@ class RedisStorage(LibraryAreas):
     def area(self, kind: str, *, keep_versions: int = 5,
              compress: Optional[str] = None) -> Artifacts:
         """An Artifacts of its own beside ``artifacts``, under ``<kind>:`` keys
-        and the ``<kind>-names`` set (``checkpoint``, ``workflow``)."""
+        and the ``<kind>-names`` set (``checkpoint``, ``workflows``)."""
         return Artifacts(_RedisBackend(self.redis, self.namespace, f"{self!r} {kind}",
                                        self.chunk_size, area=f"{kind}:", names=f"{kind}-names"),
                          keep_versions=keep_versions, compress=compress)
