@@ -17,27 +17,34 @@ checked to be unchanged at the end."""
 
 import asyncio
 import base64
+import ctypes
 import hashlib
 import importlib.metadata as metadata
 import os
+import pickle
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 import venv as stdlib_venv
 import zipfile
 from pathlib import Path
 
 import pytest
 
+import torpor
 from torpor.errors import InvalidRequirementError, RuntimeDepsDisabledError
 from torpor.workspace import (Capability, FileStorage, InProcessConfig, InProcessExecutor,
                               Session, SyncSession)
 from torpor.workspace.executors import venvs
 from torpor.workspace.executors.subproc import SubprocessConfig, SubprocessExecutor
 from torpor.workspace.library.deps import Deps, DepsNamespace, check_spec
-from torpor.workspace.library.installer import Installer
+from torpor.workspace.library.installer import Installer, _PipError
+
+from helpers import wait_gone
 
 OURS = ("tinypkg", "otherpkg", "iniconfig")       # what the tests install somewhere
 
@@ -194,6 +201,10 @@ def test_good_specs_are_normalised(spec, normal):
     ("pkg\nother", "one line"),
     ("pkg  # why", "comment"),
     ("x" * 600, "longer than"),
+    ("torpor", "torpor itself cannot be a dependency: installing another torpor into a "
+               "worker's environment would shadow the torpor the worker runs"),
+    ("Torpor>=1.0", "torpor itself"),
+    ("TORPOR[workspace]==0.1", "torpor itself"),
 ])
 def test_bad_specs_say_what_is_allowed(spec, why):
     with pytest.raises(InvalidRequirementError, match=why) as e:
@@ -238,6 +249,21 @@ def test_requirements_txt_comments_replacing_and_removing(tmp_path):
     leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
     assert repr(deps) == f"<Deps in {path}>"
+
+
+def test_replacing_a_line_keeps_its_comment(tmp_path):
+    storage = FileStorage(tmp_path / "ws")
+    path = Path(storage.root) / "requirements.txt"
+    path.write_text("pkg==1  # pinned because of issue 7\nother>=1 # why\nPKG # again\n"
+                    "plain==1\n")
+    fake = FakeInstaller()
+    storage.deps.add("pkg==2", fake)
+    assert path.read_text() == "pkg==2  # pinned because of issue 7\nother>=1 # why\nplain==1\n"
+    storage.deps.add("other>=2", fake)
+    storage.deps.add("plain==2", fake)
+    assert path.read_text() == ("pkg==2  # pinned because of issue 7\nother>=2 # why\n"
+                                "plain==2\n")
+    assert storage.deps.list() == ["pkg==2", "other>=2", "plain==2"]
 
 
 def test_an_invalid_line_is_named_and_nothing_is_dropped(tmp_path):
@@ -439,6 +465,87 @@ def test_pip_errors_and_timeouts_are_reported(borrowing, borrowing_venv, wheels)
         Installer(sys.executable, timeout=0)
     with pytest.raises(TypeError, match="pip_args"):
         Installer(sys.executable, pip_args="--no-index")
+
+
+def wait_for(condition, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_pip_is_killed_with_its_process_group(tmp_path):
+    """At its timeout, and when the waiting thread is interrupted (the in-process
+    executor's timeout: an exception raised into the thread, delivered between
+    short waits), pip is killed with the processes it started."""
+    inst = Installer(sys.executable)
+    # a grandchild that leaves the pipes alone: killing only the child would leave it
+    script = 'sleep 30 >/dev/null 2>&1 & echo $! > "$1"; wait'
+    pidfile = tmp_path / "timeout.pid"
+    with pytest.raises(_PipError, match="did not finish within 0.3 s"):
+        inst._run(["sh", "-c", script, "sh", str(pidfile)], 0.3, "pip install slowpkg")
+    assert wait_gone(int(pidfile.read_text())), "a build subprocess of pip still runs"
+
+    class Interrupted(Exception):
+        pass
+    pidfile = tmp_path / "interrupted.pid"
+    outcome = []
+
+    def waiting():
+        try:
+            inst._run(["sh", "-c", script, "sh", str(pidfile)], 600, "pip install slowpkg")
+        except BaseException as e:
+            outcome.append(e)
+    thread = threading.Thread(target=waiting)
+    thread.start()
+    assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                               ctypes.py_object(Interrupted))
+    thread.join(20)                     # not the 30 s of the sleep, nor the 600 of the wait
+    assert not thread.is_alive() and isinstance(outcome[0], Interrupted)
+    assert wait_gone(int(pidfile.read_text())), "a build subprocess of pip still runs"
+
+
+def test_a_malformed_pip_timeout_fails_only_when_pip_would_run(monkeypatch, bare_venv):
+    monkeypatch.setenv("TORPOR_PIP_TIMEOUT", "ten minutes")
+    inst = Installer(bare_venv / "bin" / "python")        # every session makes one
+    for call in (inst.install, inst.uninstall):
+        with pytest.raises(ValueError, match="TORPOR_PIP_TIMEOUT must be seconds \\(a number\\), "
+                                             "not 'ten minutes'"):
+            call(["tinypkg"])
+    monkeypatch.setenv("TORPOR_PIP_TIMEOUT", "-1")
+    with pytest.raises(ValueError, match="TORPOR_PIP_TIMEOUT must be positive seconds"):
+        Installer(sys.executable).uninstall(["tinypkg"])
+    monkeypatch.setenv("TORPOR_PIP_TIMEOUT", "12.5")
+    assert Installer(sys.executable).timeout == 12.5
+    assert Installer(sys.executable, timeout=3).timeout == 3.0
+
+
+def test_an_installer_says_whether_it_targets_the_host(bare_venv, borrowing_venv, tmp_path):
+    assert not Installer(bare_venv / "bin" / "python").targets_host()
+    assert not Installer(borrowing_venv.python).targets_host()
+    # the interpreter running the tests is the host (a venv's python is a symlink to
+    # its base interpreter: the environment, not the resolved file, decides)
+    assert Installer(sys.executable).targets_host()
+    assert Installer(Path(sys.prefix) / "bin" / "python").targets_host()
+    assert Installer.is_host_environment(sys.prefix)
+    link = tmp_path / "host-env"
+    link.symlink_to(sys.prefix)
+    assert Installer(link / "bin" / "python").targets_host()
+    assert not Installer.is_host_environment(bare_venv)
+
+
+def test_the_deps_handle_is_not_saved_in_a_checkpoint(tmp_path):
+    ns = DepsNamespace(FileStorage(tmp_path / "ws").deps, None, allow_runtime=False)
+    message = re.escape("deps is a handle on the session's dependencies and is not saved; "
+                        "use deps again after a restore")
+    for dump in (torpor.dumps, pickle.dumps):
+        with pytest.raises(TypeError, match=message):
+            dump(ns)
+    with pytest.raises(TypeError, match=message):
+        torpor.dumps({"dd": ns})
 
 
 # --- a throwaway venv, and the in-process executor ---------------------------------------

@@ -11,6 +11,8 @@ call tools from code in process and in a worker process (both walkers)."""
 import asyncio
 import json
 import os
+import pickle
+import re
 import signal
 import sys
 import textwrap
@@ -20,6 +22,7 @@ import warnings
 import pytest
 import yaml
 
+import torpor
 from torpor.errors import ToolError
 from torpor.workspace import (FileStorage, InProcessExecutor, Session, SubprocessConfig,
                               SubprocessExecutor)
@@ -329,7 +332,10 @@ def test_recipes_preset_and_override(folder):
     assert json.loads(ns.args.get(url="u", silent=False)) == ["u"]      # kwargs win
     assert json.loads(ns.args.post()) == ["-s", "-X", "POST", "-H", "A: 1", "http://localhost/"]
     assert json.loads(ns.args.post(method="PUT", header=[], url="v")) == ["-s", "-X", "PUT", "v"]
-    assert json.loads(ns.args.post(method=None)) == ["-s", "-H", "A: 1", "http://localhost/"]
+    # None is "not given" at every level: the preset and the params' defaults stay
+    assert json.loads(ns.args.post(method=None, url=None)) == \
+        ["-s", "-X", "POST", "-H", "A: 1", "http://localhost/"]
+    assert json.loads(ns.args.get(url="u", silent=None)) == ["-s", "u"]
     with pytest.raises(ToolArgumentError, match=r"tools\.args\.need needs 'method': HTTP method"):
         ns.args.need(url="u")
     with pytest.raises(ToolArgumentError, match=r"tools\.args\.get needs 'url'"):
@@ -411,6 +417,44 @@ def test_a_missing_program_is_a_clear_error(folder):
     with pytest.raises(ToolError, match=r"tools\.ghost: the program 'no-such-program-torpor' "
                                         r"was not found .* fix 'command' in .*ghost\.yaml"):
         ToolsNamespace(Tools.from_folder(folder)).ghost()
+
+
+def test_a_program_that_cannot_be_started_is_a_clear_error(folder, tmp_path):
+    script = tmp_path / "no-shebang"
+    script.write_text("echo hi\n")             # no '#!': exec fails with ENOEXEC
+    script.chmod(0o755)
+    write(folder, "script.yaml", {"name": "script", "command": str(script)})
+    write(folder, "notdir.yaml", {"name": "notdir", "command": f"{script}/inside"})
+    ns = ToolsNamespace(Tools.from_folder(folder))
+    with pytest.raises(ToolError, match=rf"tools\.script: the program '{re.escape(str(script))}' "
+                                        rf"cannot be started: Exec format error \(a script needs "
+                                        rf"a '#!' line .*\); fix 'command' in .*script\.yaml"):
+        ns.script()
+    with pytest.raises(ToolError, match=r"tools\.notdir: the program '.*/inside' cannot be "
+                                        r"started: Not a directory; fix 'command' in "):
+        ns.notdir()
+
+
+def test_handles_on_the_tools_are_not_saved_in_a_checkpoint(folder):
+    write(folder, "echo.yaml", ECHO)
+    ns = ToolsNamespace(Tools.from_folder(folder))
+    for handle, name in [(ns, "tools"), (ns.echo, "tools.echo"),
+                         (ns.echo.hello, "tools.echo.hello")]:
+        message = re.escape(f"{name} is a handle on the session's tools and is not saved; "
+                            f"use {name} again after a restore")
+        with pytest.raises(TypeError, match=message):
+            torpor.dumps(handle)
+        with pytest.raises(TypeError, match=message):
+            pickle.dumps(handle)
+        with pytest.raises(TypeError, match=message):
+            torpor.dumps({"g": handle})
+    # "no default" is one object, also after a round trip (a ToolSpec's checks use `is`)
+    assert pickle.loads(pickle.dumps(toolspec._MISSING)) is toolspec._MISSING
+    assert torpor.loads(torpor.dumps(toolspec._MISSING), trusted=True) is toolspec._MISSING
+    spec = Tools.from_folder(folder).get("echo")
+    again = pickle.loads(pickle.dumps(spec))
+    assert again.argv({}, "hello") == spec.argv({}, "hello") == ["/bin/echo", "hello"]
+    assert not again.positional[0].has_default and again.positional[0].default is toolspec._MISSING
 
 
 def test_the_tool_gets_no_stdin(folder):
@@ -636,8 +680,12 @@ def test_search_ranks_tools(folder):
     assert [t["name"] for t in tools.search("print text")][0] == "echo"
     assert [t["name"] for t in tools.search("how many lines")][0] == "count_lines"
     assert len(tools.search("text", limit=1)) == 1
-    assert tools.search("text")[0] == tools.list()[[t["name"] for t in tools.list()]
-                                                   .index(tools.search("text")[0]["name"])]
+    best = tools.search("text")[0]
+    assert best["score"] > 0 and isinstance(best["score"], float)
+    assert {k: v for k, v in best.items() if k != "score"} == \
+        next(t for t in tools.list() if t["name"] == best["name"])
+    scores = [t["score"] for t in tools.search("text lines")]
+    assert scores == sorted(scores, reverse=True)
     assert tools.search("zebra") == []
     ns = ToolsNamespace(tools)
     assert [t["name"] for t in ns.search("download page", limit=1)] == ["fetch_url"]
@@ -708,6 +756,10 @@ def test_a_redis_storage_keeps_tools_in_a_hash(redis_storage_factory):
 
 def test_an_fsspec_storage_reads_its_tools_folder(memory_storage_factory):
     import fsspec
+
+    from torpor.storage.fsspec_store import mtime, protocols      # public helpers
+    assert protocols(fsspec.filesystem("memory")) == ("memory",)
+    assert mtime({"LastModified": "1970-01-01T00:00:10Z"}) == 10.0
     storage = memory_storage_factory()
     assert storage.tools.list() == []
     fs = fsspec.filesystem("memory")

@@ -72,12 +72,12 @@ def filesystem(url: str, storage_options: Optional[dict[str, Any]] = None) -> tu
     return fs, str(path).rstrip("/")
 
 
-def _protocols(fs: Any) -> tuple[str, ...]:
+def protocols(fs: Any) -> tuple[str, ...]:
     p = fs.protocol
     return (p,) if isinstance(p, str) else tuple(p)
 
 
-def _mtime(info: dict[str, Any]) -> float:
+def mtime(info: dict[str, Any]) -> float:
     """Seconds since the epoch of the object's last change, from an fsspec
     ``info`` dict (each filesystem names it its own way); 0.0 if none says."""
     for k in ("mtime", "LastModified", "last_modified", "modified", "updated", "created"):
@@ -238,7 +238,7 @@ class FsspecStore:
             if storage_options:
                 raise TypeError("storage_options= goes with a URL; this filesystem is made")
             self.fs, self.root = url_or_fs, str(root).rstrip("/")
-        self.protocols = _protocols(self.fs)
+        self.protocols = protocols(self.fs)
         self.protocol = self.protocols[0]
         self.url = self.fs.unstrip_protocol(self.root) if self.root else f"{self.protocol}://"
         self.small = int(small)
@@ -336,7 +336,7 @@ class FsspecStore:
         info = self.fs.info(path)
         if info.get("type") != "file":
             raise FileNotFoundError(f"no object {self.describe(key)} (a folder is there)")
-        return StoreStat(int(info["size"]), _mtime(info))
+        return StoreStat(int(info["size"]), mtime(info))
 
     def delete(self, key: str) -> bool:
         try:

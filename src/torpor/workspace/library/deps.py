@@ -130,6 +130,11 @@ def check_spec(spec: str) -> str:
                      f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if req.url or req.marker:            # cannot happen past the checks above; to be sure
         raise refuse("URLs and environment markers are not supported")
+    from packaging.utils import canonicalize_name
+    if canonicalize_name(req.name) == "torpor":
+        raise refuse("torpor itself cannot be a dependency: installing another torpor into a "
+                     "worker's environment would shadow the torpor the worker runs (the "
+                     "host's); upgrade torpor on the host instead")
     return str(req)
 
 
@@ -162,17 +167,28 @@ def _join(lines: list[str]) -> str:
 
 
 def with_added(text: str, spec: str, where: str) -> str:
-    """``text`` with ``spec`` in it: in place of the lines of its package, or
-    appended."""
+    """``text`` with ``spec`` in it: in place of the lines of its package (the
+    first one's comment kept: ``pkg==2  # pinned because...``), or appended."""
     name = canonical_name(spec)
     same = [i for i, s in parse(text, where) if canonical_name(s) == name]
     lines = text.splitlines()
     if not same:
         return _join(lines + [spec])
-    lines[same[0]] = spec
+    lines[same[0]] = spec + _comment_of(lines[same[0]])
     for i in reversed(same[1:]):
         del lines[i]
     return _join(lines)
+
+
+def _comment_of(line: str) -> str:
+    """The comment at the end of a requirement's line, with the spaces before
+    it ("" if there is none)."""
+    m = _COMMENT.search(line)
+    if m is None:
+        return ""
+    hash_at = line.index("#", m.start())
+    gap = line[:hash_at][len(line[:hash_at].rstrip()):]
+    return (gap or "  ") + line[hash_at:]
 
 
 def without(text: str, spec: str, where: str) -> tuple[str, bool]:
@@ -427,6 +443,11 @@ class DepsNamespace:
         self._deps = deps
         self._installer = installer
         self._allow = bool(allow_runtime)
+
+    def __reduce__(self) -> Any:
+        # a handle on this session's installer and settings: a checkpoint leaves it out
+        raise TypeError("deps is a handle on the session's dependencies and is not saved; "
+                        "use deps again after a restore")
 
     def __repr__(self) -> str:
         where = f"installs into {self._installer.python}" if self._installer is not None \

@@ -29,8 +29,10 @@ Why it is careful:
   ``PIP_PREFIX``, ``PIP_ROOT``, ``PIP_PYTHON``).
 - One pip at a time per environment (a lock file in its prefix): two adds at
   once do not run two pips over the same site-packages.
-- pip is given ``timeout`` seconds (default 600, or ``$TORPOR_PIP_TIMEOUT``), then
-  killed; the affected requirements fail with an error saying so.
+- pip is given ``timeout`` seconds (default 600, or ``$TORPOR_PIP_TIMEOUT``, read
+  at the first install or uninstall), then killed with its process group (the
+  builds it started too), as it is when the waiting thread is interrupted (a
+  session's timeout); the affected requirements fail with an error saying so.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .deps import canonical_name, check_spec, failure, requirement
+from .tools import wait_group
 
 __all__ = ["Installer", "DEFAULT_TIMEOUT", "local_version"]
 
@@ -169,14 +172,39 @@ class Installer:
             raise TypeError(f"pip_args must be a sequence of str, e.g. ('--no-index',), "
                             f"not {pip_args!r}")
         self.pip_args = tuple(pip_args)
-        if timeout is None:
-            timeout = _default_timeout()
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, (int, float)) or not timeout > 0):
             raise ValueError(f"timeout must be positive seconds, not {timeout!r}")
-        self.timeout = float(timeout)
+        # None: $TORPOR_PIP_TIMEOUT, read when pip first runs (an Installer is
+        # made for every session; a bad variable must not break those that
+        # never install)
+        self._timeout = None if timeout is None else float(timeout)
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one pip call may take. ValueError if it comes from a
+        malformed ``$TORPOR_PIP_TIMEOUT``."""
+        if self._timeout is None:
+            self._timeout = _default_timeout()
+        return self._timeout
 
     def __repr__(self) -> str:
         return f"Installer({self.python!r})"
+
+    @staticmethod
+    def is_host_environment(venv: "str | os.PathLike[str]") -> bool:
+        """Whether the environment (venv) folder ``venv`` is the one this
+        interpreter runs in (``sys.prefix``), symlinks resolved."""
+        return os.path.realpath(os.fspath(venv)) == os.path.realpath(sys.prefix)
+
+    def targets_host(self) -> bool:
+        """Whether this installer would install into the host's own environment:
+        the target interpreter's environment (the folder above its ``bin``, as
+        in a venv; the interpreter itself is not resolved, a venv's being a
+        symlink to its base's) is this interpreter's ``sys.prefix``. Asks
+        nothing of the target."""
+        python = os.path.abspath(self.python)
+        return self.is_host_environment(os.path.dirname(os.path.dirname(python)))
 
     # --- asking the target ------------------------------------------------------------
 
@@ -187,27 +215,24 @@ class Installer:
         return env
 
     def _run(self, cmd: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
-        """Run ``cmd`` (no shell, output captured); kill it if it takes longer
-        than ``timeout`` or if this thread is interrupted (a run's timeout)."""
+        """Run ``cmd`` (no shell, output captured) in a process group of its
+        own; kill the whole group (pip's build subprocesses too) if it takes
+        longer than ``timeout`` or if this thread is interrupted (a run's
+        timeout, delivered between short waits: tools.wait_group)."""
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=self._env(), text=True,
-                                    encoding="utf-8", errors="replace")
+                                    stderr=subprocess.PIPE, env=self._env(),
+                                    start_new_session=True)
         except OSError as e:
             raise _PipError(f"{what}: cannot run {cmd[0]} ({e})") from None
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = wait_group(proc, timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
             raise _PipError(f"{what} did not finish within {timeout:g} s and was stopped "
                             f"(Installer(timeout=...), or $TORPOR_PIP_TIMEOUT; is the "
                             f"package index reachable?)") from None
-        except BaseException:
-            proc.kill()
-            proc.communicate()
-            raise
-        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out.decode("utf-8", "replace"),
+                                           err.decode("utf-8", "replace"))
 
     def probe(self, specs: Sequence[str]) -> _Probe:
         """Ask the target interpreter what it has of ``specs``' distributions."""
@@ -269,6 +294,7 @@ class Installer:
         [{"spec", "error"}]}``. ``already_present`` counts a copy the target
         imports from the host's packages too (a worker's venv borrows them)."""
         specs = list(dict.fromkeys(check_spec(s) for s in specs))
+        self.timeout                       # a malformed $TORPOR_PIP_TIMEOUT fails here, first
         out: dict[str, Any] = {"installed": [], "already_present": [], "failed": []}
         before = self._probe_or_fail(specs, out)
         if before is None:
@@ -323,6 +349,7 @@ class Installer:
         venv borrows, ``PYTHONPATH``) is never touched: it is in ``failed``,
         saying where it is."""
         specs = list(dict.fromkeys(check_spec(s) for s in specs))
+        self.timeout                       # a malformed $TORPOR_PIP_TIMEOUT fails here, first
         out: dict[str, Any] = {"removed": [], "not_found": [], "failed": []}
         before = self._probe_or_fail(specs, out)
         if before is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import errno
 import math
 import os
 import signal
@@ -128,10 +129,10 @@ class _FsspecFolder:
     seconds (none for the in-process ``memory://``)."""
 
     def __init__(self, url: str, storage_options: Optional[dict[str, Any]]) -> None:
-        from ...storage.fsspec_store import _mtime, _protocols, filesystem
+        from ...storage.fsspec_store import filesystem, mtime, protocols
         self.fs, path = filesystem(url, storage_options)
-        self.path, self.url, self._mtime = path, url.rstrip("/"), _mtime
-        self.recheck = 0.0 if "memory" in _protocols(self.fs) else 2.0
+        self.path, self.url, self._mtime = path, url.rstrip("/"), mtime
+        self.recheck = 0.0 if "memory" in protocols(self.fs) else 2.0
 
     def scan(self) -> dict[str, Any]:
         self.fs.invalidate_cache(self.path)
@@ -361,7 +362,8 @@ class Tools:
 
     def search(self, query: str, limit: int = 10) -> builtins.list[dict[str, Any]]:
         """The tools that best match ``query`` (BM25 over names, descriptions,
-        tags, parameters and recipes), best first, as ``list()``'s dicts."""
+        tags, parameters and recipes), best first, as ``list()``'s dicts with
+        the match's ``score``."""
         if not isinstance(query, str):
             raise TypeError(f"search takes a query string, not {type(query).__name__}")
         loaded = self._current()
@@ -370,7 +372,7 @@ class Tools:
                 from .search import Index
                 loaded.index = Index([(n, s.search_doc()) for n, s in sorted(loaded.specs.items())])
             index = loaded.index
-        return [loaded.specs[name].info() for name, _ in index.search(query, limit)
+        return [dict(loaded.specs[name].info(), score=s) for name, s in index.search(query, limit)
                 if name in loaded.specs]
 
     # --- writing ------------------------------------------------------------------------
@@ -447,30 +449,21 @@ def run(spec: ToolSpec, argv: list[str], label: str) -> str:
     except PermissionError:
         raise ToolError(f"{label}: the program {argv[0]!r} cannot be run (not executable); "
                         f"fix 'command' in {spec.source}", tool=spec.name, argv=argv) from None
-    deadline = time.monotonic() + spec.timeout
+    except OSError as e:             # ENOEXEC (a script without '#!'), ENOTDIR, ...
+        hint = " (a script needs a '#!' line naming its interpreter)" \
+            if e.errno == errno.ENOEXEC else ""
+        raise ToolError(f"{label}: the program {argv[0]!r} cannot be started: "
+                        f"{e.strerror or e}{hint}; fix 'command' in {spec.source}",
+                        tool=spec.name, argv=argv) from None
     try:
-        while True:
-            # Waits in slices: the in-process executor's timeout is an exception
-            # raised in this thread, which Python delivers only between waits.
-            left = deadline - time.monotonic()
-            try:
-                out, err = proc.communicate(timeout=max(0.0, min(left, WAIT_SLICE)))
-                break
-            except subprocess.TimeoutExpired:       # retrying loses no output
-                if left <= WAIT_SLICE:
-                    raise
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, err = _drain(proc)
+        out, err = wait_group(proc, spec.timeout)
+    except subprocess.TimeoutExpired as e:
         raise ToolTimeoutError(
             f"{label} timed out after {spec.timeout:g} s (its 'timeout' in {spec.source}) and "
             f"was killed with its child processes", tool=spec.name, argv=argv,
-            stdout=out.decode("utf-8", "replace"), stderr=err.decode("utf-8", "replace")
+            stdout=(e.output or b"").decode("utf-8", "replace"),
+            stderr=(e.stderr or b"").decode("utf-8", "replace")
         ) from None
-    except BaseException:
-        _kill_group(proc)
-        _drain(proc)
-        raise
     stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
     if proc.returncode != 0:
         raise ToolError(f"{label} failed: {_ended(proc.returncode)}; {_tail(stderr, stdout)}",
@@ -479,7 +472,35 @@ def run(spec: ToolSpec, argv: list[str], label: str) -> str:
     return stdout
 
 
-def _kill_group(proc: "subprocess.Popen[bytes]") -> None:
+def wait_group(proc: "subprocess.Popen[bytes]", timeout: float) -> tuple[bytes, bytes]:
+    """``proc``'s stdout and stderr once it ends; ``proc`` leads a process
+    group of its own (``start_new_session=True``). It is waited for in slices
+    of ``WAIT_SLICE``: the in-process executor's timeout is an exception raised
+    in this thread, which Python delivers only between waits. Past ``timeout``
+    seconds the whole group is killed and subprocess.TimeoutExpired raised
+    with what it wrote; whatever else stops the wait (that exception,
+    KeyboardInterrupt) kills the group too, so no grandchild is left running."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return proc.communicate(timeout=max(0.0, min(left, WAIT_SLICE)))
+            except subprocess.TimeoutExpired:       # retrying loses no output
+                if left <= WAIT_SLICE:
+                    raise
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = _drain(proc)
+        raise subprocess.TimeoutExpired(proc.args, timeout, output=out, stderr=err) from None
+    except BaseException:
+        kill_group(proc)
+        _drain(proc)
+        raise
+
+
+def kill_group(proc: "subprocess.Popen[bytes]") -> None:
+    """Kill the process group ``proc`` leads (``proc`` alone if that fails)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -522,6 +543,12 @@ def _tail(stderr: str, stdout: str) -> str:
 
 # --- the `tools` object of executed code ------------------------------------------------
 
+def _not_saved(handle: str) -> str:
+    """Why ``handle`` (``tools``, a tool, a recipe) is not in a checkpoint."""
+    return (f"{handle} is a handle on the session's tools and is not saved; use {handle} "
+            f"again after a restore")
+
+
 class ToolsNamespace:
     """``tools`` in executed code: ``tools.NAME(**kwargs)`` runs a tool and
     returns its stdout, ``tools.NAME.RECIPE(**kwargs)`` a recipe (kwargs over
@@ -542,6 +569,10 @@ class ToolsNamespace:
 
     def __dir__(self) -> builtins.list[str]:
         return sorted({*self._tools.names(), *NAMESPACE_NAMES})
+
+    def __reduce__(self) -> Any:
+        # a handle on a live namespace: a checkpoint leaves it out with this reason
+        raise TypeError(_not_saved("tools"))
 
     def __repr__(self) -> str:
         return f"<tools: {', '.join(self._tools.names()) or 'none'}; tools.help() for more>"
@@ -590,6 +621,9 @@ class ToolProxy:
     def __dir__(self) -> builtins.list[str]:
         return sorted({*self._tools.get(self._name).recipes, *PROXY_NAMES})
 
+    def __reduce__(self) -> Any:
+        raise TypeError(_not_saved(f"tools.{self._name}"))
+
     def __repr__(self) -> str:
         try:
             spec = self._tools.get(self._name)
@@ -622,6 +656,9 @@ class RecipeProxy:
         if self._recipe not in spec.recipes:
             raise ToolError(f"tools.{self._name} no longer has the recipe {self._recipe!r}")
         return _call(spec, self._recipe, args, kwargs)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(_not_saved(f"tools.{self._name}.{self._recipe}"))
 
     def __repr__(self) -> str:
         try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import importlib
 import keyword
 import math
@@ -63,7 +64,18 @@ _RECIPE_KEYS = ("description", "preset", "params")
 _RECIPE_PARAM_KEYS = ("default", "description", "required")
 _FLAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
-_MISSING: Any = object()
+
+class _Missing(enum.Enum):
+    """The default of a parameter that has none: a singleton that pickles by
+    its name, so a ToolSpec that went through a checkpoint still has it."""
+
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing.MISSING
 
 
 def yaml_module() -> Any:
@@ -280,14 +292,15 @@ class ToolSpec:
     def _merged(self, kwargs: dict[str, Any], recipe: Optional[str]) -> dict[str, Any]:
         """The call's values: kwargs over the recipe's params' defaults over its
         preset (as the reference). None means "not given" at every level."""
+        given = {k: v for k, v in kwargs.items() if v is not None}
         if recipe is None:
-            return {k: v for k, v in kwargs.items() if v is not None}
+            return given
         r = self.recipes[recipe]
         merged = dict(r.preset)
         for k, spec in r.params.items():
-            if "default" in spec and k not in merged and k not in kwargs:
+            if "default" in spec and k not in merged and k not in given:
                 merged[k] = spec["default"]
-        merged.update(kwargs)
+        merged.update(given)
         for k, spec in r.params.items():
             if spec.get("required") and merged.get(k) is None:
                 raise ArgumentError(f"{self.label(recipe)} needs {k!r}"
