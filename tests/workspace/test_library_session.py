@@ -120,3 +120,37 @@ def test_library_calls_before_start_and_config_paths(tmp_path, venv_dir):
     with pytest.raises(ValueError, match="a local folder, not a URL"):
         SubprocessConfig(tools_path="s3://bucket/tools")
     assert SubprocessConfig(tools_path="rel/tools").tools_path.is_absolute()
+
+
+def test_tool_search_blends_the_configured_embedder(tmp_path, monkeypatch):
+    """As workflows': TORPOR_EMBEDDING_MODEL's embedder (sentence-transformers is
+    not installed here; this one maps texts to fixed vectors) is blended in."""
+    import numpy as np
+    from torpor.workspace.library import search
+
+    class Fixed:
+        def encode(self, sentences):
+            return np.array([[1.0, 0.0] if ("sort" in t or "order" in t) else [0.0, 1.0]
+                             for t in sentences])
+
+    (tmp_path / "ws" / "tools").mkdir(parents=True)
+    for name, text in (("count", "Count the lines of files"), ("sort", "Sort lines of files")):
+        (tmp_path / "ws" / "tools" / f"{name}.yaml").write_text(
+            f"name: {name}\ndescription: {text}\ncommand: /bin/true\n")
+    tools = FileStorage(tmp_path / "ws").tools
+    assert tools.search("lines in order")[0]["name"] == "count"     # BM25 alone: a tie, by name
+    monkeypatch.setenv(search.EMBEDDING_MODEL_ENV, "/models/fixed")
+    monkeypatch.setitem(search._DEFAULT, "/models/fixed", Fixed())
+    assert tools.search("lines in order")[0]["name"] == "sort"
+
+
+def test_a_worker_never_installs_into_the_host_environment(tmp_path):
+    ex = SubprocessExecutor(SubprocessConfig(venv_path=sys.prefix))
+
+    async def go():
+        async with Session(FileStorage(tmp_path / "ws"), ex) as s:
+            with pytest.raises(RuntimeError, match="the environment this process runs in"):
+                await s.add_dep("iniconfig")
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the tests run outside a virtual environment: no venv_path to reuse")
+    asyncio.run(go())

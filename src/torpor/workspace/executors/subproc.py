@@ -535,7 +535,14 @@ class SubprocessExecutor:
                                "found) at start; use `async with Session(...)` or "
                                "`await session.start()` first")
         from ..library.installer import Installer
-        return Installer(str(self.venv.python))
+        installer = Installer(str(self.venv.python))
+        if installer.targets_host():
+            # venv_path names the environment this very process runs in: installing
+            # "into the worker" would change the host
+            raise RuntimeError(f"venv_path {str(self.venv.path)!r} is the environment this "
+                               f"process runs in; the subprocess executor installs only into "
+                               f"an environment of its own: give another venv_path (or none)")
+        return installer
 
     @property
     def pid(self) -> Optional[int]:

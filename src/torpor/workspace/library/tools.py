@@ -203,7 +203,7 @@ class _Loaded:
     broken: dict[str, str]                 # tool name (or file stem) -> its problem
     problems: list[str]
     keys: dict[str, list[str]]
-    index: Any = None                      # the search index, made on first search
+    index: Any = None                      # (embedder, search index), made on first search
 
 
 class Tools:
@@ -366,12 +366,15 @@ class Tools:
         the match's ``score``."""
         if not isinstance(query, str):
             raise TypeError(f"search takes a query string, not {type(query).__name__}")
+        from .search import Index, default_embedder
         loaded = self._current()
+        embedder = default_embedder()        # TORPOR_EMBEDDING_MODEL's, blended with BM25
         with self._lock:
-            if loaded.index is None:
-                from .search import Index
-                loaded.index = Index([(n, s.search_doc()) for n, s in sorted(loaded.specs.items())])
-            index = loaded.index
+            if loaded.index is None or loaded.index[0] is not embedder:
+                loaded.index = (embedder, Index([(n, s.search_doc())
+                                                 for n, s in sorted(loaded.specs.items())],
+                                                embedder=embedder))
+            index = loaded.index[1]
         return [dict(loaded.specs[name].info(), score=s) for name, s in index.search(query, limit)
                 if name in loaded.specs]
 
