@@ -315,7 +315,7 @@ def test_adds_at_once_in_threads_and_processes_lose_nothing(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from torpor.workspace import FileStorage
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]
         from test_deps import FakeInstaller
         deps = FileStorage({str(tmp_path / "ws")!r}).deps
         for i in range(8):
