@@ -39,6 +39,13 @@ _clear_async_exc = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.c_void
     ("PyThreadState_SetAsyncExc", ctypes.pythonapi))
 
 
+def raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
+    """Raise ``exc_type`` in thread ``ident`` at its next bytecode (a long C call
+    finishes first): how timeouts stop code here, and how a workflow's helper
+    thread is stopped with the run it belongs to (library/workflows.py)."""
+    _set_async_exc(ident, exc_type)
+
+
 def check_timeout(timeout: Optional[float], what: str = "timeout") -> Optional[float]:
     """None (no limit) or a positive number of seconds."""
     if timeout is None:
@@ -311,7 +318,7 @@ class InProcessExecutor:
         with self._state:
             if not self._running:
                 return False
-            _set_async_exc(self._tid, exc)
+            raise_in_thread(self._tid, exc)
             return True
 
     # --- running code -------------------------------------------------------------

@@ -30,7 +30,6 @@ from __future__ import annotations
 import ast
 import asyncio
 import builtins
-import ctypes
 import inspect
 import keyword
 import linecache
@@ -40,6 +39,7 @@ from typing import Any, Optional
 
 from ...errors import ArtifactNotFoundError
 from ..executors.base import NAMESPACE_MODULE
+from ..executors.inprocess import raise_in_thread
 
 __all__ = ["Workflows", "WorkflowsNamespace", "WorkflowError", "check_workflow_name",
            "inspect_source", "RESERVED"]
@@ -359,14 +359,6 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
-    """Raise ``exc_type`` in ``thread`` at its next bytecode (as the in-process
-    executor's timeouts do)."""
-    if thread.ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
-                                                   ctypes.py_object(exc_type))
-
-
 def _run_coroutine(awaitable: Any) -> Any:
     """Run ``awaitable`` to its end from synchronous code: with
     ``asyncio.run`` in this thread, or, when this thread already runs an event
@@ -394,7 +386,8 @@ def _run_coroutine(awaitable: Any) -> Any:
         # interrupted (a timeout, the session closing): stop the workflow as well,
         # whether it awaits (the exception ends its task) or spins in Python
         while t.is_alive():
-            _raise_in(t, type(e))
+            if t.ident is not None:
+                raise_in_thread(t.ident, type(e))
             t.join(0.05)
         raise
     if "error" in box:
