@@ -17,8 +17,8 @@ The kernel hints for a save's file (preallocation, early writeback) live in
 Every function checks its sizes before it releases the GIL; nothing here allocates.
 """
 
-from libc.stdint cimport uint8_t, uint32_t, uintptr_t
-from libc.string cimport memcpy
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.string cimport memcmp, memcpy
 
 # The filters on words of 2, 4 or 8 bytes, in C so that the compiler vectorizes
 # them: each block of TORPOR_BLOCK items (in L1) is loaded as words once, then
@@ -102,9 +102,125 @@ cdef extern from *:
         }
         return 0;
     }
+    /* Bit planes (modes 4 and 5). One 8x8 bit-matrix transpose per 8 bytes of a
+       byte plane (Hacker's Delight 7-3, on a little-endian word): byte i of the word
+       is item i's byte, and after the transpose byte b holds bit b of the 8 items.
+       Plane b of a byte plane of n bytes (n % 8 == 0) is the n/8 bytes at q + b*n/8;
+       the transpose is its own inverse. */
+    static inline uint64_t tw_t8(uint64_t x) {
+        uint64_t t;
+        t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAULL;  x ^= t ^ (t << 7);
+        t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCULL; x ^= t ^ (t << 14);
+        t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ULL; x ^= t ^ (t << 28);
+        return x;
+    }
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+    static void tw_bits(const uint8_t* p, uint8_t* q, size_t n) {
+        size_t m = n / 8, i = 0;
+    #if defined(__SSE2__)
+        /* 16 items at a time: movemask collects the top bit of every byte, and a
+           shift by one brings the next bit up (x86 is little-endian) */
+        /* 64 items at a time: tw_t8 on the eight 8-byte groups (two per register),
+           then an 8x8 byte transpose with unpacks so that each plane's 8 bytes are
+           stored at once (the inverse of tw_unbits' loop) */
+        const __m128i k7 = _mm_set1_epi64x(0x00AA00AA00AA00AALL);
+        const __m128i k14 = _mm_set1_epi64x(0x0000CCCC0000CCCCLL);
+        const __m128i k28 = _mm_set1_epi64x(0x00000000F0F0F0F0LL);
+        for (; i + 8 <= m; i += 8) {
+            __m128i x[4], t;
+            for (int g = 0; g < 4; g++) {
+                __m128i v = _mm_loadu_si128((const __m128i*)(p + 8 * i + 16 * g));
+                t = _mm_and_si128(_mm_xor_si128(v, _mm_srli_epi64(v, 7)), k7);
+                v = _mm_xor_si128(v, _mm_xor_si128(t, _mm_slli_epi64(t, 7)));
+                t = _mm_and_si128(_mm_xor_si128(v, _mm_srli_epi64(v, 14)), k14);
+                v = _mm_xor_si128(v, _mm_xor_si128(t, _mm_slli_epi64(t, 14)));
+                t = _mm_and_si128(_mm_xor_si128(v, _mm_srli_epi64(v, 28)), k28);
+                x[g] = _mm_xor_si128(v, _mm_xor_si128(t, _mm_slli_epi64(t, 28)));
+            }
+            __m128i a01 = _mm_unpacklo_epi8(x[0], _mm_srli_si128(x[0], 8));
+            __m128i a23 = _mm_unpacklo_epi8(x[1], _mm_srli_si128(x[1], 8));
+            __m128i a45 = _mm_unpacklo_epi8(x[2], _mm_srli_si128(x[2], 8));
+            __m128i a67 = _mm_unpacklo_epi8(x[3], _mm_srli_si128(x[3], 8));
+            __m128i b0 = _mm_unpacklo_epi16(a01, a23), b1 = _mm_unpackhi_epi16(a01, a23);
+            __m128i b2 = _mm_unpacklo_epi16(a45, a67), b3 = _mm_unpackhi_epi16(a45, a67);
+            __m128i c[4] = {_mm_unpacklo_epi32(b0, b2), _mm_unpackhi_epi32(b0, b2),
+                            _mm_unpacklo_epi32(b1, b3), _mm_unpackhi_epi32(b1, b3)};
+            for (int g = 0; g < 4; g++) {
+                _mm_storel_epi64((__m128i*)(q + (2 * g) * m + i), c[g]);
+                _mm_storel_epi64((__m128i*)(q + (2 * g + 1) * m + i), _mm_srli_si128(c[g], 8));
+            }
+        }
+        for (; i + 2 <= m; i += 2) {
+            __m128i v = _mm_loadu_si128((const __m128i*)(p + 8 * i));
+            for (int b = 7; b >= 0; b--) {
+                uint16_t mk = (uint16_t)_mm_movemask_epi8(v);
+                memcpy(q + b * m + i, &mk, 2);
+                v = _mm_slli_epi16(v, 1);
+            }
+        }
+    #endif
+        for (; i < m; i++) {
+            uint64_t x = tw_t8(tw_load8(p + 8 * i));
+            for (int b = 0; b < 8; b++) q[b * m + i] = (uint8_t)(x >> (8 * b));
+        }
+    }
+    static void tw_unbits(const uint8_t* q, uint8_t* p, size_t n) {
+        size_t m = n / 8, i = 0;
+    #if defined(__SSE2__)
+        /* 64 items at a time: 8 bytes of every plane, byte-transposed with unpacks
+           so that each 64-bit lane holds one group's word, then tw_t8 on both lanes */
+        const __m128i k7 = _mm_set1_epi64x(0x00AA00AA00AA00AALL);
+        const __m128i k14 = _mm_set1_epi64x(0x0000CCCC0000CCCCLL);
+        const __m128i k28 = _mm_set1_epi64x(0x00000000F0F0F0F0LL);
+        for (; i + 8 <= m; i += 8) {
+            __m128i r0 = _mm_loadl_epi64((const __m128i*)(q + i));
+            __m128i r1 = _mm_loadl_epi64((const __m128i*)(q + m + i));
+            __m128i r2 = _mm_loadl_epi64((const __m128i*)(q + 2 * m + i));
+            __m128i r3 = _mm_loadl_epi64((const __m128i*)(q + 3 * m + i));
+            __m128i r4 = _mm_loadl_epi64((const __m128i*)(q + 4 * m + i));
+            __m128i r5 = _mm_loadl_epi64((const __m128i*)(q + 5 * m + i));
+            __m128i r6 = _mm_loadl_epi64((const __m128i*)(q + 6 * m + i));
+            __m128i r7 = _mm_loadl_epi64((const __m128i*)(q + 7 * m + i));
+            __m128i a01 = _mm_unpacklo_epi8(r0, r1), a23 = _mm_unpacklo_epi8(r2, r3);
+            __m128i a45 = _mm_unpacklo_epi8(r4, r5), a67 = _mm_unpacklo_epi8(r6, r7);
+            __m128i b0 = _mm_unpacklo_epi16(a01, a23), b1 = _mm_unpackhi_epi16(a01, a23);
+            __m128i b2 = _mm_unpacklo_epi16(a45, a67), b3 = _mm_unpackhi_epi16(a45, a67);
+            __m128i x[4] = {_mm_unpacklo_epi32(b0, b2), _mm_unpackhi_epi32(b0, b2),
+                            _mm_unpacklo_epi32(b1, b3), _mm_unpackhi_epi32(b1, b3)};
+            for (int g = 0; g < 4; g++) {
+                __m128i v = x[g], t;
+                t = _mm_and_si128(_mm_xor_si128(v, _mm_srli_epi64(v, 7)), k7);
+                v = _mm_xor_si128(v, _mm_xor_si128(t, _mm_slli_epi64(t, 7)));
+                t = _mm_and_si128(_mm_xor_si128(v, _mm_srli_epi64(v, 14)), k14);
+                v = _mm_xor_si128(v, _mm_xor_si128(t, _mm_slli_epi64(t, 14)));
+                t = _mm_and_si128(_mm_xor_si128(v, _mm_srli_epi64(v, 28)), k28);
+                v = _mm_xor_si128(v, _mm_xor_si128(t, _mm_slli_epi64(t, 28)));
+                _mm_storeu_si128((__m128i*)(p + 8 * i + 16 * g), v);
+            }
+        }
+    #endif
+        for (; i < m; i++) {
+            uint64_t x = 0;
+            for (int b = 0; b < 8; b++) x |= (uint64_t)q[b * m + i] << (8 * b);
+            tw_store8(p + 8 * i, tw_t8(x));
+        }
+    }
+    /* every byte plane of a shuffled buffer (n bytes, items of k) into its 8 bit planes */
+    static void tw_bitplanes(const uint8_t* a, uint8_t* q, size_t n, size_t k) {
+        size_t plane = n / k;
+        for (size_t j = 0; j < k; j++) tw_bits(a + j * plane, q + j * plane, plane);
+    }
+    static void tw_unbitplanes(const uint8_t* q, uint8_t* a, size_t n, size_t k) {
+        size_t plane = n / k;
+        for (size_t j = 0; j < k; j++) tw_unbits(q + j * plane, a + j * plane, plane);
+    }
     """
     int tw_shuffle(const uint8_t* s, uint8_t* d, size_t n, size_t k, int delta) nogil
     int tw_unshuffle(const uint8_t* s, uint8_t* d, size_t n, size_t k, int delta) nogil
+    void tw_bitplanes(const uint8_t* a, uint8_t* q, size_t n, size_t k) nogil
+    void tw_unbitplanes(const uint8_t* q, uint8_t* a, size_t n, size_t k) nogil
 
 # liblz4's block API, bound at import by torpor._codec (see bind_lz4)
 ctypedef int (*lz4_compress_t)(const char* src, char* dst, int src_size, int dst_capacity,
@@ -139,6 +255,14 @@ cdef inline Py_ssize_t _bound(Py_ssize_t n) noexcept nogil:
     return n + n // 255 + 16 + FRAME_OVERHEAD
 
 
+cdef inline Py_ssize_t _lz4_room(Py_ssize_t n) noexcept nogil:
+    # LZ4_compressBound: lz4 is given the room it can always fill, as python-lz4
+    # gives it, so that both write the same bytes (with less room liblz4 ends a
+    # block differently); the frame's room covers it, since every block before
+    # took at most its own size
+    return n + n // 255 + 16
+
+
 def lz4_bound(Py_ssize_t n):
     """Room an output buffer needs for the frame of an ``n``-byte chunk, in up to
     64 blocks."""
@@ -156,14 +280,17 @@ cdef inline uint32_t _get32(const uint8_t* p) noexcept nogil:
     return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
 
 
-def lz4_frame(const uint8_t[::1] src, uint8_t[::1] out, int level, Py_ssize_t parts=1):
+def lz4_frame(const uint8_t[::1] src, uint8_t[::1] out, int level, Py_ssize_t parts=1,
+              uint64_t store=0):
     """Compress ``src`` (at most 4 MiB) into ``out`` as one lz4 frame of ``parts``
     independent blocks, one per equal piece: the byte planes of a shuffled chunk,
     which differ too much for matches across them, so a fresh search per plane
     is both faster and (a little) smaller. A piece that does not shrink is an
     uncompressed block. Returns the frame's length, or -1 when no piece shrank (the
     caller then stores the chunk). ``level`` <= 0 is the fast compressor with
-    acceleration ``1 - level``; > 0 is lz4hc at that level."""
+    acceleration ``1 - level``; > 0 is lz4hc at that level. Bit i of ``store`` set:
+    piece i goes in as an uncompressed block without a search (a trial found it
+    does not compress; lz4 would spend time finding that out again)."""
     cdef Py_ssize_t n = src.shape[0], piece, i, pos = 7
     cdef int got
     cdef bint shrank = False
@@ -181,13 +308,15 @@ def lz4_frame(const uint8_t[::1] src, uint8_t[::1] out, int level, Py_ssize_t pa
     with nogil:
         memcpy(o, _frame_head, 7)
         for i in range(parts):
-            if level > 0:
+            if (store >> i) & 1:
+                got = 0
+            elif level > 0:
                 got = _lz4_hc(<const char*>(s + i * piece), <char*>(o + pos + 4), <int>piece,
-                              <int>(piece - 1), level)
+                              <int>_lz4_room(piece), level)
             else:
                 got = _lz4_fast(<const char*>(s + i * piece), <char*>(o + pos + 4), <int>piece,
-                                <int>(piece - 1), 1 - level)
-            if got > 0:
+                                <int>_lz4_room(piece), 1 - level)
+            if 0 < got < piece:
                 shrank = True
                 _put32(o + pos, <uint32_t>got)
                 pos += 4 + got
@@ -199,27 +328,35 @@ def lz4_frame(const uint8_t[::1] src, uint8_t[::1] out, int level, Py_ssize_t pa
     return pos + 4 if shrank else -1
 
 
-def lz4_trial(const uint8_t[::1] src, uint8_t[::1] out, Py_ssize_t parts):
-    """Total lz4 block size of ``src`` cut into ``parts`` equal pieces, each
-    compressed on its own (a piece that does not shrink counts as its own size).
-    Used to pick a chunk's filter from a sample: a shuffled sample is compressed
-    plane by plane, as the chunk will be (see ``lz4_frame``)."""
-    cdef Py_ssize_t n = src.shape[0], piece, i, total = 0
+def lz4_trial(const uint8_t[::1] src, uint8_t[::1] out, Py_ssize_t parts, double keep=0.97):
+    """Compress ``src`` cut into ``parts`` equal pieces, each on its own, as
+    ``lz4_frame`` would. Returns ``(total, store)``: the frame's estimated payload
+    (a piece that does not get below ``keep`` of its size counts as its own size)
+    and the mask of such pieces, for ``lz4_frame``'s ``store``. Used to pick a
+    chunk's filter from a sample: a filtered sample is compressed plane by plane,
+    as the chunk will be."""
+    cdef Py_ssize_t n = src.shape[0], piece, i, total = 0, limit
     cdef int got
+    cdef uint64_t store = 0
     if _lz4_fast == NULL:
         raise RuntimeError("liblz4 is not bound")
     if parts <= 0 or parts > 64 or n % parts or n > BLOCK_MAX:
         raise ValueError("lz4_trial: the sample must cut into at most 64 equal pieces of at most 4 MiB")
     piece = n // parts
     if piece == 0:
-        return 0
+        return 0, 0
     if out.shape[0] < _bound(piece):
         raise ValueError("lz4_trial: the output buffer is too small")
+    limit = <Py_ssize_t>(piece * keep)
     with nogil:
         for i in range(parts):
             got = _lz4_fast(<const char*>&src[i * piece], <char*>&out[0], <int>piece, <int>piece, 1)
-            total += got if got > 0 else piece
-    return total
+            if got <= 0 or got > limit:
+                total += piece
+                store |= (<uint64_t>1) << i
+            else:
+                total += got
+    return total, store
 
 
 def lz4_frame_into(const uint8_t[::1] src, uint8_t[::1] dest, Py_ssize_t offset, Py_ssize_t raw):
@@ -355,3 +492,200 @@ def copy_into(uint8_t[::1] dest, Py_ssize_t offset, const uint8_t[::1] src):
     if n:
         with nogil:
             memcpy(&dest[offset], &src[0], n)
+
+
+cdef int _check_bits(Py_ssize_t n, Py_ssize_t itemsize, bint delta) except -1:
+    if itemsize <= 0 or itemsize > 8 or n % (8 * itemsize):
+        raise ValueError(f"the bit filters need items of 1 to 8 bytes, 8 at a time: {n} bytes "
+                         f"are not groups of 8 items of {itemsize}")
+    if delta and itemsize not in (2, 4, 8):
+        raise ValueError(f"the delta filter works on items of 2, 4 or 8 bytes, not {itemsize}")
+    return 0
+
+
+def bitfilter_into(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp,
+                   Py_ssize_t itemsize, bint delta):
+    """Write the bit planes of ``src`` (``delta``: of its word differences) to the
+    start of ``out``, through ``tmp`` (as large as ``src``; the byte shuffle goes
+    there first); returns a memoryview of the ``len(src)`` bytes written."""
+    cdef Py_ssize_t n = src.shape[0]
+    _check_bits(n, itemsize, delta)
+    if out.shape[0] < n or tmp.shape[0] < n:
+        raise ValueError("bitfilter_into: the output buffers are too small")
+    if n:
+        with nogil:
+            if itemsize == 1:
+                tw_bitplanes(&src[0], &out[0], n, 1)
+            else:
+                if not tw_shuffle(&src[0], &tmp[0], n, itemsize, delta):
+                    _shuffle(&src[0], &tmp[0], n, itemsize)
+                tw_bitplanes(&tmp[0], &out[0], n, itemsize)
+    return memoryview(out)[:n]
+
+
+def bitunfilter_into(uint8_t[::1] dest, Py_ssize_t offset, const uint8_t[::1] src,
+                     uint8_t[::1] tmp, Py_ssize_t itemsize, bint delta):
+    """Undo ``bitfilter_into``, writing into ``dest[offset:offset+len(src)]``."""
+    cdef Py_ssize_t n = src.shape[0]
+    _check_bits(n, itemsize, delta)
+    if offset < 0 or offset + n > dest.shape[0]:
+        raise ValueError("bitunfilter_into: the destination is too small")
+    if tmp.shape[0] < n:
+        raise ValueError("bitunfilter_into: the scratch buffer is too small")
+    if n:
+        with nogil:
+            if itemsize == 1:
+                tw_unbitplanes(&src[0], &dest[offset], n, 1)
+            else:
+                tw_unbitplanes(&src[0], &tmp[0], n, itemsize)
+                if not tw_unshuffle(&tmp[0], &dest[offset], n, itemsize, delta):
+                    _unshuffle(&tmp[0], &dest[offset], n, itemsize)
+
+
+# --- bit-plane chunks (modes 4 and 5): filtered and compressed block by block -----
+#
+# The chunk is cut into blocks of ``block`` bytes (the last one shorter), and each
+# block goes through the filter into a scratch buffer and straight on to lz4 while
+# it is still in cache (as blosc does), as one lz4 block of the frame. Small blocks
+# also keep all the planes of a block inside lz4's 64 KiB window, where planes that
+# repeat each other (the mantissa bits of decimal numbers) match.
+
+cdef inline void _bits_block(const uint8_t* s, uint8_t* t, uint8_t* q, Py_ssize_t b,
+                             Py_ssize_t k, bint delta) noexcept nogil:
+    # the groups of 8 items become bit planes; the items after the last whole
+    # group (only in an array's last block) follow them as they are
+    cdef Py_ssize_t full = b - b % (8 * k)
+    if full:
+        if k == 1:
+            tw_bitplanes(s, q, full, 1)
+        else:
+            if not tw_shuffle(s, t, full, k, delta):
+                _shuffle(s, t, full, k)
+            tw_bitplanes(t, q, full, k)
+    if b > full:
+        memcpy(q + full, s + full, b - full)
+
+
+cdef inline void _unbits_block(const uint8_t* q, uint8_t* t, uint8_t* d, Py_ssize_t b,
+                               Py_ssize_t k, bint delta) noexcept nogil:
+    cdef Py_ssize_t full = b - b % (8 * k)
+    if full:
+        if k == 1:
+            tw_unbitplanes(q, d, full, 1)
+        else:
+            tw_unbitplanes(q, t, full, k)
+            if not tw_unshuffle(t, d, full, k, delta):
+                _unshuffle(t, d, full, k)
+    if b > full:
+        memcpy(d + full, q + full, b - full)
+
+
+cdef int _check_blocks(Py_ssize_t n, Py_ssize_t k, bint delta, Py_ssize_t block,
+                       Py_ssize_t most=64) except -1:
+    if k <= 0 or k > 8 or n % k:
+        raise ValueError(f"bit-plane chunks hold whole items of 1 to 8 bytes: {n} bytes are not "
+                         f"items of {k}")
+    if delta and k not in (2, 4, 8):
+        raise ValueError(f"the delta filter works on items of 2, 4 or 8 bytes, not {k}")
+    if block <= 0 or block % (8 * k) or block > BLOCK_MAX or (n + block - 1) // block > most:
+        raise ValueError(f"bit-plane blocks of {block} bytes do not suit {n} bytes of {k}-byte items "
+                         f"(a multiple of 8 items, at most 4 MiB, at most 64 blocks)")
+    return 0
+
+
+def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8_t[::1] tmp2,
+               Py_ssize_t itemsize, bint delta, Py_ssize_t block, int level):
+    """Write ``src`` as one lz4 frame of bit-plane blocks (``delta``: of word
+    differences, restarting in every block; the items after the last group of 8
+    as they are) into ``out``; ``tmp`` and ``tmp2`` hold at least ``block`` bytes.
+    Returns the frame's length, or -1 when no block shrank."""
+    cdef Py_ssize_t n = src.shape[0], pos = 0, o = 7, b, nblocks
+    cdef int got
+    cdef bint shrank = False
+    if _lz4_fast == NULL:
+        raise RuntimeError("liblz4 is not bound")
+    if n <= 0:
+        raise ValueError("bits_frame needs at least one item")
+    _check_blocks(n, itemsize, delta, block)
+    nblocks = (n + block - 1) // block
+    if out.shape[0] < _bound(n) + 4 * nblocks or tmp.shape[0] < block or tmp2.shape[0] < block:
+        raise ValueError("bits_frame: a buffer is too small")
+    cdef const uint8_t* s = &src[0]
+    cdef uint8_t* d = &out[0]
+    cdef uint8_t* t = &tmp[0]
+    cdef uint8_t* q = &tmp2[0]
+    with nogil:
+        memcpy(d, _frame_head, 7)
+        while pos < n:
+            b = n - pos if n - pos < block else block
+            _bits_block(s + pos, t, q, b, itemsize, delta)
+            if level > 0:
+                got = _lz4_hc(<const char*>q, <char*>(d + o + 4), <int>b, <int>_lz4_room(b), level)
+            else:
+                got = _lz4_fast(<const char*>q, <char*>(d + o + 4), <int>b, <int>_lz4_room(b), 1 - level)
+            if 0 < got < b:
+                shrank = True
+                _put32(d + o, <uint32_t>got)
+                o += 4 + got
+            else:
+                _put32(d + o, <uint32_t>b | 0x80000000u)
+                memcpy(d + o + 4, q, b)
+                o += 4 + b
+            pos += b
+        _put32(d + o, 0)
+    return o + 4 if shrank else -1
+
+
+def bits_frame_into(const uint8_t[::1] src, uint8_t[::1] dest, Py_ssize_t offset, Py_ssize_t raw,
+                    uint8_t[::1] tmp, uint8_t[::1] tmp2, Py_ssize_t itemsize, bint delta,
+                    Py_ssize_t block):
+    """Undo ``bits_frame``: decode the frame in ``src`` into ``dest[offset:offset+raw]``.
+    Every lz4 block must decode to exactly one filter block; raises ValueError
+    saying what is wrong."""
+    cdef Py_ssize_t n = src.shape[0], pos = 7, done = 0, size, b
+    cdef uint32_t word
+    cdef int got = 0
+    if _lz4_decompress == NULL:
+        raise RuntimeError("liblz4 is not bound")
+    if raw <= 0 or offset < 0 or offset + raw > dest.shape[0]:
+        raise ValueError("bits_frame_into: the destination is too small")
+    _check_blocks(raw, itemsize, delta, block, raw)
+    if tmp.shape[0] < block or tmp2.shape[0] < block:
+        raise ValueError("bits_frame_into: a scratch buffer is too small")
+    if n < 11 or memcmp(&src[0], _frame_head, 7) != 0:
+        raise ValueError("a bit-plane chunk does not start with torpor's lz4 frame header")
+    cdef const uint8_t* s = &src[0]
+    cdef uint8_t* d = &dest[offset]
+    cdef uint8_t* t = &tmp[0]
+    cdef uint8_t* q = &tmp2[0]
+    with nogil:
+        while done < raw:
+            b = raw - done if raw - done < block else block
+            if pos + 4 > n:
+                got = -1
+                break
+            word = _get32(s + pos)
+            pos += 4
+            size = word & 0x7FFFFFFF
+            if word == 0 or size > n - pos:
+                got = -1
+                break
+            if word >> 31:
+                if size != b:
+                    got = -2
+                    break
+                memcpy(q, s + pos, b)
+            elif _lz4_decompress(<const char*>(s + pos), <char*>q, <int>size, <int>b) != b:
+                got = -3
+                break
+            pos += size
+            _unbits_block(q, t, d + done, b, itemsize, delta)
+            done += b
+    if got == -1:
+        raise ValueError("a bit-plane chunk's lz4 blocks run past its end")
+    if got == -2:
+        raise ValueError("a stored block of a bit-plane chunk has the wrong length")
+    if got == -3:
+        raise ValueError("an lz4 block of a bit-plane chunk is damaged or the wrong length")
+    if pos + 4 != n or _get32(s + pos) != 0:
+        raise ValueError("a bit-plane chunk's lz4 frame does not end where its chunk record says")

@@ -101,6 +101,32 @@ def _undelta(b, k):
     return b"".join(struct.pack(fmt, s) for s in sums)
 
 
+def _unbits(data, k, block, delta):
+    """Undo mode 4 (5: then the running sums) of docs/FORMAT.md, block by block:
+    in a block of n whole groups of 8 items, bit i % 8 of byte i // 8 of plane
+    8j + b is bit b of byte j of item i; items after the last group follow as
+    they are."""
+    block -= block % (8 * k)
+    out = bytearray()
+    for start in range(0, len(data), block):
+        q = data[start:start + block]
+        full = len(q) - len(q) % (8 * k)
+        n = full // k
+        items = [bytearray(k) for _ in range(n)]
+        plane_len = n // 8
+        for j in range(k):
+            for b in range(8):
+                plane = q[(8 * j + b) * plane_len:(8 * j + b + 1) * plane_len]
+                for i in range(n):
+                    if plane[i // 8] >> (i % 8) & 1:
+                        items[i][j] |= 1 << b
+        raw = b"".join(items)
+        if delta:
+            raw = _undelta(raw, k)
+        out += raw + q[full:]
+    return bytes(out)
+
+
 def _payload(data, pos, codec, raw, meta, itemsize):
     """The decoded payload of a section whose payload starts at ``pos``; returns
     (bytes, position after the payload)."""
@@ -128,6 +154,8 @@ def _payload(data, pos, codec, raw, meta, itemsize):
             plain = _unshuffle(plain, itemsize)
         elif mode == 3:
             plain = _undelta(_unshuffle(plain, itemsize), itemsize)
+        elif mode in (4, 5):
+            plain = _unbits(plain, itemsize, 1 << r1, mode == 5)
         if len(plain) != craw or _xxh3(plain) != digest:
             raise Damaged("chunk")
         out += plain
@@ -137,7 +165,7 @@ def _payload(data, pos, codec, raw, meta, itemsize):
 def read_container(data):
     """(header, [section payloads], stream bytes), checking every checksum."""
     magic, version, flags, hlen = struct.unpack_from("<8sHHI", data, 0)
-    if magic != b"\x89TPR\r\n\x1a\n" or version != 1 or flags:
+    if magic != b"\x89TPR\r\n\x1a\n" or version not in (1, 2) or flags:
         raise Damaged("preamble")
     if _xxh3(data[:16 + hlen]) != struct.unpack_from("<Q", data, 16 + hlen)[0]:
         raise Damaged("header checksum")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import torpor
-from golden.make_golden import (golden_dtypes, golden_extras, golden_object, golden_records,
-                                legacy_scalars)
+from golden.make_golden import (golden_bits, golden_dtypes, golden_extras, golden_object,
+                                golden_records, legacy_scalars)
 from helpers import assert_same_array
 
 GOLDEN = pathlib.Path(__file__).parent.parent / "golden"
@@ -127,3 +127,26 @@ def test_golden_file_with_a_block_per_plane():
     old = {}
     _chunk_modes(GOLDEN / "v1_lz4_filters.torpor", old)
     assert old[MODE_DELTA] == {1}          # written before: one block per chunk
+
+
+def test_golden_files_of_version_2_hold_bit_plane_chunks(impl):
+    """v2_lz4_bits holds chunks of modes 4 and 5 in 256 KiB blocks (the record's
+    first reserved byte is 18), and its arrays come back exactly."""
+    import struct
+    from torpor.format.constants import MODE_BITS, MODE_DELTA_BITS
+    path = GOLDEN / "v2_lz4_bits.torpor"
+    assert MODE_BITS in _chunk_modes(path) and MODE_DELTA_BITS in _chunk_modes(path)
+    data = path.read_bytes()
+    assert struct.unpack_from("<H", data, 8)[0] == 2
+    shifts = set()
+    pos = data.find(b"\x5b\x2a\x4d\x18")
+    while pos >= 0:
+        magic, size, stored, raw, mode, shift, z2, digest = struct.unpack_from("<IIIIBBHQ", data, pos)
+        if size == 20 and mode in (MODE_BITS, MODE_DELTA_BITS):
+            shifts.add(shift)
+        pos = data.find(b"\x5b\x2a\x4d\x18", pos + 1)
+    assert shifts == {18}
+    got = torpor.load(path)
+    assert torpor.info(path)["metadata"]["bits"] is True
+    for k, v in golden_bits().items():
+        assert_same_array(v, got["bits"][k])

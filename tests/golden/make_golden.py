@@ -22,6 +22,11 @@ The files of v1:
   script): ``golden_object()`` plus ``legacy_scalars``, structured numpy scalars
   as 0.1.0 wrote them, the data inside the description's list. Kept so that
   files of that version keep loading.
+
+The files of v2 (lz4 only; raw and gzip files are still written as v1):
+- ``v2_lz4_bits``: bit-plane chunks in 256 KiB blocks (modes 4 and 5), chosen
+  by a trial shared by the chunks of an array and by small arrays of one kind.
+- ``v2_lz4_dtypes``, ``v2_lz4_records``: the same contents as their v1 files.
 """
 
 import collections
@@ -76,6 +81,19 @@ def legacy_scalars():
     return [rec[1], rec[2]]
 
 
+def golden_bits():
+    """What ``v2_lz4_bits`` holds besides (must stay as it is): arrays whose chunks
+    take bit planes, with and without delta, with a tail of items after the last
+    group of 8, and of 1, 2, 4 and 8-byte items."""
+    rng = np.random.default_rng(2026)
+    return {
+        "grid": rng.uniform(0, 500, (20_001, 3)).round(1),                     # mode 4, 8-byte
+        "sorted": np.sort(rng.integers(0, 1 << 24, 150_003)),                  # mode 5, 8-byte
+        "labels": (rng.integers(0, 4, 70_001) * 60).astype(np.uint8),          # mode 4, 1-byte
+        "counts": rng.poisson(3, 90_005).astype(np.uint16),                    # mode 4, 2-byte
+    }
+
+
 def golden_object():
     """The object every golden file holds (must stay exactly as it is)."""
     shared = [1, "shared"]
@@ -107,18 +125,25 @@ def main():
     obj = golden_object()
     files = {"lz4": "lz4", "gzip": "gzip", "raw": None, "lz4_filters": "lz4", "lz4_planes": "lz4",
              "lz4_dtypes": "lz4", "lz4_records": "lz4"}
+    if version >= 2:
+        # raw and gzip files are still written as version 1; lz4 files of
+        # version 2 add the bit-plane chunks (modes 4 and 5)
+        files = {"lz4_bits": "lz4", "lz4_dtypes": "lz4", "lz4_records": "lz4"}
     for suffix, compress in files.items():
         name = HERE / f"v{version}_{suffix}.torpor"
         if name.exists():
             print("kept", name)
             continue
-        extras = suffix in ("lz4_filters", "lz4_planes", "lz4_dtypes", "lz4_records")
+        extras = suffix in ("lz4_filters", "lz4_planes", "lz4_dtypes", "lz4_records", "lz4_bits")
         dtypes = suffix == "lz4_dtypes"
         content = dict(obj, extras=golden_extras()) if extras else obj
         metadata = {"golden": True, "version": version, "extras": extras}
         if dtypes:
             content = dict(content, dtypes=golden_dtypes())
             metadata["dtypes"] = True
+        if suffix == "lz4_bits":
+            content = dict(content, bits=golden_bits())
+            metadata["bits"] = True
         if suffix == "lz4_records":
             content = dict(content, records=golden_records())
             metadata["records"] = True

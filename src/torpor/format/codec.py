@@ -28,8 +28,8 @@ import numpy as np
 import xxhash
 
 from ..errors import CorruptFileError
-from .constants import (CHUNK_SIZE, CODEC_GZIP, CODEC_LZ4, CODEC_RAW, MIN_SAVING, MODE_DELTA,
-                     MODE_PACKED, MODE_SHUFFLED, MODE_STORED)
+from .constants import (CHUNK_SIZE, CODEC_GZIP, CODEC_LZ4, CODEC_RAW, MIN_SAVING, MODE_BITS,
+                        MODE_DELTA, MODE_DELTA_BITS, MODE_PACKED, MODE_SHUFFLED, MODE_STORED)
 
 checksum = xxhash.xxh3_64_intdigest
 
@@ -52,13 +52,46 @@ CHUNK_RECORD = struct.Struct("<IIIIBBHQ")   # magic, 20, stored, raw, mode, 0, 0
 CHUNK_RECORD_SIZE = CHUNK_RECORD.size
 
 #: Bytes of a chunk compressed on trial with each filter to choose the chunk's mode
-#: (lz4's window is 64 KiB, so a sample this size shows what the whole chunk gives).
+#: (lz4's window is 64 KiB, so a sample this size shows what the whole chunk
+#: gives; smaller samples miss repeats further apart and choose wrongly).
 SAMPLE = 64 << 10
-#: A filter is chosen only when its trial is this much smaller than no filter: an
-#: unfiltered chunk decodes straight into place, which is worth a little size.
+#: A costlier filter is chosen only when its trial is this much smaller than the
+#: cheaper one's: an unfiltered chunk decodes straight into place, a byte shuffle is
+#: cheaper than bit planes, and that is worth a little size.
 FILTER_GAIN = 0.98
 #: Items wider than this (large structured records) are compressed unfiltered.
 MAX_FILTER_ITEM = 64
+#: Bit planes are tried for items of at most this many bytes (at most 64 planes).
+MAX_BITS_ITEM = 8
+#: log2 of the block size of bit-plane chunks (modes 4 and 5) that this torpor
+#: writes: 256 KiB blocks stay in a core's L2 cache through the filter and lz4,
+#: and the planes of one byte of an item stay inside lz4's 64 KiB window.
+BITS_SHIFT = 18
+#: lz4's acceleration for bit-plane blocks at the default level (blosc2's default
+#: level uses 5 too): their planes are runs or noise, which a faster search skips
+#: through at a 2-3% cost in size (measured on smooth volumes: 1.47 -> 1.70 GB/s,
+#: 1.550 -> 1.52x). An explicit level (level < 0: more acceleration, > 0: lz4hc)
+#: is used as given.
+BITS_ACCELERATION = 5
+#: The block shifts a file may give (1 KiB to 4 MiB).
+BITS_SHIFTS = range(10, 23)
+
+
+def bits_block(shift, itemsize):
+    """The block size of a bit-plane chunk: 2**shift rounded down to whole groups
+    of 8 items (docs/FORMAT.md)."""
+    b = 1 << shift
+    return b - b % (8 * itemsize)
+#: The chunks of one array, and of the small arrays of one dtype and row shape,
+#: use the mode (and the planes to store) that a trial on one of them chose, and
+#: a new trial runs every this many chunks: data rarely changes character from
+#: one chunk to the next, and on a small array a trial costs more than the
+#: compression itself.
+TRIAL_EVERY = 8
+#: Fraction of its size a plane must get below in a trial to be compressed; the
+#: planes that do not are stored without a search (noise: the low bits of
+#: measured floats), and a chunk where nothing does is stored whole.
+KEEP = 1.0 - MIN_SAVING
 
 
 # --- the pure-Python kernels (numpy and python-lz4), same results as _filters ----
@@ -95,6 +128,111 @@ def _py_unfilter_into(dest, offset, src, itemsize, delta):
         np.cumsum(w, dtype=w.dtype, out=w)
 
 
+def _bit_planes(a, itemsize):
+    """The bit planes of the uint8 array ``a`` (items of ``itemsize`` bytes, a
+    multiple of 8 of them): plane 8j+b holds bit b of byte j of every item, item i
+    at bit i % 8 of byte i // 8."""
+    bits = np.unpackbits(a.reshape(-1, itemsize), axis=1, bitorder="little")
+    return np.packbits(bits.T, axis=1, bitorder="little").reshape(-1)
+
+
+def _check_bits(n, itemsize, delta):
+    if itemsize <= 0 or itemsize > MAX_BITS_ITEM or n % (8 * itemsize):
+        raise ValueError(f"the bit filters need items of 1 to 8 bytes, 8 at a time: {n} bytes "
+                         f"are not groups of 8 items of {itemsize}")
+    if delta and itemsize not in (2, 4, 8):
+        raise ValueError(f"the delta filter works on items of 2, 4 or 8 bytes, not {itemsize}")
+
+
+def _py_bitfilter_into(src, out, tmp, itemsize, delta):
+    n = len(src)
+    _check_bits(n, itemsize, delta)
+    a = np.frombuffer(src, np.uint8)
+    if delta:
+        w = np.frombuffer(src, f"<u{itemsize}")
+        d = np.empty_like(w)
+        if len(w):
+            d[0] = w[0]
+            np.subtract(w[1:], w[:-1], out=d[1:])
+        a = d.view(np.uint8)
+    if n:
+        np.frombuffer(out, np.uint8, count=n)[...] = _bit_planes(a, itemsize)
+    return memoryview(out)[:n]
+
+
+def _py_bitunfilter_into(dest, offset, src, tmp, itemsize, delta):
+    n = len(src)
+    _check_bits(n, itemsize, delta)
+    if offset < 0 or offset + n > len(dest):
+        raise ValueError("bitunfilter_into: the destination is too small")
+    if not n:
+        return
+    planes = np.frombuffer(src, np.uint8).reshape(8 * itemsize, -1)
+    bits = np.unpackbits(planes, axis=1, bitorder="little")         # (8k, items)
+    d = np.frombuffer(dest, np.uint8, count=n, offset=offset)
+    d[...] = np.packbits(bits.T, axis=1, bitorder="little").reshape(-1)
+    if delta:
+        w = d.view(f"<u{itemsize}")
+        np.cumsum(w, dtype=w.dtype, out=w)
+
+
+def _py_bits_block(src, itemsize, delta):
+    """One block of a bit-plane chunk (see ``_filters.bits_frame``), as bytes."""
+    n = len(src)
+    full = n - n % (8 * itemsize)
+    head = bytes(_py_bitfilter_into(src[:full], bytearray(full), None, itemsize, delta)) if full else b""
+    return head + bytes(src[full:])
+
+
+def _py_check_blocks(n, itemsize, delta, block):
+    if itemsize <= 0 or itemsize > MAX_BITS_ITEM or n % itemsize or (delta and itemsize not in (2, 4, 8)):
+        raise ValueError(f"bit-plane chunks hold whole items of 1 to 8 bytes (2, 4 or 8 for delta), "
+                         f"not {n} bytes of {itemsize}")
+    if block <= 0 or block % (8 * itemsize):
+        raise ValueError(f"bit-plane blocks of {block} bytes are not groups of 8 {itemsize}-byte items")
+
+
+def _py_bits_frame(src, out, tmp, tmp2, itemsize, delta, block, level):
+    n = len(src)
+    _py_check_blocks(n, itemsize, delta, block)
+    if n <= 0 or -(-n // block) > 64:
+        raise ValueError(f"bits_frame: {n} bytes in blocks of {block}: 1 to 64 blocks")
+    frame, shrank = [FRAME_HEAD], False
+    for pos in range(0, n, block):
+        q = _py_bits_block(src[pos:pos + block], itemsize, delta)
+        if level > 0:
+            packed = lz4.block.compress(q, mode="high_compression", compression=level, store_size=False)
+        else:
+            packed = lz4.block.compress(q, mode="fast", acceleration=1 - level, store_size=False)
+        if len(packed) < len(q):
+            shrank = True
+            frame += [_u32.pack(len(packed)), packed]
+        else:
+            frame += [_u32.pack(len(q) | 0x80000000), q]
+    if not shrank:
+        return -1
+    frame.append(END_MARK)
+    frame = b"".join(frame)
+    out[:len(frame)] = frame
+    return len(frame)
+
+
+def _py_bits_frame_into(data, dest, offset, raw, tmp, tmp2, itemsize, delta, block):
+    _py_check_blocks(raw, itemsize, delta, block)
+    if raw <= 0 or offset < 0 or offset + raw > len(dest):
+        raise ValueError("bits_frame_into: the destination is too small")
+    if bytes(data[:7]) != FRAME_HEAD:
+        raise ValueError("a bit-plane chunk does not start with torpor's lz4 frame header")
+    filtered = bytearray(raw)
+    _py_lz4_frame_into(data, filtered, 0, raw)
+    for pos in range(0, raw, block):
+        q = memoryview(filtered)[pos:pos + block]
+        full = len(q) - len(q) % (8 * itemsize)
+        if full:
+            _py_bitunfilter_into(dest, offset + pos, q[:full], None, itemsize, delta)
+        _py_copy_into(dest, offset + pos + full, q[full:])
+
+
 def _py_copy_into(dest, offset, src):
     n = len(src)
     np.frombuffer(dest, np.uint8, count=n, offset=offset)[...] = np.frombuffer(src, np.uint8)
@@ -104,7 +242,7 @@ def _py_lz4_bound(n):
     return n + n // 255 + 16 + STORED_OVERHEAD + 4 * 64
 
 
-def _py_lz4_frame(src, out, level, parts=1):
+def _py_lz4_frame(src, out, level, parts=1, store=0):
     n = len(src)
     if parts <= 0 or parts > 64 or n % parts:
         raise ValueError(f"lz4_frame: {n} bytes do not cut into {parts} equal pieces (at most 64)")
@@ -113,7 +251,9 @@ def _py_lz4_frame(src, out, level, parts=1):
     shrank = False
     for i in range(parts):
         part = src[i * piece:(i + 1) * piece]
-        if level > 0:
+        if (store >> i) & 1:
+            block = part
+        elif level > 0:
             block = lz4.block.compress(part, mode="high_compression", compression=level, store_size=False)
         else:
             block = lz4.block.compress(part, mode="fast", acceleration=1 - level, store_size=False)
@@ -130,16 +270,22 @@ def _py_lz4_frame(src, out, level, parts=1):
     return len(frame)
 
 
-def _py_lz4_trial(src, out, parts):
+def _py_lz4_trial(src, out, parts, keep=0.97):
     n = len(src)
     if parts <= 0 or parts > 64 or n % parts:
         raise ValueError("lz4_trial: the sample must cut into at most 64 equal pieces")
     piece = n // parts
-    total = 0
+    total = store = 0
+    if not piece:
+        return 0, 0
     for i in range(parts):
-        got = len(lz4.block.compress(src[i * piece:(i + 1) * piece], store_size=False)) if piece else 0
-        total += min(got, piece)
-    return total
+        got = len(lz4.block.compress(src[i * piece:(i + 1) * piece], store_size=False))
+        if got > int(piece * keep):
+            total += piece
+            store |= 1 << i
+        else:
+            total += got
+    return total, store
 
 
 def _py_lz4_frame_into(data, dest, offset, raw):
@@ -192,14 +338,16 @@ except ImportError as _e:
 
 if NATIVE_FILTERS and _filters is not None:
     filter_into, unfilter_into, copy_into = _filters.filter_into, _filters.unfilter_into, _filters.copy_into
+    bitfilter_into, bitunfilter_into = _filters.bitfilter_into, _filters.bitunfilter_into
 else:
     filter_into, unfilter_into, copy_into = _py_filter_into, _py_unfilter_into, _py_copy_into
+    bitfilter_into, bitunfilter_into = _py_bitfilter_into, _py_bitunfilter_into
 if NATIVE_LZ4 and _filters is not None:
     lz4_bound, lz4_frame, lz4_frame_into = _filters.lz4_bound, _filters.lz4_frame, _filters.lz4_frame_into
-    lz4_trial = _filters.lz4_trial
+    lz4_trial, bits_frame, bits_frame_into = _filters.lz4_trial, _filters.bits_frame, _filters.bits_frame_into
 else:
     lz4_bound, lz4_frame, lz4_frame_into = _py_lz4_bound, _py_lz4_frame, _py_lz4_frame_into
-    lz4_trial = _py_lz4_trial
+    lz4_trial, bits_frame, bits_frame_into = _py_lz4_trial, _py_bits_frame, _py_bits_frame_into
 
 
 def stored_lz4_parts(view):
@@ -215,6 +363,32 @@ class EncodedChunk(NamedTuple):
     raw: int                  # length of the chunk before encoding
     checksum: int             # xxh3-64 of the raw bytes
     buffer: Optional[bytearray]   # output buffer to hand back with release(), or None
+    shift: int = 0            # bit-plane chunks: log2 of their block size
+
+
+class Plan:
+    """How the chunks of one array (or of small arrays of one kind) are encoded:
+    the mode and the planes to store that the last trial chose, and how many
+    chunks may still use it. Only the writer's thread uses it."""
+    __slots__ = ("choice", "left")
+
+    def __init__(self):
+        self.choice = None        # (mode, store mask)
+        self.left = 0             # chunks to encode before the next trial
+
+
+def _candidates(itemsize, n):
+    """The filters tried for items of ``itemsize`` bytes, in order of cost. Bit
+    planes compress as well as the byte shuffle or better on every kind of array
+    measured (benchmarks/README.md), so the byte shuffle is tried only for items
+    too wide for them; it stays for the chunks bit planes cannot take."""
+    yield MODE_PACKED
+    if itemsize <= MAX_BITS_ITEM:
+        yield MODE_BITS
+        if itemsize in (2, 4, 8):
+            yield MODE_DELTA_BITS
+    elif itemsize > 1:
+        yield MODE_SHUFFLED
 
 
 class ChunkEncoder:
@@ -236,7 +410,7 @@ class ChunkEncoder:
     def _scratch(self):
         s = getattr(self._local, "s", None)
         if s is None:
-            s = self._local.s = (bytearray(CHUNK_SIZE), bytearray(lz4_bound(SAMPLE)))
+            s = self._local.s = (bytearray(CHUNK_SIZE), bytearray(CHUNK_SIZE), bytearray(lz4_bound(SAMPLE)))
         return s
 
     def _out(self):
@@ -245,43 +419,103 @@ class ChunkEncoder:
         except IndexError:
             return bytearray(lz4_bound(CHUNK_SIZE))
 
-    def choose_mode(self, view, itemsize, scratch, trial):
-        """The chunk mode whose filter makes a sample of ``view`` smallest under lz4.
-        A filtered sample is compressed plane by plane (see ``lz4_trial``), so that
-        its estimate holds for the whole chunk."""
+    def _trial(self, view, itemsize, mode, scratch, tmp, trial):
+        """(estimated size, planes to store) of ``view`` under ``mode``."""
         n = len(view)
-        size = SAMPLE - SAMPLE % itemsize
+        if mode in (MODE_BITS, MODE_DELTA_BITS):       # one block: the whole sample
+            got = bits_frame(view, trial, scratch, tmp, itemsize, mode == MODE_DELTA_BITS,
+                             n + (-n) % (8 * itemsize), 1 - BITS_ACCELERATION)
+            return (n if got < 0 or got > n * KEEP else got), 0
+        if mode in (MODE_SHUFFLED, MODE_DELTA):
+            return lz4_trial(filter_into(view, scratch, itemsize, mode == MODE_DELTA), trial,
+                             itemsize, KEEP)
+        return lz4_trial(view, trial, 1, KEEP)
+
+    def choose_mode(self, view, itemsize, scratch, tmp, trial):
+        """(mode, planes to store) for ``view``: of the filters, in order of cost,
+        the one whose trial on a sample of ``view`` is smallest under lz4 (each
+        costlier one must beat the cheaper by FILTER_GAIN); MODE_STORED when none
+        gains MIN_SAVING. A byte-shuffled sample is compressed plane by plane, as
+        the chunk will be, and the planes that do not shrink are the ones the
+        chunk stores without a search."""
+        n = len(view)
+        size = SAMPLE - SAMPLE % (8 * itemsize if itemsize <= MAX_BITS_ITEM else itemsize)
         if n > size:
             start = (n - size) // 2 // itemsize * itemsize
             view = view[start:start + size]
-        best_len = lz4_trial(view, trial, 1) * FILTER_GAIN
-        best = MODE_PACKED
-        for mode in ((MODE_SHUFFLED, MODE_DELTA) if itemsize in (2, 4, 8) else (MODE_SHUFFLED,)):
-            got = lz4_trial(filter_into(view, scratch, itemsize, mode == MODE_DELTA), trial, itemsize)
-            if got < best_len:
-                best, best_len = mode, got
-        return best
+            n = size
+        best, best_len, best_store = MODE_STORED, n * KEEP, 0
+        for mode in _candidates(itemsize, n):
+            total, store = self._trial(view, itemsize, mode, scratch, tmp, trial)
+            if total < best_len * (1.0 if best == MODE_STORED else FILTER_GAIN):
+                best, best_len, best_store = mode, total, store
+        return best, best_store
 
-    def encode(self, view, itemsize, use_filters):
+    def _filters_apply(self, view, itemsize, use_filters):
+        return (use_filters and self.filters and self.codec != CODEC_RAW
+                and 1 <= itemsize <= MAX_FILTER_ITEM and len(view) % itemsize == 0)
+
+    def choice(self, view, itemsize, use_filters, plan):
+        """(mode, planes to store) for the next chunk of ``plan``'s arrays, or None
+        when no filter applies. Called by the writer, in file order, so that the
+        chunks that run a trial (every TRIAL_EVERY-th of a plan) and what they
+        choose do not depend on the pool's timing: a file's bytes depend only
+        on its data."""
+        if not self._filters_apply(view, itemsize, use_filters):
+            return None
+        if plan.choice is None or plan.left <= 0:
+            plan.choice = self.choose_mode(view, itemsize, *self._scratch())
+            plan.left = TRIAL_EVERY
+        plan.left -= 1
+        return plan.choice
+
+    def _stored(self, view, digest):
+        raw = len(view)
+        if self.codec == CODEC_LZ4:
+            return EncodedChunk(MODE_STORED, stored_lz4_parts(view), raw + STORED_OVERHEAD,
+                                raw, digest, None)
+        c = zlib.compressobj(self.level if self.level > 0 else 6, zlib.DEFLATED, 31)
+        packed = c.compress(view) + c.flush()
+        return EncodedChunk(MODE_PACKED, [packed], len(packed), raw, digest, None)
+
+    def encode(self, view, itemsize, use_filters, choice=None):
+        """Encode one chunk. ``choice``: what ``choice()`` said for it (None: a trial
+        on this chunk, when filters apply)."""
         raw = len(view)
         digest = checksum(view)
         if self.codec == CODEC_RAW:
             return EncodedChunk(MODE_STORED, [view], raw, raw, digest, None)
-        mode, src, parts = MODE_PACKED, view, 1
-        if use_filters and self.filters and 1 < itemsize <= MAX_FILTER_ITEM and raw % itemsize == 0:
-            scratch, trial = self._scratch()
-            mode = self.choose_mode(view, itemsize, scratch, trial)
-            if mode != MODE_PACKED:
-                src = filter_into(view, scratch, itemsize, mode == MODE_DELTA)
-                parts = itemsize
+        mode, store = MODE_PACKED, 0
+        if self._filters_apply(view, itemsize, use_filters):
+            scratch, tmp, trial = self._scratch()
+            mode, store = choice if choice is not None else \
+                self.choose_mode(view, itemsize, scratch, tmp, trial)
+            if mode == MODE_STORED:
+                return self._stored(view, digest)
         if self.codec == CODEC_LZ4:
             out = self._out()
-            n = lz4_frame(src, out, self.level, parts)     # a block per plane
+            shift = 0
+            if mode in (MODE_BITS, MODE_DELTA_BITS):
+                shift = BITS_SHIFT
+                level = 1 - BITS_ACCELERATION if self.level == 0 else self.level
+                n = bits_frame(view, out, scratch, tmp, itemsize, mode == MODE_DELTA_BITS,
+                               bits_block(shift, itemsize), level)
+            elif mode == MODE_PACKED:
+                n = lz4_frame(view, out, self.level, 1, store)
+            else:                                   # a block per byte plane
+                n = lz4_frame(filter_into(view, scratch, itemsize, mode == MODE_DELTA), out,
+                              self.level, itemsize, store)
             if n < 0 or n > raw * (1.0 - MIN_SAVING):
                 self._free.append(out)
                 return EncodedChunk(MODE_STORED, stored_lz4_parts(view), raw + STORED_OVERHEAD,
                                     raw, digest, None)
-            return EncodedChunk(mode, [memoryview(out)[:n]], n, raw, digest, out)
+            return EncodedChunk(mode, [memoryview(out)[:n]], n, raw, digest, out, shift)
+        # gzip: the bit planes are for lz4 (a gzip chunk takes the byte shuffle)
+        if mode == MODE_BITS:
+            mode = MODE_SHUFFLED if itemsize > 1 else MODE_PACKED
+        elif mode == MODE_DELTA_BITS:
+            mode = MODE_DELTA
+        src = filter_into(view, scratch, itemsize, mode == MODE_DELTA) if mode != MODE_PACKED else view
         c = zlib.compressobj(self.level if self.level > 0 else 6, zlib.DEFLATED, 31)
         packed = c.compress(src) + c.flush()
         return EncodedChunk(mode, [packed], len(packed), raw, digest, None)
@@ -300,9 +534,15 @@ class ChunkDecoder:
             s = self._local.s = bytearray(max(n, CHUNK_SIZE))
         return s
 
-    def decode_into(self, dest, offset, data, codec, mode, raw, itemsize, digest):
+    def _tmp(self, n):
+        s = getattr(self._local, "t", None)
+        if s is None or len(s) < n:
+            s = self._local.t = bytearray(max(n, CHUNK_SIZE))
+        return s
+
+    def decode_into(self, dest, offset, data, codec, mode, raw, itemsize, digest, shift=0):
         """Decode ``data`` (a whole chunk) into ``dest[offset:offset+raw]`` and verify
-        the checksum of what landed there."""
+        the checksum of what landed there. ``shift``: a bit-plane chunk's block size."""
         try:
             if mode == MODE_STORED:
                 if codec != CODEC_LZ4:
@@ -311,19 +551,22 @@ class ChunkDecoder:
                 if len(data) != raw:
                     raise CorruptFileError(f"a stored chunk has {len(data)} bytes, not {raw}")
                 copy_into(dest, offset, data)
-            elif mode not in (MODE_PACKED, MODE_SHUFFLED, MODE_DELTA):
+            elif mode not in _MODES:
                 raise CorruptFileError(f"unknown chunk mode {mode}")
             else:
-                if mode != MODE_PACKED and (itemsize <= 1 or raw % itemsize
-                                            or (mode == MODE_DELTA and itemsize not in (2, 4, 8))):
-                    raise CorruptFileError(f"a filtered chunk does not hold whole {itemsize}-byte items")
+                _check_filtered(mode, raw, itemsize, codec)
                 if codec == CODEC_LZ4:
                     if mode == MODE_PACKED:
                         lz4_frame_into(data, dest, offset, raw)
+                    elif mode in (MODE_BITS, MODE_DELTA_BITS):
+                        bits_frame_into(data, dest, offset, raw, self._scratch(CHUNK_SIZE),
+                                        self._tmp(CHUNK_SIZE), itemsize, mode == MODE_DELTA_BITS,
+                                        bits_block(shift, itemsize))
                     else:
                         scratch = self._scratch(raw)
                         lz4_frame_into(data, scratch, 0, raw)
-                        unfilter_into(dest, offset, memoryview(scratch)[:raw], itemsize, mode == MODE_DELTA)
+                        unfilter_into(dest, offset, memoryview(scratch)[:raw], itemsize,
+                                      mode == MODE_DELTA)
                 elif codec == CODEC_GZIP:
                     d = zlib.decompressobj(31)
                     out = d.decompress(data, raw)
@@ -344,6 +587,24 @@ class ChunkDecoder:
         verify(memoryview(dest)[offset:offset + raw], digest)
 
 
+_MODES = (MODE_PACKED, MODE_SHUFFLED, MODE_DELTA, MODE_BITS, MODE_DELTA_BITS)
+
+
+def _check_filtered(mode, raw, itemsize, codec):
+    """A filtered chunk must hold what its filter works on (docs/FORMAT.md)."""
+    if mode == MODE_PACKED:
+        return
+    if mode in (MODE_BITS, MODE_DELTA_BITS):
+        if itemsize < 1 or itemsize > MAX_BITS_ITEM or raw % itemsize:
+            raise CorruptFileError(f"a bit-plane chunk does not hold whole {itemsize}-byte items")
+        if codec != CODEC_LZ4:
+            raise CorruptFileError("bit-plane chunks are lz4 chunks only")
+    elif itemsize <= 1 or raw % itemsize:
+        raise CorruptFileError(f"a filtered chunk does not hold whole {itemsize}-byte items")
+    if mode in (MODE_DELTA, MODE_DELTA_BITS) and itemsize not in (2, 4, 8):
+        raise CorruptFileError(f"a delta chunk holds {itemsize}-byte items, not 2, 4 or 8")
+
+
 def _stored_payload(data, raw):
     head = STORED_HEAD + _u32.pack(raw | 0x80000000)
     if len(data) != raw + STORED_OVERHEAD or bytes(data[:len(head)]) != head \
@@ -358,6 +619,8 @@ def verify(view, digest):
 
 
 def chunk_spans(nbytes, chunk=CHUNK_SIZE, itemsize=1):
-    """(start, stop) byte ranges cutting ``nbytes`` into whole-item chunks."""
-    step = max(itemsize, chunk - chunk % max(1, itemsize))
+    """(start, stop) byte ranges cutting ``nbytes`` into whole-item chunks; for
+    items of at most 8 bytes, of a multiple of 8 items (as the bit planes need)."""
+    group = max(1, itemsize) * (8 if 1 < itemsize <= MAX_BITS_ITEM else 1)
+    step = max(group, chunk - chunk % group)
     return [(i, min(i + step, nbytes)) for i in range(0, nbytes, step)]

@@ -6,7 +6,10 @@ add a new one and bump FORMAT_VERSION instead.
 setup.py executes this file on its own to give the Cython walker the stream's
 type codes (``_ext/_codes.pxd``, generated): it must import nothing."""
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this torpor reads: 2 added chunk modes 4 and 5 (bit planes), and
+#: nothing else; a version 1 file is a version 2 file without them.
+READABLE_VERSIONS = (1, 2)
 
 #: First 8 bytes of every file. The high-bit byte and the CR LF / ^Z / LF tail catch
 #: a file mangled by a text-mode transfer, as PNG's signature does.
@@ -40,6 +43,8 @@ MODE_STORED = 0           # the bytes as they are (inside a stored lz4 frame for
 MODE_PACKED = 1           # compressed by the section's codec
 MODE_SHUFFLED = 2         # byte-shuffled, then compressed
 MODE_DELTA = 3            # delta of little-endian words, byte-shuffled, then compressed
+MODE_BITS = 4             # bit planes (format 2), then compressed
+MODE_DELTA_BITS = 5       # delta of little-endian words, bit planes (format 2), then compressed
 
 #: Raw size of the chunks a payload is cut into. 4 MiB is the largest lz4 block, so
 #: every lz4 chunk is one frame holding one block.

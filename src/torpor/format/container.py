@@ -27,8 +27,8 @@ import numpy as np
 from ..errors import CorruptFileError, FormatError, TorporError
 from ..version import __version__
 from . import codec, messagepack
-from .constants import (CODEC_NAMES, CODEC_RAW, END_MAGIC, FOOTER_SIZE, FORMAT_VERSION, MAGIC,
-                        PREAMBLE_SIZE, SECTION_ARRAY, SECTION_NAMES, TOC_MAGIC)
+from .constants import (CODEC_LZ4, CODEC_NAMES, CODEC_RAW, END_MAGIC, FOOTER_SIZE, FORMAT_VERSION, MAGIC,
+                        PREAMBLE_SIZE, READABLE_VERSIONS, SECTION_ARRAY, SECTION_NAMES, TOC_MAGIC)
 
 PREAMBLE = struct.Struct("<8sHHI")          # magic, u16 version, u16 flags, u32 header length
 SECTION = struct.Struct("<4sBBBBIIQQ")      # magic kind codec 0 0 index meta_len raw_len 0
@@ -87,7 +87,9 @@ def make_header(metadata: Optional[dict[str, Any]], implementation: str,
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
     return {
-        "format": FORMAT_VERSION,
+        # only lz4 files can hold bit-plane chunks (format 2): the others stay
+        # version 1, which torpor 0.1 reads too
+        "format": FORMAT_VERSION if codec_id == CODEC_LZ4 else 1,
         "torpor": torpor_version(),
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -105,7 +107,7 @@ def header_bytes(header):
     body = messagepack.packb(header)
     if len(body) > MAX_HEADER:
         raise FormatError(f"the header is {len(body)} bytes; keep metadata under {MAX_HEADER} bytes")
-    pre = PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(body))
+    pre = PREAMBLE.pack(MAGIC, header.get("format", FORMAT_VERSION), 0, len(body))
     return pre + body + U64.pack(codec.checksum(pre + body))
 
 
@@ -230,10 +232,10 @@ def read_header(src: Source) -> dict[str, Any]:
     # not a file from a newer torpor.
     if codec.checksum(pre + body) != digest:
         raise CorruptFileError(f"{src.name}: the header checksum does not match")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise FormatError(
             f"{src.name} uses torpor format version {version}; this torpor ({torpor_version()}) "
-            f"reads version {FORMAT_VERSION}. Upgrade torpor to read it.")
+            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}. Upgrade torpor to read it.")
     if flags:
         raise FormatError(f"{src.name} uses format flags 0x{flags:04x} that this torpor does not know")
     header = messagepack.unpackb(body, what=f"{src.name}'s header")

@@ -65,6 +65,7 @@ class ContainerWriter:
         # (_STEP, callable) or (_DONE, future)
         self._queue: collections.deque[tuple[int, Any]] = collections.deque()
         self._pending = 0                    # chunks in the queue
+        self._plans: dict[Any, codec.Plan] = {}   # filter choices shared by small arrays
 
     def close(self) -> None:
         for kind, item in self._queue:
@@ -132,7 +133,7 @@ class ContainerWriter:
         while q and q[0][0] == _STEP:
             q.popleft()[1]()
 
-    def _write_payload(self, kind, chunks, raw_len, itemsize, meta):
+    def _write_payload(self, kind, chunks, raw_len, itemsize, meta, plan_key=None):
         """Write one section whose payload is the byte views yielded by ``chunks``."""
         codec_id = self.codec if raw_len else CODEC_RAW
         sec = self._new_section(kind, codec_id, raw_len, meta)
@@ -154,12 +155,21 @@ class ContainerWriter:
         q.append((_STEP, lambda: self._section_header(sec, meta)))
         encode = self.encoder.encode
         filters = kind == SECTION_ARRAY
+        plan = None
+        if filters:                 # one filter trial for several chunks (codec.TRIAL_EVERY)
+            key = plan_key if raw_len < CHUNK_SIZE else None
+            plan = self._plans.get(key) if key is not None else None
+            if plan is None:
+                plan = codec.Plan()
+                if key is not None:
+                    self._plans[key] = plan
         pool = self._pool_get() if self.threads > 1 else None
         for v in chunks:
+            choice = self.encoder.choice(v, itemsize, filters, plan) if plan is not None else None
             if pool is None:
-                q.append((_DONE, _Done(encode(v, itemsize, filters))))
+                q.append((_DONE, _Done(encode(v, itemsize, filters, choice))))
             else:
-                q.append((_DONE, pool.submit(encode, v, itemsize, filters)))
+                q.append((_DONE, pool.submit(encode, v, itemsize, filters, choice)))
             self._pending += 1
             self._drain(self.depth)
         q.append((_STEP, lambda: self._end_section(sec)))
@@ -168,7 +178,7 @@ class ContainerWriter:
 
     def _write_chunk(self, chunk):
         self._write(codec.CHUNK_RECORD.pack(codec.CHUNK_MAGIC, 20, chunk.stored, chunk.raw,
-                                            chunk.mode, 0, 0, chunk.checksum))
+                                            chunk.mode, chunk.shift, 0, chunk.checksum))
         for p in chunk.parts:
             self._write(p)
         self.encoder.release(chunk.buffer)
@@ -194,7 +204,8 @@ class ContainerWriter:
             chunks = (view[a:b] for a, b in spans)
         else:
             chunks = (memoryview(b) for b in arrays.contiguous_blocks(arr, CHUNK_SIZE))
-        return self._write_payload(SECTION_ARRAY, chunks, arr.nbytes, itemsize, meta)
+        return self._write_payload(SECTION_ARRAY, chunks, arr.nbytes, itemsize, meta,
+                                   (arr.dtype.str, arr.shape[1:]))
 
     def finish(self, extra: dict[str, Any]) -> None:
         """Write the table of contents (``extra`` merged in) and the footer."""
