@@ -62,7 +62,7 @@ def test_metadata_and_info(tmp_path):
     info = torpor.info(p)
     assert info["metadata"] == {"user": "ann", "n": 3}
     h = info["header"]
-    assert h["format"] == 1 and h["torpor"] == torpor.__version__ and h["python"] == sys.version.split()[0]
+    assert h["format"] == torpor.FORMAT_VERSION == 2 and h["torpor"] == torpor.__version__ and h["python"] == sys.version.split()[0]
     assert h["created"].endswith("+00:00")
     arr = [s for s in info["sections"] if s["kind"] == "array"]
     assert arr[0]["dtype"] == "<f4" and arr[0]["shape"] == [10, 10000] and arr[0]["order"] == "C"
