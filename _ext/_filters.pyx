@@ -503,53 +503,6 @@ cdef int _check_bits(Py_ssize_t n, Py_ssize_t itemsize, bint delta) except -1:
     return 0
 
 
-def bitfilter_into(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp,
-                   Py_ssize_t itemsize, bint delta):
-    """Write the bit planes of ``src`` (``delta``: of its word differences) to the
-    start of ``out``, through ``tmp`` (as large as ``src``; the byte shuffle goes
-    there first); returns a memoryview of the ``len(src)`` bytes written."""
-    cdef Py_ssize_t n = src.shape[0]
-    _check_bits(n, itemsize, delta)
-    if out.shape[0] < n or tmp.shape[0] < n:
-        raise ValueError("bitfilter_into: the output buffers are too small")
-    if n:
-        with nogil:
-            if itemsize == 1:
-                tw_bitplanes(&src[0], &out[0], n, 1)
-            else:
-                if not tw_shuffle(&src[0], &tmp[0], n, itemsize, delta):
-                    _shuffle(&src[0], &tmp[0], n, itemsize)
-                tw_bitplanes(&tmp[0], &out[0], n, itemsize)
-    return memoryview(out)[:n]
-
-
-def bitunfilter_into(uint8_t[::1] dest, Py_ssize_t offset, const uint8_t[::1] src,
-                     uint8_t[::1] tmp, Py_ssize_t itemsize, bint delta):
-    """Undo ``bitfilter_into``, writing into ``dest[offset:offset+len(src)]``."""
-    cdef Py_ssize_t n = src.shape[0]
-    _check_bits(n, itemsize, delta)
-    if offset < 0 or offset + n > dest.shape[0]:
-        raise ValueError("bitunfilter_into: the destination is too small")
-    if tmp.shape[0] < n:
-        raise ValueError("bitunfilter_into: the scratch buffer is too small")
-    if n:
-        with nogil:
-            if itemsize == 1:
-                tw_unbitplanes(&src[0], &dest[offset], n, 1)
-            else:
-                tw_unbitplanes(&src[0], &tmp[0], n, itemsize)
-                if not tw_unshuffle(&tmp[0], &dest[offset], n, itemsize, delta):
-                    _unshuffle(&tmp[0], &dest[offset], n, itemsize)
-
-
-# --- bit-plane chunks (modes 4 and 5): filtered and compressed block by block -----
-#
-# The chunk is cut into blocks of ``block`` bytes (the last one shorter), and each
-# block goes through the filter into a scratch buffer and straight on to lz4 while
-# it is still in cache (as blosc does), as one lz4 block of the frame. Small blocks
-# also keep all the planes of a block inside lz4's 64 KiB window, where planes that
-# repeat each other (the mantissa bits of decimal numbers) match.
-
 cdef inline void _bits_block(const uint8_t* s, uint8_t* t, uint8_t* q, Py_ssize_t b,
                              Py_ssize_t k, bint delta) noexcept nogil:
     # the groups of 8 items become bit planes; the items after the last whole
@@ -579,6 +532,43 @@ cdef inline void _unbits_block(const uint8_t* q, uint8_t* t, uint8_t* d, Py_ssiz
     if b > full:
         memcpy(d + full, q + full, b - full)
 
+
+def bitfilter_into(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp,
+                   Py_ssize_t itemsize, bint delta):
+    """Write the bit planes of ``src`` (``delta``: of its word differences) to the
+    start of ``out``, through ``tmp`` (as large as ``src``; the byte shuffle goes
+    there first); returns a memoryview of the ``len(src)`` bytes written."""
+    cdef Py_ssize_t n = src.shape[0]
+    _check_bits(n, itemsize, delta)
+    if out.shape[0] < n or tmp.shape[0] < n:
+        raise ValueError("bitfilter_into: the output buffers are too small")
+    if n:
+        with nogil:
+            _bits_block(&src[0], &tmp[0], &out[0], n, itemsize, delta)
+    return memoryview(out)[:n]
+
+
+def bitunfilter_into(uint8_t[::1] dest, Py_ssize_t offset, const uint8_t[::1] src,
+                     uint8_t[::1] tmp, Py_ssize_t itemsize, bint delta):
+    """Undo ``bitfilter_into``, writing into ``dest[offset:offset+len(src)]``."""
+    cdef Py_ssize_t n = src.shape[0]
+    _check_bits(n, itemsize, delta)
+    if offset < 0 or offset + n > dest.shape[0]:
+        raise ValueError("bitunfilter_into: the destination is too small")
+    if tmp.shape[0] < n:
+        raise ValueError("bitunfilter_into: the scratch buffer is too small")
+    if n:
+        with nogil:
+            _unbits_block(&src[0], &tmp[0], &dest[offset], n, itemsize, delta)
+
+
+# --- bit-plane chunks (modes 4 and 5): filtered and compressed block by block -----
+#
+# The chunk is cut into blocks of ``block`` bytes (the last one shorter), and each
+# block goes through the filter into a scratch buffer and straight on to lz4 while
+# it is still in cache (as blosc does), as one lz4 block of the frame. Small blocks
+# also keep all the planes of a block inside lz4's 64 KiB window, where planes that
+# repeat each other (the mantissa bits of decimal numbers) match.
 
 cdef int _check_blocks(Py_ssize_t n, Py_ssize_t k, bint delta, Py_ssize_t block,
                        Py_ssize_t most=64) except -1:

@@ -96,6 +96,16 @@ KEEP = 1.0 - MIN_SAVING
 
 # --- the pure-Python kernels (numpy and python-lz4), same results as _filters ----
 
+def _py_delta(src, itemsize):
+    """The bytes of mode 3's delta: each little-endian word minus the one before."""
+    w = np.frombuffer(src, f"<u{itemsize}")
+    d = np.empty_like(w)
+    if len(w):
+        d[0] = w[0]
+        np.subtract(w[1:], w[:-1], out=d[1:])
+    return d.view(np.uint8)
+
+
 def _py_filter_into(src, out, itemsize, delta):
     n = len(src)
     if itemsize <= 0 or n % itemsize:
@@ -104,12 +114,7 @@ def _py_filter_into(src, out, itemsize, delta):
     if delta:
         if itemsize not in (2, 4, 8):
             raise ValueError(f"the delta filter works on items of 2, 4 or 8 bytes, not {itemsize}")
-        w = np.frombuffer(src, f"<u{itemsize}")
-        d = np.empty_like(w)
-        if len(w):
-            d[0] = w[0]
-            np.subtract(w[1:], w[:-1], out=d[1:])
-        a = d.view(np.uint8)
+        a = _py_delta(src, itemsize)
     o = np.frombuffer(out, np.uint8, count=n)
     o.reshape(itemsize, -1)[...] = a.reshape(-1, itemsize).T
     return memoryview(out)[:n]
@@ -149,12 +154,7 @@ def _py_bitfilter_into(src, out, tmp, itemsize, delta):
     _check_bits(n, itemsize, delta)
     a = np.frombuffer(src, np.uint8)
     if delta:
-        w = np.frombuffer(src, f"<u{itemsize}")
-        d = np.empty_like(w)
-        if len(w):
-            d[0] = w[0]
-            np.subtract(w[1:], w[:-1], out=d[1:])
-        a = d.view(np.uint8)
+        a = _py_delta(src, itemsize)
     if n:
         np.frombuffer(out, np.uint8, count=n)[...] = _bit_planes(a, itemsize)
     return memoryview(out)[:n]
@@ -469,14 +469,19 @@ class ChunkEncoder:
         plan.left -= 1
         return plan.choice
 
+    def _gzip(self, src, mode, raw, digest):
+        c = zlib.compressobj(self.level if self.level > 0 else 6, zlib.DEFLATED, 31)
+        packed = c.compress(src) + c.flush()
+        return EncodedChunk(mode, [packed], len(packed), raw, digest, None)
+
     def _stored(self, view, digest):
+        """A chunk that is not worth compressing: stored (lz4), or gzipped unfiltered
+        (gzip has no stored mode)."""
         raw = len(view)
         if self.codec == CODEC_LZ4:
             return EncodedChunk(MODE_STORED, stored_lz4_parts(view), raw + STORED_OVERHEAD,
                                 raw, digest, None)
-        c = zlib.compressobj(self.level if self.level > 0 else 6, zlib.DEFLATED, 31)
-        packed = c.compress(view) + c.flush()
-        return EncodedChunk(MODE_PACKED, [packed], len(packed), raw, digest, None)
+        return self._gzip(view, MODE_PACKED, raw, digest)
 
     def encode(self, view, itemsize, use_filters, choice=None):
         """Encode one chunk. ``choice``: what ``choice()`` said for it (None: a trial
@@ -507,8 +512,7 @@ class ChunkEncoder:
                               self.level, itemsize, store)
             if n < 0 or n > raw * (1.0 - MIN_SAVING):
                 self._free.append(out)
-                return EncodedChunk(MODE_STORED, stored_lz4_parts(view), raw + STORED_OVERHEAD,
-                                    raw, digest, None)
+                return self._stored(view, digest)
             return EncodedChunk(mode, [memoryview(out)[:n]], n, raw, digest, out, shift)
         # gzip: the bit planes are for lz4 (a gzip chunk takes the byte shuffle)
         if mode == MODE_BITS:
@@ -516,9 +520,7 @@ class ChunkEncoder:
         elif mode == MODE_DELTA_BITS:
             mode = MODE_DELTA
         src = filter_into(view, scratch, itemsize, mode == MODE_DELTA) if mode != MODE_PACKED else view
-        c = zlib.compressobj(self.level if self.level > 0 else 6, zlib.DEFLATED, 31)
-        packed = c.compress(src) + c.flush()
-        return EncodedChunk(mode, [packed], len(packed), raw, digest, None)
+        return self._gzip(src, mode, raw, digest)
 
 
 class ChunkDecoder:
@@ -528,16 +530,13 @@ class ChunkDecoder:
     def __init__(self):
         self._local = threading.local()
 
-    def _scratch(self, n):
-        s = getattr(self._local, "s", None)
+    def _scratch(self, n, name="s"):
+        """This thread's buffer ``name`` of at least ``n`` bytes ("s": filtered
+        data, "t": the bit planes' second scratch)."""
+        s = getattr(self._local, name, None)
         if s is None or len(s) < n:
-            s = self._local.s = bytearray(max(n, CHUNK_SIZE))
-        return s
-
-    def _tmp(self, n):
-        s = getattr(self._local, "t", None)
-        if s is None or len(s) < n:
-            s = self._local.t = bytearray(max(n, CHUNK_SIZE))
+            s = bytearray(max(n, CHUNK_SIZE))
+            setattr(self._local, name, s)
         return s
 
     def decode_into(self, dest, offset, data, codec, mode, raw, itemsize, digest, shift=0):
@@ -560,7 +559,7 @@ class ChunkDecoder:
                         lz4_frame_into(data, dest, offset, raw)
                     elif mode in (MODE_BITS, MODE_DELTA_BITS):
                         bits_frame_into(data, dest, offset, raw, self._scratch(CHUNK_SIZE),
-                                        self._tmp(CHUNK_SIZE), itemsize, mode == MODE_DELTA_BITS,
+                                        self._scratch(CHUNK_SIZE, "t"), itemsize, mode == MODE_DELTA_BITS,
                                         bits_block(shift, itemsize))
                     else:
                         scratch = self._scratch(raw)
