@@ -174,6 +174,47 @@ def test_keep_versions_is_configurable(make_storage):
         make_storage(keep_versions=-1)
 
 
+def test_a_save_killed_before_deleting_dropped_versions_leaves_them_to_the_next(
+        make_storage, monkeypatch):
+    """The record's commit drops a version; the save is killed before it deletes
+    that version's data. The writer of the dropped data (this process) still
+    runs, so only the record can say the data is garbage: the next save deletes it."""
+    s = make_storage(keep_versions=1)
+    b = s.artifacts._b                  # the test stands in for the kill, on purpose
+    for i in range(2):
+        s.artifacts.save("k", np.full(1000, i))
+    first = s.artifacts.versions("k")[0]["version"]
+    keys = set(b.data_keys("k"))
+    assert len(keys) == 2
+
+    def killed(keys):
+        raise KeyboardInterrupt("killed between the commit and the deletion")
+    monkeypatch.setattr(b, "delete_data", killed)
+    with pytest.raises(KeyboardInterrupt):
+        s.artifacts.save("k", np.full(1000, 2))
+    monkeypatch.undo()
+    assert [v["version"] for v in s.artifacts.versions("k")] == [first + 1, first + 2]
+    assert len(b.data_keys("k")) == 3                       # version 1's data is left
+    s.artifacts.save("k", np.full(1000, 3))
+    left = set(b.data_keys("k"))
+    assert len(left) == 2 and not left & keys               # both old versions' data gone
+    assert [int(s.artifacts.load("k", version=v)[0]) for v in (first + 2, first + 3)] == [2, 3]
+    assert s.artifacts.delete("k") and b.data_keys("k") == []
+
+
+def test_a_record_with_malformed_dropped_keys_is_damaged():
+    from torpor.workspace import records
+    rec, gone = records.add_version(None, "d", {"key": "x", "format": "json", "kind": "int",
+                                                "size": 1, "checksum": "c", "saved_at": "t",
+                                                "description": "", "metadata": {}}, 0)
+    assert gone == [] and records.decode(records.encode(rec), "d", "here") == rec
+    with pytest.raises(ArtifactDamagedError, match="dropped keys are malformed"):
+        records.decode(records.encode(dict(rec, dropped=[1])), "d", "here")
+    older = dict(rec)
+    del older["dropped"]                                     # records of torpor before it
+    assert records.decode(records.encode(older), "d", "here") == older
+
+
 def test_versions_of_different_formats(storage):
     storage.artifacts.save("mixed", b"raw")
     storage.artifacts.save("mixed", "text")

@@ -172,7 +172,7 @@ class Artifacts:
                 b.delete_data([key])
             raise
         rec = done["record"]
-        b.delete_data([e["key"] for e in done["dropped"]])
+        b.delete_data(done["dropped"])
         self._clean(name, rec)
         return records.info(rec, rec["versions"][-1], b.where(key), b.describe())
 

@@ -5,7 +5,15 @@ backend after the version's data is complete: the record is the commit.
     {"torpor_artifact": 1, "name": "results/run-1", "created_at": "2026-...Z",
      "versions": [{"version": 1, "key": "...", "format": "torpor",
                    "kind": "numpy.ndarray", "size": 1234, "checksum": "...",
-                   "saved_at": "2026-...Z", "description": "", "metadata": {}}]}
+                   "saved_at": "2026-...Z", "description": "", "metadata": {}}],
+     "dropped": ["..."]}
+
+``dropped`` (optional) names the data keys of the versions the last save
+dropped beyond ``keep_versions``. The save that drops them deletes their data
+after its commit; a save killed between the two leaves the keys named here, and
+the next save deletes them. Data of a version no record names any more would
+otherwise be left for ever when its writer still runs (the killed save may not
+be the one that wrote it).
 """
 
 from __future__ import annotations
@@ -97,13 +105,19 @@ def decode(raw: bytes, name: str, storage: str) -> dict[str, Any]:
         if entry["format"] not in FORMATS or entry["version"] <= last:
             raise damaged(f"version {entry['version']} is malformed")
         last = entry["version"]
+    dropped = rec.get("dropped", [])
+    if not isinstance(dropped, list) or not all(isinstance(k, str) for k in dropped):
+        raise damaged(f"its dropped keys are malformed: {brief(dropped, 120)}")
     return rec
 
 
 def add_version(record: Optional[dict[str, Any]], name: str, entry: dict[str, Any],
-                keep: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                keep: int) -> tuple[dict[str, Any], list[str]]:
     """The record with ``entry`` as its newest version (numbered after the
-    current one), and the entries dropped beyond ``keep`` previous versions."""
+    current one) naming the data keys of the versions it drops beyond ``keep``
+    previous ones, and the keys whose data the caller deletes after the commit:
+    those, and the ones the current record names (left by a save killed before
+    it deleted them; deleting data already gone is harmless)."""
     if record is None:
         record = {"torpor_artifact": RECORD_VERSION, "name": name, "created_at": entry["saved_at"],
                   "versions": []}
@@ -111,7 +125,9 @@ def add_version(record: Optional[dict[str, Any]], name: str, entry: dict[str, An
     entry = dict(entry, version=versions[-1]["version"] + 1 if versions else 1)
     versions.append(entry)
     cut = max(0, len(versions) - 1 - keep)
-    return dict(record, versions=versions[cut:]), versions[:cut]
+    dropped = [e["key"] for e in versions[:cut]]
+    pending = [k for k in record.get("dropped", []) if k not in dropped]
+    return dict(record, versions=versions[cut:], dropped=dropped), dropped + pending
 
 
 def info(record: dict[str, Any], entry: dict[str, Any], where: str, storage: str) -> dict[str, Any]:
