@@ -39,16 +39,85 @@ cdef extern from *:
     #define TW_SWAP32(v) (v)
     #define TW_SWAP64(v) (v)
     #endif
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+    /* Byte (un)shuffle of 8-byte items, 16 at a time: the compilers vectorise the
+       plain loops for 2- and 4-byte items but not for 8 (2 GB/s against 19), and
+       8-byte items are the float64 and int64 arrays. Returns the items done; the
+       plain loop does the rest. */
+    static inline size_t tw_scatter8_simd(const uint8_t* p, uint8_t* q, size_t m, size_t count) {
+        size_t i = 0;
+    #if defined(__SSE2__)
+        for (; i + 16 <= m; i += 16) {
+            __m128i a[8], b[8], c[8];
+            for (int g = 0; g < 8; g++) {     /* items 2g, 2g+1: word j = their byte j */
+                __m128i r = _mm_loadu_si128((const __m128i*)(p + 8 * i + 16 * g));
+                a[g] = _mm_unpacklo_epi8(r, _mm_srli_si128(r, 8));
+            }
+            for (int g = 0; g < 8; g += 2) {  /* then an 8x8 transpose of 16-bit words */
+                b[g] = _mm_unpacklo_epi16(a[g], a[g + 1]);
+                b[g + 1] = _mm_unpackhi_epi16(a[g], a[g + 1]);
+            }
+            for (int h = 0; h < 8; h += 4) {
+                c[h] = _mm_unpacklo_epi32(b[h], b[h + 2]);
+                c[h + 1] = _mm_unpackhi_epi32(b[h], b[h + 2]);
+                c[h + 2] = _mm_unpacklo_epi32(b[h + 1], b[h + 3]);
+                c[h + 3] = _mm_unpackhi_epi32(b[h + 1], b[h + 3]);
+            }
+            for (int j = 0; j < 4; j++) {     /* plane 2j and 2j+1: items i .. i+15 */
+                _mm_storeu_si128((__m128i*)(q + (2 * j) * count + i),
+                                 _mm_unpacklo_epi64(c[j], c[j + 4]));
+                _mm_storeu_si128((__m128i*)(q + (2 * j + 1) * count + i),
+                                 _mm_unpackhi_epi64(c[j], c[j + 4]));
+            }
+        }
+    #endif
+        return i;
+    }
+    static inline size_t tw_gather8_simd(const uint8_t* q, uint8_t* p, size_t m, size_t count) {
+        size_t i = 0;
+    #if defined(__SSE2__)
+        for (; i + 16 <= m; i += 16) {
+            __m128i d[8], e[8], f[8];
+            for (int j = 0; j < 8; j++)
+                d[j] = _mm_loadu_si128((const __m128i*)(q + j * count + i));
+            for (int j = 0; j < 8; j += 2) {  /* word t: bytes j, j+1 of item t (or 8+t) */
+                e[j] = _mm_unpacklo_epi8(d[j], d[j + 1]);
+                e[j + 1] = _mm_unpackhi_epi8(d[j], d[j + 1]);
+            }
+            for (int h = 0; h < 2; h++) {     /* items 8h .. 8h+7 */
+                __m128i f0 = _mm_unpacklo_epi16(e[h], e[h + 2]);
+                __m128i f1 = _mm_unpackhi_epi16(e[h], e[h + 2]);
+                __m128i g0 = _mm_unpacklo_epi16(e[h + 4], e[h + 6]);
+                __m128i g1 = _mm_unpackhi_epi16(e[h + 4], e[h + 6]);
+                f[4 * h] = _mm_unpacklo_epi32(f0, g0);
+                f[4 * h + 1] = _mm_unpackhi_epi32(f0, g0);
+                f[4 * h + 2] = _mm_unpacklo_epi32(f1, g1);
+                f[4 * h + 3] = _mm_unpackhi_epi32(f1, g1);
+            }
+            for (int g = 0; g < 8; g++)
+                _mm_storeu_si128((__m128i*)(p + 8 * i + 16 * g), f[g]);
+        }
+    #endif
+        return i;
+    }
+    static inline size_t tw_scatter_simd(size_t K, const uint8_t* p, uint8_t* q, size_t m, size_t count) {
+        return K == 8 ? tw_scatter8_simd(p, q, m, count) : 0;
+    }
+    static inline size_t tw_gather_simd(size_t K, const uint8_t* q, uint8_t* p, size_t m, size_t count) {
+        return K == 8 ? tw_gather8_simd(q, p, m, count) : 0;
+    }
     #define TORPOR_WORD_KERNELS(K, T, SWAP)                                           \
     static inline T tw_load##K(const uint8_t* p) { T v; memcpy(&v, p, K); return SWAP(v); } \
     static inline void tw_store##K(uint8_t* p, T v) { v = SWAP(v); memcpy(p, &v, K); }    \
     /* byte j of item i (of m, from p) goes to plane j at q + j * count + i */          \
     static inline void tw_scatter##K(const uint8_t* p, uint8_t* q, size_t m, size_t count) { \
-        for (size_t i = 0; i < m; i++)                                                 \
+        for (size_t i = tw_scatter_simd(K, p, q, m, count); i < m; i++)                \
             for (size_t j = 0; j < K; j++) q[j * count + i] = p[K * i + j];            \
     }                                                                                  \
     static inline void tw_gather##K(const uint8_t* q, uint8_t* p, size_t m, size_t count) { \
-        for (size_t i = 0; i < m; i++)                                                 \
+        for (size_t i = tw_gather_simd(K, q, p, m, count); i < m; i++)                 \
             for (size_t j = 0; j < K; j++) p[K * i + j] = q[j * count + i];            \
     }                                                                                  \
     /* shuffle (delta: of the differences of consecutive words, made per block) */     \
@@ -114,9 +183,6 @@ cdef extern from *:
         t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ULL; x ^= t ^ (t << 28);
         return x;
     }
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    #endif
     static void tw_bits(const uint8_t* p, uint8_t* q, size_t n) {
         size_t m = n / 8, i = 0;
     #if defined(__SSE2__)

@@ -9,6 +9,10 @@ a file and fsyncing it: torpor's default save and ``compress=None``; blosc2
 level 5, the same thread count), its outputs written one after another; pickle
 protocol 5. The order rotates every round; best and median are printed, with CPU
 seconds per GB (user + system of the whole process, every thread).
+
+Each file is then read back (in the page cache, as right after a save): torpor's
+``load``, blosc2's ``decompress2`` of every array into a new array (the file read
+first), pickle's ``load``; the load table gives wall time and GB/s of array data.
 """
 
 import argparse
@@ -66,7 +70,14 @@ def _fsync_write(path, parts):
         os.fsync(f.fileno())
 
 
+def _pickle_load(path, arrs):
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
 def peers(threads):
+    """name -> (save(arrs, path), load(path, arrs)); ``arrs`` tells blosc2's load
+    the dtypes and shapes (its chunks hold bytes only) and where each one ends."""
     import blosc2
 
     def b2(filt):
@@ -74,15 +85,37 @@ def peers(threads):
             blosc2.set_nthreads(threads)
             _fsync_write(path, [blosc2.compress2(a, codec=blosc2.Codec.LZ4, clevel=5, filters=[filt],
                                                  typesize=a.itemsize) for a in arrs])
-        return save
+
+        def load(path, arrs):
+            blosc2.set_nthreads(threads)
+            with open(path, "rb") as f:
+                buf = memoryview(f.read())
+            out, pos = [], 0
+            for a in arrs:
+                cbytes = blosc2.get_cbuffer_sizes(buf[pos:pos + 32])[1]
+                dst = np.empty(a.shape, a.dtype)
+                blosc2.decompress2(buf[pos:pos + cbytes], dst=dst)
+                out.append(dst)
+                pos += cbytes
+            return out
+        return save, load
+
+    def t_load(path, arrs):
+        return torpor.load(path, threads=threads)
 
     return {
-        "torpor": lambda arrs, path: torpor.dump(arrs, path, threads=threads),
-        "torpor compress=None": lambda arrs, path: torpor.dump(arrs, path, compress=None, threads=threads),
+        "torpor": (lambda arrs, path: torpor.dump(arrs, path, threads=threads), t_load),
+        "torpor compress=None": (lambda arrs, path: torpor.dump(arrs, path, compress=None,
+                                                                threads=threads), t_load),
         "blosc2 lz4+shuffle": b2(blosc2.Filter.SHUFFLE),
         "blosc2 lz4+bitshuffle": b2(blosc2.Filter.BITSHUFFLE),
-        "pickle + fsync": lambda arrs, path: _fsync_write(path, [pickle.dumps(arrs, protocol=5)]),
+        "pickle + fsync": (lambda arrs, path: _fsync_write(path, [pickle.dumps(arrs, protocol=5)]),
+                           _pickle_load),
     }
+
+
+def _check(arrs, got):
+    assert len(got) == len(arrs) and all(np.array_equal(x, y) for x, y in zip(arrs, got))
 
 
 def main():
@@ -98,18 +131,27 @@ def main():
             for wname, arrs in data.items():
                 gb = sum(x.nbytes for x in arrs) / 1e9
                 res = {k: ([], []) for k in table}
+                loads = {k: ([], []) for k in table}
                 sizes = {}
                 names = list(table)
                 for r in range(a.repeat):
                     order = names[r % len(names):] + names[:r % len(names)]
                     for name in order:
+                        save, load = table[name]
                         path = os.path.join(d, "out")
                         os.sync()
                         c0, t0 = _cpu(), time.perf_counter()
-                        table[name](arrs, path)
+                        save(arrs, path)
                         res[name][0].append(time.perf_counter() - t0)
                         res[name][1].append(_cpu() - c0)
                         sizes[name] = os.path.getsize(path)
+                        c0, t0 = _cpu(), time.perf_counter()
+                        got = load(path, arrs)
+                        loads[name][0].append(time.perf_counter() - t0)
+                        loads[name][1].append(_cpu() - c0)
+                        if r == 0:
+                            _check(arrs, got)
+                        del got
                         os.unlink(path)
                 print(f"\n{wname}: {gb:.3f} GB, threads={threads} (best / median of {a.repeat})")
                 ref = min(min(res["blosc2 lz4+shuffle"][0]), min(res["blosc2 lz4+bitshuffle"][0]))
@@ -120,6 +162,14 @@ def main():
                           f"  cpu/GB {min(c) / gb:5.2f} / {statistics.median(c) / gb:5.2f}"
                           f"  size {sizes[name] / 1e6:8.1f} MB"
                           f"  wall/blosc2-best {min(w) / ref:5.2f}  cpu/blosc2-best {min(c) / ref_cpu:5.2f}")
+                lref = min(min(loads["blosc2 lz4+shuffle"][0]), min(loads["blosc2 lz4+bitshuffle"][0]))
+                pref = min(loads["pickle + fsync"][0])
+                print("  load (file in the page cache):")
+                for name in names:
+                    w, c = loads[name]
+                    print(f"  {name:24s} wall {min(w):6.3f} / {statistics.median(w):6.3f} s"
+                          f"  {gb / min(w):5.2f} GB/s  cpu/GB {min(c) / gb:5.2f}"
+                          f"  wall/blosc2-best {min(w) / lref:5.2f}  wall/pickle {min(w) / pref:5.2f}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,20 @@ def test_filters_invert_and_agree_with_the_reference(kernels, dtype, delta, coun
     assert bytes(back[:8]) == bytes(8) and bytes(back[8 + len(raw):]) == bytes(8)
 
 
+@pytest.mark.parametrize("k", [2, 4, 8])
+@pytest.mark.parametrize("count", [15, 16, 17, 33, 2047, 2048, 2049, 4111])
+def test_shuffles_of_random_words_are_the_numpy_transpose(kernels, k, count):
+    """Random bytes (where any swap of bytes or items shows), counts around the
+    16-item vector steps and the 2048-item blocks, an odd address."""
+    raw = rng.integers(0, 256, count * k + 1, dtype=np.uint8)
+    src = memoryview(raw.tobytes())[1:]
+    got = bytes(kernels.filter_into(src, bytearray(count * k), k, False))
+    assert got == raw[1:].reshape(count, k).T.tobytes()
+    back = bytearray(count * k + 3)
+    kernels.unfilter_into(back, 3, got, k, False)
+    assert bytes(back[3:]) == bytes(src)
+
+
 def test_delta_is_on_little_endian_words():
     """The delta filter's words are little-endian whatever the host: byte j of the
     first filtered plane is the low byte of each difference."""
