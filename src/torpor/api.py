@@ -17,12 +17,19 @@ PathOrFile = storage.PathOrFile
 
 def dump(obj: Any, file: PathOrFile, *, compress: Optional[str] = "lz4",
          threads: Optional[int] = None, metadata: Optional[dict[str, Any]] = None,
-         shuffle: bool = True, level: int = 0, max_depth: int = MAX_DEPTH) -> None:
-    """Save ``obj`` to ``file`` (a path or a writable binary file object).
+         shuffle: bool = True, level: int = 0, max_depth: int = MAX_DEPTH,
+         storage_options: Optional[dict[str, Any]] = None) -> None:
+    """Save ``obj`` to ``file`` (a path, a URL such as ``"s3://bucket/x.torpor"``,
+    an ``fsspec.open(...)`` object, or a writable binary file object).
 
     Saving to a path is atomic: the data goes to a temporary file in the same
     folder, which is flushed, fsynced and renamed over ``file`` only when complete.
     If anything fails the previous file is untouched and no temporary file remains.
+    Saving to a URL is as atomic as the store allows: on S3 or GCS one PUT, or a
+    multipart upload completed only at the end (a failed save leaves the previous
+    object and no upload); elsewhere a temporary key moved over the file.
+    ``storage_options``: for a URL, passed to fsspec (an endpoint, credentials:
+    ``{"key": ..., "secret": ..., "client_kwargs": {"endpoint_url": ...}}``).
 
     ``compress``: "lz4" (default), "gzip" or None (raw sections, which
     ``load(..., mmap=True)`` maps without reading). ``threads``: compression
@@ -36,7 +43,7 @@ def dump(obj: Any, file: PathOrFile, *, compress: Optional[str] = "lz4",
     positive values lz4hc at that level (much slower, a little smaller).
     """
     options = pipeline.SaveOptions.of(compress, threads, shuffle, level, max_depth)
-    pipeline.save(obj, file, options, metadata=metadata)
+    pipeline.save(obj, storage.locate(file, storage_options), options, metadata=metadata)
 
 
 def dumps(obj: Any, **kw: Any) -> bytes:
@@ -48,8 +55,9 @@ def dumps(obj: Any, **kw: Any) -> bytes:
 
 def load(file: PathOrFile, *, mmap: bool = False, trusted: bool = False,
          allow: Iterable[Any] = (), threads: Optional[int] = None,
-         max_depth: int = MAX_DEPTH) -> Any:
-    """Load an object saved by ``dump`` from a path or a readable binary file object.
+         max_depth: int = MAX_DEPTH, storage_options: Optional[dict[str, Any]] = None) -> Any:
+    """Load an object saved by ``dump`` from a path, a URL (read in byte ranges,
+    streaming), an ``fsspec.open(...)`` object or a readable binary file object.
 
     By default only builtin, stdlib and numpy types are rebuilt; anything else in
     the file raises UnsafeLoadError before it is imported. ``allow`` adds classes
@@ -58,9 +66,16 @@ def load(file: PathOrFile, *, mmap: bool = False, trusted: bool = False,
     sections (those of a file saved with ``compress=None``) copy-on-write instead
     of reading them (their checksums are then checked by ``torpor.verify`` only);
     compressed sections are read as usual, so it works on any file on disk
-    (``info(file)["mmap"]`` says how many arrays it maps)."""
+    (``info(file)["mmap"]`` says how many arrays it maps); a remote URL cannot be
+    mapped and raises ValueError (``file://`` URLs are files on disk).
+    ``storage_options``: for a URL, passed to fsspec, as for ``dump``."""
     options = pipeline.LoadOptions(Policy(trusted=trusted, allow=allow), bool(mmap), threads,
                                    max_depth)
+    file = storage.locate(file, storage_options)
+    if mmap and isinstance(file, storage.RemoteFile):
+        raise ValueError(f"mmap=True maps a file on disk into memory, and {file.name} is "
+                         f"remote: load it without mmap=True (it is read in byte ranges), "
+                         f"or copy it to a local disk first")
     return pipeline.load(file, options, before_decode=_refuse_other_kinds)
 
 
@@ -97,14 +112,17 @@ def loads(data: Any, **kw: Any) -> Any:
     return load(io.BytesIO(data), **kw)
 
 
-def info(file: PathOrFile) -> dict[str, Any]:
+def info(file: PathOrFile, *, storage_options: Optional[dict[str, Any]] = None
+         ) -> dict[str, Any]:
     """The header (with the user metadata) and the table of contents, without
-    rebuilding anything. Returns a dict; each array section has ``mappable``
+    rebuilding anything; of a URL, read with two or three ranged requests
+    whatever its size (``storage_options`` as for ``dump``). Returns a dict;
+    each array section has ``mappable``
     (whether ``load(..., mmap=True)`` maps it rather than reading it), and
     ``mmap`` sums them up: ``{"arrays": array sections, "mappable": how many
     of them are mapped, "mappable_bytes": their size}``; ``module_dump`` is the
     module's name for a module dump (``torpor.dump_module``), else None."""
-    header, toc = pipeline.inspect(file)
+    header, toc = pipeline.inspect(storage.locate(file, storage_options))
     sections = describe_sections(toc["sections"])
     arrays = [s for s in sections if s["kind"] == "array"]
     mappable = [s for s in arrays if s["mappable"]]
@@ -118,11 +136,14 @@ def info(file: PathOrFile) -> dict[str, Any]:
             "module_dump": module_dump_of(header, toc)}
 
 
-def verify(file: PathOrFile, threads: Optional[int] = None) -> int:
+def verify(file: PathOrFile, threads: Optional[int] = None, *,
+           storage_options: Optional[dict[str, Any]] = None) -> int:
     """Read the whole file and check every checksum (header, each section's header
     and chunks, table of contents) without rebuilding any object. Returns the
-    number of sections; raises CorruptFileError on the first damage found."""
-    return pipeline.verify(file, pipeline.check_threads(threads))
+    number of sections; raises CorruptFileError on the first damage found.
+    ``storage_options``: for a URL, as for ``dump``."""
+    return pipeline.verify(storage.locate(file, storage_options),
+                           pipeline.check_threads(threads))
 
 
 __all__ = ["dump", "dumps", "load", "loads", "info", "verify", "TorporError"]

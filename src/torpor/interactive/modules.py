@@ -46,6 +46,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, Optional, Union, c
 
 import numpy as np
 
+from .. import storage
 from ..engine import pipeline, select
 from ..engine.byvalue import NAMES as CODE_NAMES
 from ..engine.byvalue import ByValue
@@ -365,9 +366,11 @@ def dump_module(filename: Optional[PathOrFile] = None,
                 exclude: Union[str, Iterable[str]] = (),
                 on_error: Literal["raise", "skip"] = "raise", compress: Optional[str] = "lz4",
                 metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
+                storage_options: Optional[dict[str, Any]] = None,
                 **kwds: Any) -> dict[str, dict[str, str]]:
     """Save a module's namespace (default ``__main__``) to ``filename`` (a path,
-    written atomically, or a binary stream; None: ``default_path()``, created
+    written atomically, a URL such as ``"s3://bucket/work.torpor"`` with fsspec's
+    ``storage_options``, or a binary stream; None: ``default_path()``, created
     owner-only, with a warning naming it).
 
     ``refimported=True`` saves objects imported from other modules (functions,
@@ -381,6 +384,7 @@ def dump_module(filename: Optional[PathOrFile] = None,
     if kwds:
         unknown = ", ".join(sorted(kwds))
         raise TypeError(f"dump_module got unexpected keyword arguments: {unknown}")
+    filename = storage.locate(filename, storage_options)
     if on_error not in ("raise", "skip"):
         raise ValueError(f'on_error must be "raise" or "skip", not {on_error!r}')
     mod = _resolve_module(module)
@@ -705,11 +709,13 @@ def load_module(filename: Optional[PathOrFile] = None,
                 module: Union[types.ModuleType, str, None] = None, *,
                 mode: Literal["update", "replace"] = "update", trusted: bool = False,
                 allow: Iterable[Any] = (), threads: Optional[int] = None,
+                storage_options: Optional[dict[str, Any]] = None,
                 **kwds: Any) -> Optional[types.ModuleType]:
     """Restore a namespace saved by dump_module into a module: ``module`` (a
-    module or a name), default the one recorded in the file. Returns None for
-    ``__main__`` or a module passed in, else the module (a new module object when
-    the recorded one is not importable by name).
+    module or a name), default the one recorded in the file. ``filename`` and
+    ``storage_options``: as for dump_module (a URL is read in byte ranges).
+    Returns None for ``__main__`` or a module passed in, else the module (a new
+    module object when the recorded one is not importable by name).
 
     ``mode="update"`` (dill's behaviour): saved names overwrite, other names stay;
     ``mode="replace"``: the namespace becomes exactly what was saved (interpreter
@@ -720,6 +726,7 @@ def load_module(filename: Optional[PathOrFile] = None,
         module = module if module is not None else kwds.pop("main")
     if kwds:
         raise TypeError(f"load_module got unexpected keyword arguments: {', '.join(sorted(kwds))}")
+    filename = storage.locate(filename, storage_options)
     if mode not in ("update", "replace"):
         raise ValueError(f'mode must be "update" or "replace", not {mode!r}')
     passed = module is not None
@@ -754,8 +761,11 @@ def _peek_module_name(filename: Optional[PathOrFile]) -> str:
 
 def load_module_asdict(filename: Optional[PathOrFile] = None, update: bool = False, *,
                        trusted: bool = False, allow: Iterable[Any] = (),
-                       threads: Optional[int] = None, **kwds: Any) -> dict[str, Any]:
-    """The saved namespace as a dict; every live module is left untouched.
+                       threads: Optional[int] = None,
+                       storage_options: Optional[dict[str, Any]] = None,
+                       **kwds: Any) -> dict[str, Any]:
+    """The saved namespace as a dict; every live module is left untouched
+    (``filename`` and ``storage_options`` as for load_module).
 
     ``update=True`` starts from a copy of the recorded module's current namespace
     (dill's meaning). Without ``trusted=True`` nothing from the file runs:
@@ -766,6 +776,7 @@ def load_module_asdict(filename: Optional[PathOrFile] = None, update: bool = Fal
         kwds.pop("main")
     if kwds:
         raise TypeError(f"load_module_asdict got unexpected keyword arguments: {', '.join(sorted(kwds))}")
+    filename = storage.locate(filename, storage_options)
     result: dict[str, Any] = {}
     if update:
         # dill's meaning: start from the live module, the saved names overwrite

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Optional, TextIO, Union
 
+from .. import storage
 from ..engine.pipeline import SaveOptions, check_threads
 from ..errors import RestoreError
 from ..version import __version__
@@ -164,9 +165,12 @@ class Session:
     # -- save / restore ---------------------------------------------------------
     def save(self, file: PathOrFile, *, compress: Optional[str] = "lz4",
              flags: int = State.SESSION, include_maps: bool = False,
-             version: int = SESSION_VERSION, threads: Optional[int] = None) -> int:
-        """Save every state manager to ``file`` (a path, written atomically, or a
-        binary stream). ``threads``: compression threads, as for torpor.dump.
+             version: int = SESSION_VERSION, threads: Optional[int] = None,
+             storage_options: Optional[dict[str, Any]] = None) -> int:
+        """Save every state manager to ``file`` (a path, written atomically, a URL
+        such as ``"s3://bucket/work.torpor"``, or a binary stream). ``threads``:
+        compression threads; ``storage_options``: fsspec's, for a URL; both as for
+        torpor.dump.
         Returns the number of objects written as snapshots (by their own
         take_snapshot or registered methods); State objects with the default
         snapshot methods are saved in place and not counted."""
@@ -178,6 +182,7 @@ class Session:
         if include_maps:
             flags |= State.INCLUDE_MAPS
         options = SaveOptions.of(compress, threads)
+        file = storage.locate(file, storage_options)
         with self._lock:
             metadata = standard_metadata(self.metadata, app_name=self.app_name)
             self.triggers.activate_trigger("begin save session", self)
@@ -194,8 +199,10 @@ class Session:
 
     def restore(self, file: PathOrFile, *, metadata_only: bool = False, combine: bool = False,
                 trusted: bool = False, allow: Iterable[Any] = (),
-                threads: Optional[int] = None) -> Optional[dict[str, Any]]:
-        """Restore the session from ``file`` (a path or a binary stream).
+                threads: Optional[int] = None, storage_options: Optional[dict[str, Any]] = None
+                ) -> Optional[dict[str, Any]]:
+        """Restore the session from ``file`` (a path, a URL or a binary stream;
+        ``storage_options``: fsspec's, for a URL, as for torpor.load).
 
         All or nothing: every object is rebuilt first, and only then are the
         restored state managers installed; on any error (a missing class, a
@@ -209,6 +216,7 @@ class Session:
         ``metadata_only=True`` returns the file's metadata and changes nothing.
         ``allow`` / ``trusted`` widen what plain objects in snapshot data may be
         (as for torpor.load); State and registered classes need neither."""
+        file = storage.locate(file, storage_options)
         if metadata_only:
             return dict(files.read_metadata(file).get("session") or {})
         threads = check_threads(threads)

@@ -31,10 +31,11 @@ import io
 import os
 import secrets
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, BinaryIO, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Optional, cast
 
 from .base import StoreStat, WriterBase
 from .local import _HOST, TMP_SUFFIX
+from .ranged import RangedReader
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -324,6 +325,27 @@ class FsspecStore:
         # open: an object replaced mid-read raises instead of mixing two versions
         opened: BinaryIO = self.fs.open(path, "rb", **self.open_options)
         return opened
+
+    def open_ranged(self, key: str) -> BinaryIO:
+        """A seekable reader of ``key`` that fetches only the byte ranges read,
+        each with one request (ranged.RangedReader: a little ahead, growing while
+        reads are sequential), for reading the header and table of contents of a
+        large object in O(1) requests. On S3 every range is read on the condition
+        of the ETag seen at open, as ``open_reader``'s are."""
+        if self.memory:
+            return self.open_reader(key)        # in memory already: a copy of its own
+        path = self.path(key)
+        self.fs.invalidate_cache(path)
+        try:
+            # no read-ahead cache of the file's own: the reader decides what to fetch
+            raw = self.fs.open(path, "rb", cache_type="none")
+        except TypeError:       # a filesystem whose files take no cache_type
+            raw = self.fs.open(path, "rb")
+        try:
+            return cast(BinaryIO, RangedReader.over_file(raw, self.describe(key)))
+        except BaseException:
+            raw.close()
+            raise
 
     def read(self, key: str) -> bytes:
         """The whole object ``key`` (FileNotFoundError if it is missing)."""
