@@ -18,7 +18,7 @@ PathOrFile = storage.PathOrFile
 def dump(obj: Any, file: PathOrFile, *, compress: Optional[str] = "lz4",
          threads: Optional[int] = None, metadata: Optional[dict[str, Any]] = None,
          shuffle: bool = True, level: int = 0, max_depth: int = MAX_DEPTH,
-         storage_options: Optional[dict[str, Any]] = None) -> None:
+         storage_options: Optional[dict[str, Any]] = None, progress: Any = None) -> None:
     """Save ``obj`` to ``file`` (a path, a URL such as ``"s3://bucket/x.torpor"``,
     an ``fsspec.open(...)`` object, or a writable binary file object).
 
@@ -41,8 +41,11 @@ def dump(obj: Any, file: PathOrFile, *, compress: Optional[str] = "lz4",
     compresses every chunk as it is. ``level``: lz4's speed/size trade-off, 0 the
     default fast compressor, negative values faster (acceleration ``1 - level``),
     positive values lz4hc at that level (much slower, a little smaller).
+    ``progress``: True shows a progress bar in bytes (tqdm: on a terminal or in
+    Jupyter) once the save has taken about a second; a callable is called as
+    ``progress(bytes_written, None)`` after every write.
     """
-    options = pipeline.SaveOptions.of(compress, threads, shuffle, level, max_depth)
+    options = pipeline.SaveOptions.of(compress, threads, shuffle, level, max_depth, progress)
     pipeline.save(obj, storage.locate(file, storage_options), options, metadata=metadata)
 
 
@@ -55,7 +58,8 @@ def dumps(obj: Any, **kw: Any) -> bytes:
 
 def load(file: PathOrFile, *, mmap: bool = False, trusted: bool = False,
          allow: Iterable[Any] = (), threads: Optional[int] = None,
-         max_depth: int = MAX_DEPTH, storage_options: Optional[dict[str, Any]] = None) -> Any:
+         max_depth: int = MAX_DEPTH, storage_options: Optional[dict[str, Any]] = None,
+         progress: Any = None) -> Any:
     """Load an object saved by ``dump`` from a path, a URL (read in byte ranges,
     streaming), an ``fsspec.open(...)`` object or a readable binary file object.
 
@@ -68,9 +72,10 @@ def load(file: PathOrFile, *, mmap: bool = False, trusted: bool = False,
     compressed sections are read as usual, so it works on any file on disk
     (``info(file)["mmap"]`` says how many arrays it maps); a remote URL cannot be
     mapped and raises ValueError (``file://`` URLs are files on disk).
-    ``storage_options``: for a URL, passed to fsspec, as for ``dump``."""
+    ``storage_options``: for a URL, passed to fsspec, as for ``dump``.
+    ``progress``: as for ``dump``; a callable gets ``(bytes_read, file_size)``."""
     options = pipeline.LoadOptions(Policy(trusted=trusted, allow=allow), bool(mmap), threads,
-                                   max_depth)
+                                   max_depth, progress)
     file = storage.locate(file, storage_options)
     if mmap and isinstance(file, storage.RemoteFile):
         raise ValueError(f"mmap=True maps a file on disk into memory, and {file.name} is "

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import operator
 import io
+import operator
+import os
 import mmap as _mmap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from ..format.container import (Toc, damaged_as_corrupt, make_header, map_file, 
 from ..format.container import read_header as _read_header
 from ..format.reader import ContainerReader
 from ..format.writer import ContainerWriter
+from . import progress as progress_
 from . import select
 from .byvalue import ByValue
 from .safety import Policy
@@ -87,14 +89,16 @@ class SaveOptions:
     shuffle: bool = True
     level: int = 0
     max_depth: int = MAX_DEPTH
+    progress: Any = None                # engine/progress.py
 
     @classmethod
     def of(cls, compress: Optional[str] = "lz4", threads: Optional[int] = None,
-           shuffle: bool = True, level: int = 0, max_depth: int = MAX_DEPTH) -> SaveOptions:
+           shuffle: bool = True, level: int = 0, max_depth: int = MAX_DEPTH,
+           progress: Any = None) -> SaveOptions:
         if type(level) is not int:
             raise TypeError(f"level must be an int, not {type(level).__name__}")
         return cls(codec_of(compress), check_threads(threads), bool(shuffle), level,
-                   _check_depth(max_depth))
+                   _check_depth(max_depth), progress_.check(progress))
 
 
 @dataclass(frozen=True)
@@ -104,10 +108,12 @@ class LoadOptions:
     mmap: bool = False
     threads: Optional[int] = None
     max_depth: int = MAX_DEPTH
+    progress: Any = None                # engine/progress.py
 
     def __post_init__(self) -> None:
         check_threads(self.threads)
         _check_depth(self.max_depth)
+        progress_.check(self.progress)
 
 
 @contextlib.contextmanager
@@ -156,8 +162,22 @@ def save(obj: Any, file: PathOrFile, options: SaveOptions, *,
     a key of ``store`` (likewise), or a binary file object. ``file_mode``:
     permission bits of a new file."""
     header = make_header(metadata, select.IMPLEMENTATION, options.codec)
-    with storage.writing(file, mode=file_mode, store=store) as out:
+    with storage.writing(file, mode=file_mode, store=store) as out, \
+            saving(out, options, file) as out:
         encode(obj, out, options, header, reducer_override, toc_extra, by_value)
+
+
+def _name(file: Any) -> str:
+    """What a progress bar calls ``file``: its file name, else "a stream"."""
+    name = file if isinstance(file, (str, os.PathLike)) else getattr(file, "name", None)
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    return os.path.basename(name.rstrip("/")) or name if isinstance(name, str) else "a stream"
+
+
+def saving(out: Any, options: SaveOptions, file: Any) -> Any:
+    """``out`` as the save writes it: counted when ``options.progress`` asks for it."""
+    return progress_.watching_writes(out, options.progress, f"saving {_name(file)}")
 
 
 class _NullWriter:
@@ -230,7 +250,8 @@ def load(file: PathOrFile, options: LoadOptions,
          before_decode: Optional[Callable[[dict[str, Any], dict[str, Any]], None]] = None,
          store: Optional[storage.Store] = None) -> Any:
     """``decode`` from a path, a key of ``store``, or a readable binary file object."""
-    with storage.reading(file, store=store) as (f, name):
+    with storage.reading(file, store=store) as (f, name), \
+            progress_.watching_reads(f, options.progress, f"loading {_name(name)}") as f:
         return decode(f, name, options, before_decode)
 
 

@@ -366,7 +366,7 @@ def dump_module(filename: Optional[PathOrFile] = None,
                 exclude: Union[str, Iterable[str]] = (),
                 on_error: Literal["raise", "skip"] = "raise", compress: Optional[str] = "lz4",
                 metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
-                storage_options: Optional[dict[str, Any]] = None,
+                storage_options: Optional[dict[str, Any]] = None, progress: Any = None,
                 **kwds: Any) -> dict[str, dict[str, str]]:
     """Save a module's namespace (default ``__main__``) to ``filename`` (a path,
     written atomically, a URL such as ``"s3://bucket/work.torpor"`` with fsspec's
@@ -380,7 +380,8 @@ def dump_module(filename: Optional[PathOrFile] = None,
     returns ``{name: {"type": ..., "reason": ...}}`` of what was skipped (also
     stored in the file's metadata); ``"raise"`` (default) names the variable and
     the path to the bad object, and leaves a previous file intact.
-    Returns the skipped dict (empty when nothing was skipped)."""
+    ``progress``: True for a progress bar of long saves, or a callable, as for
+    torpor.dump. Returns the skipped dict (empty when nothing was skipped)."""
     if kwds:
         unknown = ", ".join(sorted(kwds))
         raise TypeError(f"dump_module got unexpected keyword arguments: {unknown}")
@@ -416,7 +417,8 @@ def dump_module(filename: Optional[PathOrFile] = None,
               "python": platform.python_version(), "cloudpickle": cloudpickle.__version__,
               "skipped": skipped, "user": dict(metadata or {})}
     try:
-        pipeline.save(root, filename, pipeline.SaveOptions.of(compress, threads),
+        pipeline.save(root, filename, pipeline.SaveOptions.of(compress, threads,
+                                                              progress=progress),
                       metadata=header, reducer_override=saver, file_mode=mode,
                       by_value=by_value,
                       toc_extra=lambda: {"module": {"code": by_value.saved,
@@ -668,7 +670,7 @@ def _rebind_class(cls: type, namespace: dict[str, Any], seen: Optional[set[int]]
 
 
 def _read(filename: Optional[PathOrFile], target: dict[str, Any], *, trusted: bool, describe: bool,
-          allow: Iterable[Any] = (), threads: Optional[int] = None
+          allow: Iterable[Any] = (), threads: Optional[int] = None, progress: Any = None
           ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Decode a module dump; returns (header, namespace dict)."""
     if filename is None:
@@ -693,7 +695,7 @@ def _read(filename: Optional[PathOrFile], target: dict[str, Any], *, trusted: bo
             _check_code(meta, toc, trusted)
         seen["header"] = meta
 
-    ns = pipeline.load(filename, pipeline.LoadOptions(policy, threads=threads),
+    ns = pipeline.load(filename, pipeline.LoadOptions(policy, threads=threads, progress=progress),
                        before_decode=before_decode)
     if not isinstance(ns, dict) or not all(isinstance(k, str) for k in ns):
         raise FormatError("the module dump's namespace is not a dict of names")
@@ -709,12 +711,12 @@ def load_module(filename: Optional[PathOrFile] = None,
                 module: Union[types.ModuleType, str, None] = None, *,
                 mode: Literal["update", "replace"] = "update", trusted: bool = False,
                 allow: Iterable[Any] = (), threads: Optional[int] = None,
-                storage_options: Optional[dict[str, Any]] = None,
+                storage_options: Optional[dict[str, Any]] = None, progress: Any = None,
                 **kwds: Any) -> Optional[types.ModuleType]:
     """Restore a namespace saved by dump_module into a module: ``module`` (a
     module or a name), default the one recorded in the file. ``filename`` and
-    ``storage_options``: as for dump_module (a URL is read in byte ranges).
-    Returns None for ``__main__`` or a module passed in, else the module (a new
+    ``storage_options``: as for dump_module (a URL is read in byte ranges);
+    ``progress`` as for torpor.load. Returns None for ``__main__`` or a module passed in, else the module (a new
     module object when the recorded one is not importable by name).
 
     ``mode="update"`` (dill's behaviour): saved names overwrite, other names stay;
@@ -738,7 +740,8 @@ def load_module(filename: Optional[PathOrFile] = None,
         mod = sys.modules.get(recorded)
         if mod is None:
             mod = types.ModuleType(recorded)
-    _, ns = _read(filename, vars(mod), trusted=trusted, describe=False, allow=allow, threads=threads)
+    _, ns = _read(filename, vars(mod), trusted=trusted, describe=False, allow=allow, threads=threads,
+                  progress=progress)
     target = vars(mod)
     if mode == "replace":
         for k in [k for k in target if not _interpreter_name(k) and k not in ns]:

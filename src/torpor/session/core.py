@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Optional, TextIO, Union
 
 from .. import storage
 from ..engine.pipeline import SaveOptions, check_threads
+from ..engine.progress import check as check_progress
 from ..errors import RestoreError
 from ..version import __version__
 from . import files, state
@@ -166,11 +167,12 @@ class Session:
     def save(self, file: PathOrFile, *, compress: Optional[str] = "lz4",
              flags: int = State.SESSION, include_maps: bool = False,
              version: int = SESSION_VERSION, threads: Optional[int] = None,
-             storage_options: Optional[dict[str, Any]] = None) -> int:
+             storage_options: Optional[dict[str, Any]] = None, progress: Any = None) -> int:
         """Save every state manager to ``file`` (a path, written atomically, a URL
         such as ``"s3://bucket/work.torpor"``, or a binary stream). ``threads``:
-        compression threads; ``storage_options``: fsspec's, for a URL; both as for
-        torpor.dump.
+        compression threads; ``storage_options``: fsspec's, for a URL;
+        ``progress``: True for a progress bar of long saves, or a callable; all as
+        for torpor.dump.
         Returns the number of objects written as snapshots (by their own
         take_snapshot or registered methods); State objects with the default
         snapshot methods are saved in place and not counted."""
@@ -181,7 +183,7 @@ class Session:
             raise TypeError("flags must be an int made of State.SCENE, State.SESSION, ...")
         if include_maps:
             flags |= State.INCLUDE_MAPS
-        options = SaveOptions.of(compress, threads)
+        options = SaveOptions.of(compress, threads, progress=progress)
         file = storage.locate(file, storage_options)
         with self._lock:
             metadata = standard_metadata(self.metadata, app_name=self.app_name)
@@ -199,10 +201,11 @@ class Session:
 
     def restore(self, file: PathOrFile, *, metadata_only: bool = False, combine: bool = False,
                 trusted: bool = False, allow: Iterable[Any] = (),
-                threads: Optional[int] = None, storage_options: Optional[dict[str, Any]] = None
-                ) -> Optional[dict[str, Any]]:
+                threads: Optional[int] = None, storage_options: Optional[dict[str, Any]] = None,
+                progress: Any = None) -> Optional[dict[str, Any]]:
         """Restore the session from ``file`` (a path, a URL or a binary stream;
-        ``storage_options``: fsspec's, for a URL, as for torpor.load).
+        ``storage_options``: fsspec's, for a URL; ``progress``: a progress bar or
+        callable; both as for torpor.load).
 
         All or nothing: every object is rebuilt first, and only then are the
         restored state managers installed; on any error (a missing class, a
@@ -220,13 +223,15 @@ class Session:
         if metadata_only:
             return dict(files.read_metadata(file).get("session") or {})
         threads = check_threads(threads)
+        check_progress(progress)
         with self._lock:
             previous = self.restore_options
             self.restore_options = {"combine": bool(combine)}
             self.triggers.activate_trigger("begin restore session", self)
             try:
                 header, managers, n = files.read(self, file, table=dict(self._snapshot_methods),
-                                                 trusted=trusted, allow=allow, threads=threads)
+                                                 trusted=trusted, allow=allow, threads=threads,
+                                                 progress=progress)
                 self._install(header, managers, combine)
             finally:
                 self.restore_options = previous

@@ -399,7 +399,7 @@ def _encode(root: Any, file: PathOrFile, options: pipeline.SaveOptions,
     the engine hands a reducer_override the walker (or its open objects), this
     goes back to calling pipeline.save."""
     header = make_header(metadata, select.IMPLEMENTATION, options.codec)
-    with storage.writing(file) as out:
+    with storage.writing(file) as out, pipeline.saving(out, options, file) as out:
         w = ContainerWriter(out, codec_id=options.codec, threads=options.threads,
                             shuffle=options.shuffle, level=options.level)
         try:
@@ -586,8 +586,8 @@ def _no_arguments(name: str, args: tuple[Any, ...], callable_: Callable[[Any], b
 
 
 def read(session: Session, file: PathOrFile, *, table: Mapping[type, Any],
-         trusted: bool = False, allow: Iterable[Any] = (), threads: Optional[int] = None
-         ) -> tuple[dict[str, Any], dict[str, Any], int]:
+         trusted: bool = False, allow: Iterable[Any] = (), threads: Optional[int] = None,
+         progress: Any = None) -> tuple[dict[str, Any], dict[str, Any], int]:
     """Decode a session file into ``(header, {tag: manager or None})`` without
     touching ``session`` (restore_snapshot methods must not change it either)."""
     restorer = _SnapshotRestorer(session, table)
@@ -602,7 +602,7 @@ def read(session: Session, file: PathOrFile, *, table: Mapping[type, Any],
         policy.add_in_place(restorer.check_classes(classes.get("classes", {}), _name(file),
                                                    classes.get("in_place", ())))
 
-    root = pipeline.load(file, pipeline.LoadOptions(policy, threads=threads),
+    root = pipeline.load(file, pipeline.LoadOptions(policy, threads=threads, progress=progress),
                          before_decode=before_decode)
     if not isinstance(root, dict) or not isinstance(root.get("managers"), dict):
         raise CorruptFileError(f"{_name(file)}: the session root is not well formed")
