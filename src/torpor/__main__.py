@@ -1,3 +1,5 @@
+"""``python -m torpor``: the command line (torpor.cli)."""
+
 import sys
 
 from .cli import main

@@ -142,13 +142,13 @@ def info(file: PathOrFile, *, storage_options: Optional[dict[str, Any]] = None
 
 
 def verify(file: PathOrFile, threads: Optional[int] = None, *,
-           storage_options: Optional[dict[str, Any]] = None) -> int:
+           storage_options: Optional[dict[str, Any]] = None, progress: Any = None) -> int:
     """Read the whole file and check every checksum (header, each section's header
     and chunks, table of contents) without rebuilding any object. Returns the
     number of sections; raises CorruptFileError on the first damage found.
-    ``storage_options``: for a URL, as for ``dump``."""
+    ``storage_options``, ``progress``: as for ``load``."""
     return pipeline.verify(storage.locate(file, storage_options),
-                           pipeline.check_threads(threads))
+                           pipeline.check_threads(threads), progress=progress)
 
 
 __all__ = ["dump", "dumps", "load", "loads", "info", "verify", "TorporError"]

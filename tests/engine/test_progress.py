@@ -188,3 +188,28 @@ def test_true_shows_a_tqdm_bar_in_bytes_on_stderr(tmp_path, walker_env):
     quick = subprocess.run([sys.executable, "-c", _BAR, path, "30"], env=walker_env,
                            capture_output=True, text=True, timeout=120)
     assert quick.returncode == 0 and quick.stderr == "", quick.stderr   # under the delay: silent
+
+
+def test_verify_reports_progress(tmp_path, impl):
+    graph, path = _graph(), tmp_path / "v.torpor"
+    torpor.dump(graph, path)
+    rec = Recorder()
+    assert torpor.verify(path, progress=rec) == torpor.verify(path)
+    rec.check(os.path.getsize(path), os.path.getsize(path))
+
+
+@pytest.mark.parametrize("flag, shown", [("--progress", True), ("--no-progress", False),
+                                         (None, False)])
+def test_the_command_line_shows_a_bar_when_asked_or_on_a_terminal(tmp_path, monkeypatch,
+                                                                  capsys, flag, shown):
+    """verify and convert take --progress / --no-progress; by default a bar is
+    shown only when stderr is a terminal (under pytest it is not)."""
+    from torpor import cli
+    monkeypatch.setattr(progress_mod, "BAR_DELAY", 0)
+    path, npy = tmp_path / "c.torpor", tmp_path / "a.npy"
+    np.save(npy, np.random.default_rng(1).random(2_000_000))
+    for argv in (["convert", str(npy), str(path)], ["verify", str(path)]):
+        assert cli.main(argv + ([flag] if flag else [])) == 0
+        err = capsys.readouterr().err
+        what = "saving c.torpor" if argv[0] == "convert" else "verifying c.torpor"
+        assert (what in err) is shown, err

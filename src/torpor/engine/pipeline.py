@@ -295,10 +295,12 @@ def content_checksum(file: Any, store: Optional[storage.Store] = None) -> tuple[
         return size, f"xxh3-toc:{int.from_bytes(tail[:8], 'little'):016x}"
 
 
-def verify(file: Any, threads: Optional[int] = None, store: Optional[storage.Store] = None) -> int:
+def verify(file: Any, threads: Optional[int] = None, store: Optional[storage.Store] = None,
+           progress: Any = None) -> int:
     """Read the whole file and check every checksum, rebuilding nothing; the
     number of sections."""
-    with storage.reading(file, store=store) as (f, name), damaged_as_corrupt(name):
+    with storage.reading(file, store=store) as (f, name), damaged_as_corrupt(name), \
+            progress_.watching_reads(f, progress_.check(progress), f"verifying {_name(name)}") as f:
         src = open_source(f, name)
         _read_header(src)
         toc = read_toc(src) if src.size is not None else None
