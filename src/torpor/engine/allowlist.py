@@ -24,8 +24,11 @@ any module is imported: a refused name never imports anything.
 from __future__ import annotations
 
 import builtins
+import codecs
+import datetime
 import re
 import sys
+import weakref
 from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
@@ -934,3 +937,813 @@ SAFE["numpy.random.bit_generator.__pyx_unpickle_SeedSequence"] = _call(
     _check_unpickle_seed_sequence, "an empty SeedSequence (Cython's pickle helper), its state checked")
 SAFE["numpy.random.bit_generator.__pyx_unpickle_SeedlessSeedSequence"] = _call(
     _check_unpickle_seedless, "an empty SeedlessSeedSequence (Cython's pickle helper)")
+
+
+# -- pandas
+#
+# torpor takes pandas' objects apart itself (engine/pandas_types.py) and rebuilds
+# them with its own functions, torpor.pandas.*, never with a pandas callable the
+# file names. Each takes plain values, numpy arrays and the pandas objects the
+# others built, and calls one of pandas' O(1) constructors, which trust what they
+# are given; so these checks verify what pandas would, before the call:
+#
+# - types and shapes: arrays of exactly the dtypes pandas keeps as they are (a
+#   datetime64 unit pandas knows, native byte order: nothing is converted, so
+#   nothing is copied), lengths that agree (a Series as long as its index, each
+#   block as many rows as the frame's index and one row per column it holds,
+#   placements that cover every column once, codes of the very dtype pandas
+#   gives them). What is built is then as large as the arrays the file holds:
+#   no count is taken from the file except a RangeIndex's, which is lazy, as a
+#   range is.
+# - what pandas would verify by scanning: codes within their labels, labels
+#   unique (levels, categories, and both axes of an object that refuses
+#   duplicate labels), a frequency the datetimes follow, strings that are
+#   strings. Labels are compared without pandas' hash tables (a file could fill
+#   one with keys crafted to collide, which is quadratic): numbers, dates and
+#   codes by sorting, other objects by Python's hash, with the work of hashing
+#   nested tuples bounded and equal hash values bounded as in any container a
+#   file builds (MAX_EQUAL_HASHES).
+# - each scan once per array: one array may be shared by many pandas objects (an
+#   index and its renamed copies share their values), and a file can name one
+#   array in any number of calls for a few bytes each. What a scan found is kept
+#   with the array while it lives (_summary), and one array may take at most
+#   MAX_SCANS different scans (frequencies, sort orders). Plain values (names,
+#   placements, attrs) are top-level arguments, which engine/guard.py charges for
+#   every call; arrow's buffers, which torpor writes anew for every string array,
+#   may serve one call only.
+# - the class each function builds is listed below as a name only, with no state,
+#   and _pandas_builds refuses a call whose class this pandas names otherwise: a
+#   safe load then refuses any state a file gives the object (NDFrame's
+#   __setstate__ sets any attribute) and any getattr on it (NO_GETATTR: pandas'
+#   properties compute: df.values copies every column, df.style imports modules).
+
+#: Most different scans (frequencies validated, sort orders) one array may take.
+MAX_SCANS = 8
+#: Units of work hashing may take per label (a nested tuple counts each item),
+#: beyond a floor of 4096 per array of labels.
+HASH_UNITS_PER_LABEL = 64
+#: Units pandas' datetime64 and timedelta64 data may have.
+_PANDAS_UNITS = ("s", "ms", "us", "ns")
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+_MAX_FREQ_CHARS = 64
+
+_summaries: dict[int, tuple[Any, dict[Any, Any]]] = {}
+
+
+def _summary(obj: Any) -> dict[Any, Any]:
+    """What the checks found out about ``obj`` (an array, an extension array, an
+    Index), kept while it lives."""
+    key = id(obj)
+    found = _summaries.get(key)
+    if found is not None and found[0]() is obj:
+        return found[1]
+    summary: dict[Any, Any] = {}
+
+    def forget(ref: Any) -> None:
+        if _summaries.get(key, (None,))[0] is ref:
+            _summaries.pop(key, None)
+    try:
+        _summaries[key] = (weakref.ref(obj, forget), summary)
+    except TypeError:               # no weak references (an extension array the caller allowed)
+        pass
+    return summary
+
+
+def _scanned(name: str, obj: Any, key: Any, scan: Callable[[], Any]) -> Any:
+    """``scan()``'s result for ``obj``, computed once per key while it lives."""
+    summary = _summary(obj)
+    if key in summary:
+        return summary[key]
+    if len(summary) >= MAX_SCANS:
+        raise _refuse(name, f"one array checked in more than {MAX_SCANS} different ways "
+                            f"(frequencies, sort orders, uses)")
+    result = summary[key] = scan()
+    return result
+
+
+def _pd() -> Any:
+    """pandas: the call's rebuild function was resolved first, which imported it
+    (with torpor's module for it)."""
+    from . import pandas_types
+    pandas_types.require_pandas3()
+    return pandas_types.pd
+
+
+def _described(x: Any) -> str:
+    if type(x) is np.ndarray:
+        return f"an array of dtype {x.dtype} and shape {x.shape}"
+    return f"a {type(x).__qualname__}"
+
+
+def _nd(name: str, x: Any, what: str, kinds: str, ndims: tuple[int, ...] = (1,)) -> Any:
+    """A plain numpy array of one of ``kinds``, native byte order, not structured."""
+    if type(x) is not np.ndarray or x.ndim not in ndims or x.dtype.kind not in kinds \
+            or not x.dtype.isnative or x.dtype.fields is not None:
+        raise _refuse(name, f"{what} that is {_described(x)}")
+    return x
+
+
+def _time_values(name: str, x: Any, kind: str, ndims: tuple[int, ...]) -> Any:
+    arr = _nd(name, x, "values", kind, ndims)
+    unit, count = np.datetime_data(arr.dtype)
+    if unit not in _PANDAS_UNITS or count != 1:
+        raise _refuse(name, f"values of dtype {arr.dtype} (pandas keeps units "
+                            f"{', '.join(_PANDAS_UNITS)})")
+    return arr
+
+
+def _int64(name: str, x: Any, what: str) -> int:
+    if type(x) is not int or not _INT64_MIN <= x <= _INT64_MAX:
+        raise _refuse(name, f"{what} that is not a 64-bit int: {brief(x, 40)}")
+    return x
+
+
+def _label(name: str, x: Any, what: str) -> None:
+    """A name pandas stores must hash (the guard charged hashing it: it is a
+    top-level argument or an item of one)."""
+    try:
+        hash(x)
+    except Exception:
+        raise _refuse(name, f"{what} that cannot be hashed (a {type(x).__qualname__})") from None
+
+
+def _flag(name: str, x: Any, what: str) -> bool:
+    if type(x) is not bool:
+        raise _refuse(name, f"{what} that is not a bool: {brief(x, 40)}")
+    return x
+
+
+def _attrs(name: str, x: Any) -> None:
+    if type(x) is not dict:
+        raise _refuse(name, f"attrs that are a {type(x).__qualname__}, not a dict")
+
+
+def _pandas_index(name: str, x: Any, what: str) -> Any:
+    if not isinstance(x, _pd().Index):
+        raise _refuse(name, f"{what} that is {_described(x)}, not a pandas Index")
+    return x
+
+
+def _is_extension_array(x: Any) -> bool:
+    return isinstance(x, _pd().api.extensions.ExtensionArray)
+
+
+def _pandas_builds(name: str, cls: Any) -> None:
+    """The call builds a ``cls``: its name must be listed as a value with no
+    state, or a safe load could not refuse it a state (see above)."""
+    full = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}"
+    entry = SAFE.get(full)
+    if entry is None or entry.call or entry.state is not None:
+        raise Refused(
+            f"the file calls {name}, which would build a {full}: torpor's allow-list does "
+            f"not list that class (it lists pandas 3's names), so a safe load could not "
+            f"refuse it a state of the file's choosing. Nothing was called. If you trust "
+            f"the file, load it with trusted=True.", [name])
+
+
+def _codes_dtype(n: int) -> Any:
+    """The dtype pandas keeps the codes of ``n`` labels in (coerce_indexer_dtype)."""
+    for t in (np.int8, np.int16, np.int32):
+        if n < np.iinfo(t).max:
+            return np.dtype(t)
+    return np.dtype(np.int64)
+
+
+def _codes(name: str, codes: Any, n: int, what: str) -> Any:
+    """Codes of ``n`` labels: -1 (missing) to n - 1, in pandas' own dtype for n."""
+    arr = _nd(name, codes, what, "i")
+    want = _codes_dtype(n)
+    if arr.dtype != want:
+        raise _refuse(name, f"{what} of dtype {arr.dtype} for {n} labels (pandas keeps them "
+                            f"as {want})")
+    lo, hi = _scanned(name, arr, "range",
+                      lambda: (int(arr.min()), int(arr.max())) if arr.size else (0, -1))
+    if arr.size and (lo < -1 or hi >= n):
+        raise _refuse(name, f"{what} from {lo} to {hi}, outside the {n} labels")
+    return arr
+
+
+def _hash_units(items: Any, cap: int) -> int:
+    """What hashing ``items`` costs (a tuple hashes its items every time; str,
+    bytes and frozenset cache their hash), at most ``cap + 1``."""
+    total = 0
+    todo = list(items)
+    while todo:
+        x = todo.pop()
+        t = type(x)
+        if t is tuple:
+            total += 1 + len(x)
+            if total > cap:
+                return total
+            todo.extend(x)
+        elif t is int:
+            total += 1 + x.bit_length() // 64
+        else:
+            total += 1
+        if total > cap:
+            return total
+    return total
+
+
+def _sorted_problem(arr: Any, missing: Any, nulls: bool) -> Optional[str]:
+    """Duplicate or missing labels among ``arr`` (numbers), found by sorting;
+    ``missing``: a mask of the missing ones, or None."""
+    if missing is not None:
+        k = int(np.count_nonzero(missing))
+        if k and not nulls:
+            return "holds missing labels"
+        if k > 1:
+            return "holds a missing label twice"
+        if k:
+            arr = arr[~missing]
+    s = np.sort(arr, kind="stable")
+    if s.size > 1 and bool((s[1:] == s[:-1]).any()):
+        return "holds a label twice"
+    return None
+
+
+def _objects_problem(items: Any, nulls: bool) -> Optional[str]:
+    """Duplicate or missing labels among Python objects, found with Python's hash
+    (bounded: nested tuples, equal hash values)."""
+    pd = _pd()
+    n = len(items)
+    cap = HASH_UNITS_PER_LABEL * n + 4096
+    if _hash_units(items, cap) > cap:
+        return (f"holds labels whose hashes take more than {HASH_UNITS_PER_LABEL} units of "
+                f"work each (tuples nested and shared to stall the load)")
+    missing = np.asarray(pd.isna(np.asarray(items, dtype=object)), dtype=bool) if n else None
+    if missing is not None and missing.any():
+        k = int(np.count_nonzero(missing))
+        if not nulls:
+            return "holds missing labels"
+        if k > 1:
+            return "holds a missing label twice"
+        items = [x for x, m in zip(items, missing) if not m]
+    equal_hash_check(items, "the labels the file gives pandas")
+    if len(set(items)) != len(items):
+        return "holds a label twice"
+    return None
+
+
+def _values_problem(values: Any, nulls: bool) -> Any:
+    """Duplicate or missing labels among an Index's values (an array or one of
+    the extension arrays torpor rebuilds); False when they are of a kind these
+    checks do not know (an extension array the caller allowed)."""
+    pd = _pd()
+    arrays = pd.arrays
+    if type(values) is np.ndarray:
+        if values.dtype.kind == "O":
+            return _objects_problem(values, nulls)
+        return _sorted_problem(values, np.isnan(values) if values.dtype.kind in "fc" else None,
+                               nulls)
+    t = type(values)
+    if t in (arrays.DatetimeArray, arrays.TimedeltaArray, arrays.PeriodArray):
+        ints = values._ndarray.view(np.int64)
+        return _sorted_problem(ints, ints == _INT64_MIN, nulls)
+    if t in (arrays.IntegerArray, arrays.FloatingArray, arrays.BooleanArray):
+        return _sorted_problem(values._data, values._mask, nulls)
+    if t is pd.Categorical:
+        return _sorted_problem(values._codes, values._codes == -1, nulls)
+    if t is arrays.StringArray:
+        return _objects_problem(values._ndarray, nulls)
+    if t is arrays.ArrowStringArray:
+        return _objects_problem(values.to_numpy(dtype=object, na_value=None), nulls)
+    return False
+
+
+def _rows_problem(codes: list[Any]) -> Optional[str]:
+    """The same row twice in a MultiIndex's codes, found by sorting."""
+    n = len(codes[0])
+    if n < 2:
+        return None
+    order = np.lexsort(codes[::-1])
+    same = np.ones(n - 1, dtype=bool)
+    for c in codes:
+        s = c[order]
+        same &= s[1:] == s[:-1]
+    return "holds a label twice" if bool(same.any()) else None
+
+
+def _unique_labels(name: str, idx: Any, what: str, nulls: bool = True) -> None:
+    """``idx`` (an Index the file built) holds no label twice, and unless
+    ``nulls`` no missing one."""
+    pd = _pd()
+    if type(idx) is pd.RangeIndex:
+        return                      # a range: unique, nothing missing
+    if type(idx) is pd.MultiIndex:
+        problem = _scanned(name, idx, "rows", lambda: _rows_problem(list(idx.codes)))
+    else:
+        values = idx._values
+        problem = _scanned(name, values, ("labels", nulls), lambda: _values_problem(values, nulls))
+        if problem is False:        # an extension array the caller allowed: pandas' own check
+            problem = None if idx.is_unique and (nulls or not idx.hasnans) \
+                else "holds a label twice, or a missing one"
+    if problem:
+        raise _refuse(name, f"{what} that {problem}")
+
+
+def _two_dimensional(dtype: Any) -> bool:
+    """Whether pandas keeps a block of this extension dtype 2-D (datetimes,
+    timedeltas, periods: arrays of numpy's datetime64, timedelta64 or int64)."""
+    if isinstance(dtype, np.dtype):
+        return dtype.kind in "mM"
+    return getattr(dtype, "_supports_2d", False) is True
+
+
+def _block(name: str, values: Any, columns: int, rows: int) -> None:
+    """One block of a DataFrame: a 2-D array (a row per column it holds) or an
+    extension array (1-D for one column; 2-D where pandas keeps it so)."""
+    if type(values) is np.ndarray:
+        _nd(name, values, "a block", "biufcO", (2,))
+        if values.shape != (columns, rows):
+            raise _refuse(name, f"a block of shape {values.shape} for {columns} columns of "
+                                f"{rows} rows")
+        return
+    if not _is_extension_array(values):
+        raise _refuse(name, f"a block that is {_described(values)}")
+    if values.ndim == 1:
+        if columns != 1 or len(values) != rows:
+            raise _refuse(name, f"an array of {len(values)} items for {columns} columns of "
+                                f"{rows} rows")
+    elif values.ndim != 2 or not _two_dimensional(values.dtype) or values.shape != (columns, rows):
+        raise _refuse(name, f"a {type(values).__qualname__} of shape {values.shape} for "
+                            f"{columns} columns of {rows} rows")
+
+
+def _series_values(name: str, values: Any) -> None:
+    if type(values) is np.ndarray:
+        _nd(name, values, "values", "biufcO")
+    elif not _is_extension_array(values) or values.ndim != 1:
+        raise _refuse(name, f"values that are {_described(values)}")
+
+
+def _check_frame(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.frame"
+    if len(args) != 6:
+        raise _refuse(name, f"{len(args)} arguments")
+    columns, index, blocks, placements, attrs, flag = args
+    _pandas_index(name, columns, "columns")
+    _pandas_index(name, index, "an index")
+    if type(blocks) is not list or type(placements) is not list or len(blocks) != len(placements):
+        raise _refuse(name, "blocks and placements that are not two lists of one length")
+    ncols, nrows = len(columns), len(index)
+    total = 0
+    for where in placements:
+        if type(where) is not list or not where:
+            raise _refuse(name, "a placement that is not a list of column positions")
+        total += len(where)
+    if total != ncols:
+        raise _refuse(name, f"blocks for {total} columns, for {ncols} columns")
+    seen = bytearray(ncols)
+    for values, where in zip(blocks, placements):
+        for i in where:
+            if type(i) is not int or not 0 <= i < ncols or seen[i]:
+                raise _refuse(name, f"the column position {brief(i, 30)} (each of 0 to "
+                                    f"{ncols - 1} once)")
+            seen[i] = 1
+        _block(name, values, len(where), nrows)
+    _attrs(name, attrs)
+    if not _flag(name, flag, "allows_duplicate_labels"):
+        _unique_labels(name, index, "an index")
+        _unique_labels(name, columns, "columns")
+    _pandas_builds(name, _pd().DataFrame)
+
+
+def _check_series(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.series"
+    if len(args) != 5:
+        raise _refuse(name, f"{len(args)} arguments")
+    values, index, label, attrs, flag = args
+    _series_values(name, values)
+    _pandas_index(name, index, "an index")
+    if len(values) != len(index):
+        raise _refuse(name, f"{len(values)} values for an index of {len(index)}")
+    _label(name, label, "a name")
+    _attrs(name, attrs)
+    if not _flag(name, flag, "allows_duplicate_labels"):
+        _unique_labels(name, index, "an index")
+    _pandas_builds(name, _pd().Series)
+
+
+def _offset(name: str, freq: Any) -> Any:
+    pd = _pd()
+    if isinstance(freq, pd.offsets.BaseOffset):
+        return freq
+    if type(freq) is not str or len(freq) > _MAX_FREQ_CHARS:
+        raise _refuse(name, f"a frequency that is not a short string: {brief(freq, 40)}")
+    try:
+        return pd.tseries.frequencies.to_offset(freq)
+    except Exception:
+        raise _refuse(name, f"the frequency {brief(freq, 40)}, which pandas does not know") from None
+
+
+def _check_freq(name: str, values: Any, freq: Any) -> None:
+    """A DatetimeIndex's or TimedeltaIndex's frequency, which its values must
+    follow: validated by pandas once per array, dtype (time zone) and frequency."""
+    pd = _pd()
+    off = _offset(name, freq)
+    if values.dtype.kind == "m" and not isinstance(off, (pd.offsets.Tick, pd.offsets.Day)):
+        raise _refuse(name, f"the frequency {off.freqstr} for timedeltas (a fixed one only)")
+
+    def scan() -> Optional[str]:
+        try:
+            type(values)._validate_frequency(values, off)
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+        return None
+    problem = _scanned(name, values._ndarray, ("freq", str(values.dtype), off.freqstr), scan)
+    if problem:
+        raise _refuse(name, f"the frequency {off.freqstr}, which its values do not follow "
+                            f"({brief(problem, 80)})")
+
+
+def _index_class(values: Any) -> Any:
+    from .pandas_types import index_class
+    return index_class(values)
+
+
+def _check_index(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.index"
+    pd = _pd()
+    if len(args) != 3:
+        raise _refuse(name, f"{len(args)} arguments")
+    values, label, freq = args
+    if type(values) is np.ndarray:
+        _nd(name, values, "values", "biufcO")
+        if values.dtype == np.float16:
+            raise _refuse(name, "float16 values (pandas has no float16 index)")
+    elif not _is_extension_array(values) or values.ndim != 1 \
+            or type(values) is pd.arrays.NumpyExtensionArray:
+        raise _refuse(name, f"values that are {_described(values)}")
+    _label(name, label, "a name")
+    cls = _index_class(values)
+    if freq is not None:
+        if cls is not pd.DatetimeIndex and cls is not pd.TimedeltaIndex:
+            raise _refuse(name, f"a frequency for a {cls.__qualname__}")
+        _check_freq(name, values, freq)
+    _pandas_builds(name, cls)
+
+
+def _check_range_index(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.range_index"
+    if len(args) != 4:
+        raise _refuse(name, f"{len(args)} arguments")
+    _int64(name, args[0], "a start")
+    _int64(name, args[1], "a stop")
+    if _int64(name, args[2], "a step") == 0:
+        raise _refuse(name, "a step of 0")
+    _label(name, args[3], "a name")
+    _pandas_builds(name, _pd().RangeIndex)
+
+
+def _lexsorted(codes: list[Any]) -> bool:
+    """Whether the rows of ``codes`` are in order (pandas' is_lexsorted)."""
+    n = len(codes[0])
+    tied = np.ones(max(n - 1, 0), dtype=bool)
+    for c in codes:
+        d = c[1:].astype(np.int64) - c[:-1].astype(np.int64)
+        if bool((tied & (d < 0)).any()):
+            return False
+        tied &= d == 0
+    return True
+
+
+def _check_sortorder(name: str, codes: list[Any], sortorder: Any) -> None:
+    """pandas' sortorder: the first ``sortorder`` levels are in order. Checked
+    once per first codes array and the arrays that follow it."""
+    if sortorder is None:
+        return
+    if type(sortorder) is not int or not 0 <= sortorder <= len(codes):
+        raise _refuse(name, f"the sortorder {brief(sortorder, 30)} for {len(codes)} levels")
+    if sortorder == 0:
+        return
+    first, rest = codes[0], codes[1:sortorder]
+    key = ("lexsorted",) + tuple(id(c) for c in rest)
+
+    def scan() -> tuple[bool, list[Any]]:
+        return _lexsorted(codes[:sortorder]), [weakref.ref(c) for c in rest]
+    ok, refs = _scanned(name, first, key, scan)
+    if not all(r() is c for r, c in zip(refs, rest)):     # ids of arrays since freed
+        ok = _lexsorted(codes[:sortorder])
+    if not ok:
+        raise _refuse(name, f"the sortorder {sortorder}, but its first {sortorder} levels are "
+                            f"not in order")
+
+
+def _levels_or_categories(name: str, idx: Any, what: str) -> Any:
+    """Labels a MultiIndex or a Categorical codes into: an Index (not a
+    MultiIndex or a CategoricalIndex) without duplicates or missing labels."""
+    pd = _pd()
+    _pandas_index(name, idx, what)
+    if type(idx) is pd.MultiIndex or type(idx) is pd.CategoricalIndex:
+        raise _refuse(name, f"{what} that are a {type(idx).__qualname__}")
+    _unique_labels(name, idx, what, nulls=False)
+    return idx
+
+
+def _check_multi_index(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.multi_index"
+    if len(args) != 4:
+        raise _refuse(name, f"{len(args)} arguments")
+    levels, codes, names, sortorder = args
+    if type(levels) is not list or type(codes) is not list or type(names) is not list \
+            or not levels or not len(levels) == len(codes) == len(names):
+        raise _refuse(name, "levels, codes and names that are not three lists of one length")
+    for level, c in zip(levels, codes):
+        _levels_or_categories(name, level, "levels")
+        _codes(name, c, len(level), "codes")
+        if len(c) != len(codes[0]):
+            raise _refuse(name, "codes of different lengths")
+    for label in names:
+        _label(name, label, "a name")
+    _check_sortorder(name, codes, sortorder)
+    _pandas_builds(name, _pd().MultiIndex)
+
+
+def _check_categorical(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.categorical"
+    if len(args) != 3:
+        raise _refuse(name, f"{len(args)} arguments")
+    codes, categories, ordered = args
+    _levels_or_categories(name, categories, "categories")
+    _codes(name, codes, len(categories), "codes")
+    _flag(name, ordered, "an ordered flag")
+    _pandas_builds(name, _pd().Categorical)
+
+
+def _check_masked_array(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.masked_array"
+    if len(args) != 2:
+        raise _refuse(name, f"{len(args)} arguments")
+    values = _nd(name, args[0], "values", "biuf")
+    mask = _nd(name, args[1], "a mask", "b")
+    if values.dtype == np.float16 or mask.shape != values.shape:
+        raise _refuse(name, f"values of dtype {values.dtype} and shape {values.shape} with a "
+                            f"mask of shape {mask.shape}")
+    arrays = _pd().arrays
+    _pandas_builds(name, arrays.BooleanArray if values.dtype.kind == "b" else
+                   arrays.FloatingArray if values.dtype.kind == "f" else arrays.IntegerArray)
+
+
+def _check_datetime_array(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.datetime_array"
+    if len(args) != 2:
+        raise _refuse(name, f"{len(args)} arguments")
+    _time_values(name, args[0], "M", (1, 2))
+    if args[1] is not None and not isinstance(args[1], datetime.tzinfo):
+        raise _refuse(name, f"a time zone that is {_described(args[1])}")
+    _pandas_builds(name, _pd().arrays.DatetimeArray)
+
+
+def _check_timedelta_array(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.timedelta_array"
+    if len(args) != 1:
+        raise _refuse(name, f"{len(args)} arguments")
+    _time_values(name, args[0], "m", (1, 2))
+    _pandas_builds(name, _pd().arrays.TimedeltaArray)
+
+
+def _period_freq(name: str, freq: Any) -> None:
+    if type(freq) is not str or len(freq) > _MAX_FREQ_CHARS:
+        raise _refuse(name, f"a frequency that is not a short string: {brief(freq, 40)}")
+    try:
+        _pd().PeriodDtype(freq)
+    except Exception:
+        raise _refuse(name, f"the period frequency {brief(freq, 40)}, which pandas does not "
+                            f"know") from None
+
+
+#: Most distinct frequencies of period arrays the checks let pandas see in one
+#: process: PeriodDtype keeps an entry for every frequency it meets, for the life
+#: of the process, and a file could name "1D", "2D"... for a few bytes each.
+MAX_PERIOD_FREQS = 1024
+_period_freqs: set[str] = set()
+
+
+def _check_period_array(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.period_array"
+    if len(args) != 2:
+        raise _refuse(name, f"{len(args)} arguments")
+    ordinals = _nd(name, args[0], "ordinals", "i", (1, 2))
+    if ordinals.dtype != np.int64:
+        raise _refuse(name, f"ordinals of dtype {ordinals.dtype} (int64 only)")
+    freq = args[1]
+    if freq not in _period_freqs:
+        if len(_period_freqs) >= MAX_PERIOD_FREQS:
+            raise _refuse(name, f"the period frequency {brief(freq, 40)}, after "
+                                f"{MAX_PERIOD_FREQS} others (pandas caches every one)")
+        _period_freq(name, freq)
+        _period_freqs.add(freq)
+    _pandas_builds(name, _pd().arrays.PeriodArray)
+
+
+def _na(name: str, na: Any) -> None:
+    if na not in ("NA", "nan") or type(na) is not str:
+        raise _refuse(name, f"the missing value {brief(na, 30)} ('NA' or 'nan')")
+
+
+def _strings_problem(values: Any, na: str) -> Optional[str]:
+    """An object array of a string array holds strings and its missing value
+    only (pandas' StringArray holds exactly these)."""
+    pd = _pd()
+    for x in values:
+        if type(x) is not str and not (x is pd.NA if na == "NA" else type(x) is float and x != x):
+            return f"a {type(x).__qualname__} among its strings"
+    return None
+
+
+def _check_string_array(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.string_array"
+    if len(args) != 2:
+        raise _refuse(name, f"{len(args)} arguments")
+    values = _nd(name, args[0], "values", "O")
+    _na(name, args[1])
+    problem = _scanned(name, values, ("strings", args[1]), lambda: _strings_problem(values, args[1]))
+    if problem:
+        raise _refuse(name, problem)
+    _pandas_builds(name, _pd().arrays.StringArray)
+
+
+#: Bytes of UTF-8 decoded at a time when a string array's data is validated
+#: without pyarrow.
+_UTF8_CHUNK = 1 << 24
+
+
+def _loaded_pyarrow() -> Any:
+    """pyarrow if it is loaded (pandas loads it when installed), else None."""
+    return sys.modules.get("pyarrow")
+
+
+def _strings_data_problem(offsets: Any, data: Any) -> Optional[str]:
+    """What is wrong with arrow's offsets and UTF-8 data of a string array, or
+    None. Every string is valid UTF-8 exactly when the whole data is and every
+    offset falls on a character's first byte (or the end): checked so in a few
+    passes over the data (pyarrow's full validation takes each string apart),
+    decoding it a chunk at a time and dropping the text."""
+    size = data.size
+    if offsets[0] != 0 or offsets[-1] != size:
+        return f"offsets from {offsets[0]} to {offsets[-1]} for {size} bytes"
+    if offsets.size > 1 and bool((offsets[1:] < offsets[:-1]).any()):
+        return "offsets that decrease"
+    inside = offsets[:int(np.searchsorted(offsets, size))]     # those before the end
+    if inside.size and bool(((data[inside] & 0xC0) == 0x80).any()):
+        return "a string that starts inside a UTF-8 character"
+    pa = _loaded_pyarrow()
+    if pa is not None:
+        # pyarrow validates the whole data as one string, without decoding it
+        whole = pa.Array.from_buffers(pa.large_string(), 1, [
+            None, pa.py_buffer(np.array([0, size], dtype=np.int64)), pa.py_buffer(data)])
+        try:
+            whole.validate(full=True)
+        except pa.ArrowInvalid as e:
+            return f"data that is not UTF-8 ({brief(str(e), 60)})"
+        return None
+    view, pos = memoryview(data), 0
+    try:
+        while pos < size:
+            # a chunk from a character's start holds one whole character at least
+            end = min(pos + max(_UTF8_CHUNK, 4), size)
+            pos += codecs.utf_8_decode(view[pos:end], "strict", end == size)[1]
+    except UnicodeDecodeError as e:
+        return f"data that is not UTF-8 ({e.reason})"
+    return None
+
+
+def _check_arrow_string_array(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    """Arrow's buffers of a large_string array: int64 offsets (n + 1, from 0 to
+    the data's size, never decreasing, on character boundaries), UTF-8 data, and
+    a validity mask or None. torpor writes new ones for every string array, so
+    each serves one call only."""
+    name = "torpor.pandas.arrow_string_array"
+    if len(args) != 4:
+        raise _refuse(name, f"{len(args)} arguments")
+    offsets, data, valid, na = args
+    _nd(name, offsets, "offsets", "i")
+    if offsets.dtype != np.int64 or offsets.size < 1:
+        raise _refuse(name, f"offsets that are {_described(offsets)} (int64, at least one)")
+    _nd(name, data, "data (uint8)", "u")
+    if data.dtype != np.uint8:
+        raise _refuse(name, f"data that is {_described(data)} (uint8)")
+    if valid is not None and (_nd(name, valid, "a validity mask", "b").size != offsets.size - 1):
+        raise _refuse(name, f"a validity mask of {valid.size} items for {offsets.size - 1} strings")
+    _na(name, na)
+    for arr in (offsets, data) if valid is None else (offsets, data, valid):
+        summary = _summary(arr)
+        if summary.get("arrow buffer"):
+            raise _refuse(name, "an arrow buffer that another string array uses (torpor writes "
+                                "each string array's own)")
+        summary["arrow buffer"] = True
+    problem = _strings_data_problem(offsets, data)
+    if problem:
+        raise _refuse(name, problem)
+    _pandas_builds(name, _pd().arrays.ArrowStringArray)
+
+
+def _check_numpy_array(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.numpy_array"
+    if len(args) != 1:
+        raise _refuse(name, f"{len(args)} arguments")
+    _nd(name, args[0], "values", "biufcO")
+    _pandas_builds(name, _pd().arrays.NumpyExtensionArray)
+
+
+def _unit(name: str, unit: Any) -> None:
+    if type(unit) is not str or unit not in _PANDAS_UNITS:
+        raise _refuse(name, f"the unit {brief(unit, 30)} ({', '.join(_PANDAS_UNITS)})")
+
+
+def _check_timestamp(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.timestamp"
+    if len(args) != 3:
+        raise _refuse(name, f"{len(args)} arguments")
+    if _int64(name, args[0], "a value") == _INT64_MIN:
+        raise _refuse(name, "NaT's value (NaT is torpor.pandas.missing)")
+    _unit(name, args[1])
+    if args[2] is not None and not isinstance(args[2], datetime.tzinfo):
+        raise _refuse(name, f"a time zone that is {_described(args[2])}")
+    _pandas_builds(name, _pd().Timestamp)
+
+
+def _check_timedelta(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.timedelta"
+    if len(args) != 2:
+        raise _refuse(name, f"{len(args)} arguments")
+    if _int64(name, args[0], "a value") == _INT64_MIN:
+        raise _refuse(name, "NaT's value (NaT is torpor.pandas.missing)")
+    _unit(name, args[1])
+    _pandas_builds(name, _pd().Timedelta)
+
+
+def _check_period(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.period"
+    if len(args) != 2:
+        raise _refuse(name, f"{len(args)} arguments")
+    if _int64(name, args[0], "an ordinal") == _INT64_MIN:
+        raise _refuse(name, "NaT's ordinal (NaT is torpor.pandas.missing)")
+    _period_freq(name, args[1])
+    _pandas_builds(name, _pd().Period)
+
+
+def _check_missing(args: tuple[Any, ...], can_call: Callable[[Any], bool]) -> None:
+    name = "torpor.pandas.missing"
+    if len(args) != 1 or type(args[0]) is not str or args[0] not in ("NA", "NaT"):
+        raise _refuse(name, "arguments other than 'NA' or 'NaT'")
+    pd = _pd()
+    _pandas_builds(name, type(pd.NA if args[0] == "NA" else pd.NaT))
+
+
+#: The classes the torpor.pandas functions build (pandas 3's names): values only,
+#: with no state, and no getattr (NO_GETATTR).
+_PANDAS_CLASSES = (
+    "pandas.DataFrame", "pandas.Series", "pandas.Index", "pandas.RangeIndex",
+    "pandas.MultiIndex", "pandas.DatetimeIndex", "pandas.TimedeltaIndex", "pandas.PeriodIndex",
+    "pandas.CategoricalIndex", "pandas.Categorical", "pandas.arrays.IntegerArray",
+    "pandas.arrays.FloatingArray", "pandas.arrays.BooleanArray", "pandas.arrays.DatetimeArray",
+    "pandas.arrays.TimedeltaArray", "pandas.arrays.PeriodArray", "pandas.arrays.StringArray",
+    "pandas.arrays.ArrowStringArray", "pandas.arrays.NumpyExtensionArray", "pandas.Timestamp",
+    "pandas.Timedelta", "pandas.Period", "pandas.api.typing.NaTType", "pandas.api.typing.NAType",
+)
+for _name in _PANDAS_CLASSES:
+    SAFE[_name] = _value("built by torpor.pandas.* only: no state, no getattr")
+
+#: Classes whose attributes a safe load never reads (getattr refused): pandas'
+#: properties compute (df.values copies every column, df.T transposes, df.style
+#: imports modules, idx.is_unique fills a hash table).
+NO_GETATTR = frozenset(_PANDAS_CLASSES)
+
+
+def getattr_refused(owner: Any) -> bool:
+    """Whether safe loading refuses ``getattr(owner, name)`` (see NO_GETATTR)."""
+    cls = type(owner)
+    return f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}" in NO_GETATTR
+
+
+#: torpor.pandas.* (engine/pandas_types.py): torpor's own rebuild functions.
+_PANDAS_CALLS: dict[str, tuple[Check, str]] = {
+    "frame": (_check_frame, "a DataFrame from its blocks: arrays of the frame's rows, placements "
+                            "covering each column once, attrs, flags"),
+    "series": (_check_series, "a Series: values as long as its index, a hashable name"),
+    "index": (_check_index, "an Index over an array or extension array, as it is; a "
+                            "DatetimeIndex's frequency validated against its values"),
+    "range_index": (_check_range_index, "a RangeIndex: three 64-bit ints (lazy, as a range)"),
+    "multi_index": (_check_multi_index, "a MultiIndex: unique levels, codes within them in "
+                                        "pandas' dtype, a sortorder the codes follow"),
+    "categorical": (_check_categorical, "a Categorical: unique categories, codes within them in "
+                                        "pandas' dtype"),
+    "masked_array": (_check_masked_array, "a nullable integer, float or boolean array: values "
+                                          "and a mask of one shape"),
+    "datetime_array": (_check_datetime_array, "datetime64 values of a unit pandas keeps, a time "
+                                              "zone the file built"),
+    "timedelta_array": (_check_timedelta_array, "timedelta64 values of a unit pandas keeps"),
+    "period_array": (_check_period_array, "int64 ordinals and a frequency pandas parses"),
+    "string_array": (_check_string_array, "an object array of strings and one missing value"),
+    "arrow_string_array": (_check_arrow_string_array, "arrow's offsets and UTF-8 data (both "
+                                                      "checked) and validity"),
+    "numpy_array": (_check_numpy_array, "a NumpyExtensionArray over a plain array"),
+    "timestamp": (_check_timestamp, "a 64-bit value, a unit, a time zone the file built"),
+    "timedelta": (_check_timedelta, "a 64-bit value and a unit"),
+    "period": (_check_period, "a 64-bit ordinal and a frequency pandas parses"),
+    "missing": (_check_missing, "pandas' NA or NaT singleton"),
+}
+for _name, (_check, _why) in _PANDAS_CALLS.items():
+    SAFE[f"torpor.pandas.{_name}"] = _call(_check, _why)

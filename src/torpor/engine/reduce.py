@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..errors import UnsupportedObjectError
+from ..errors import MissingClassError, UnsupportedObjectError
 
 #: The class is a plain one: rebuilt as ``cls.__new__(cls)`` plus its ``__dict__``.
 SAVE_INST = 1
@@ -57,6 +57,8 @@ def classify(cls):
     """Which way objects of ``cls`` are saved (the walkers cache the answer)."""
     if cls in copyreg.dispatch_table and cls not in _PICKLE_GLOBALS:
         return SAVE_REDUCE        # a metaclass with a copyreg reducer, as pickle does
+    if _library_reducer(cls) is not None:
+        return SAVE_REDUCE        # taken apart by torpor's module for its library (pandas)
     if issubclass(cls, _GLOBAL_TYPES):
         return SAVE_GLOBAL
     if (cls.__reduce_ex__ is not _object_reduce_ex or cls.__reduce__ is not _object_reduce
@@ -96,8 +98,16 @@ def fix_global_name(obj: _T, name: str) -> _T:
 
 def fixed_global(name: str) -> Any:
     """The object written under the fixed ``name``, or None: found without
-    importing anything (the module the name mentions may no longer exist)."""
-    return _fixed_objects.get(name)
+    importing anything (the module the name mentions may no longer exist), except
+    torpor's own module for a library (LIBRARIES), which defines its names when
+    it is first needed."""
+    obj = _fixed_objects.get(name)
+    if obj is None:
+        for library, (module, prefix) in LIBRARIES.items():
+            if name.startswith(prefix) and module not in sys.modules:
+                _library_module(library, module, name)
+                obj = _fixed_objects.get(name)
+    return obj
 
 
 def find_global(module, qualname):
@@ -180,6 +190,48 @@ def _lock(lock):
 #: Reducers of torpor's own for types pickle refuses (after copyreg's table).
 _REDUCERS = {pickle.PickleBuffer: _picklebuffer, _thread.LockType: _lock, _thread.RLock: _lock}
 
+#: Libraries whose objects torpor takes apart and rebuilds itself, by their
+#: top-level module: the torpor module that knows them, and the prefix of the
+#: fixed names (fix_global_name) its rebuild functions are written under. That
+#: module is imported only when needed (so ``import torpor`` imports neither it
+#: nor its library): to save an object whose type comes from the library (which
+#: is then loaded already), and to load a file that names one of its functions.
+#: It holds ``REDUCERS``, exact type -> reducer(obj) returning a reduce tuple, or
+#: None to leave that object to pickle's protocol.
+LIBRARIES: dict[str, tuple[str, str]] = {
+    "pandas": ("torpor.engine.pandas_types", "torpor.pandas."),
+}
+
+
+def _library_module(library: str, module: str, name: str) -> Any:
+    """torpor's ``module`` for ``library``, imported; a load that needs it where
+    the library is not installed is a MissingClassError naming it."""
+    found = sys.modules.get(module)
+    if found is not None:
+        return found
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.partition(".")[0] != library:
+            raise
+        raise MissingClassError(
+            f"the file holds {library} objects (it calls {name}), but {library} is not "
+            f"installed here: install it (pip install {library}) and load again",
+            library, name) from None
+
+
+def _library_reducer(cls):
+    """The reducer torpor has for ``cls`` if a library of LIBRARIES defines it
+    (and is imported: its objects exist), else None."""
+    module = getattr(cls, "__module__", None)
+    if type(module) is not str:
+        return None
+    library = module.partition(".")[0]
+    lib = LIBRARIES.get(library)
+    if lib is None or library not in sys.modules:
+        return None
+    return _library_module(library, lib[0], f"{module}.{cls.__qualname__}").REDUCERS.get(cls)
+
 
 def reduce_object(obj, byvalue=None):
     """Return (callable, args, state, listitems, dictitems, state_setter) or
@@ -191,7 +243,12 @@ def reduce_object(obj, byvalue=None):
         if reducer is not None:
             rv = reducer(obj)
         else:
-            rv = byvalue.reduce(obj) if byvalue is not None else None
+            # a library's objects torpor rebuilds itself (pandas), unless its
+            # reducer declines this one: then as any other object
+            library = _library_reducer(cls)
+            rv = library(obj) if library is not None else None
+            if rv is None:
+                rv = byvalue.reduce(obj) if byvalue is not None else None
             if rv is None:
                 rv = _reduce_ex(obj, byvalue)
     except UnsupportedObjectError:

@@ -22,7 +22,7 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from ..errors import CorruptFileError, MissingClassError, RestoreError, UnsafeLoadError, brief
-from .allowlist import SAFE, Check, Refused
+from .allowlist import SAFE, Check, Refused, getattr_refused
 from .byvalue import CODE_NAMES
 from .reduce import fixed_global
 
@@ -55,6 +55,12 @@ def _check_getattr(args: tuple[Any, ...], can_call: Any) -> None:
                       f"not a string; torpor never writes such a call. Nothing was called. If "
                       f"you trust the file, load it with trusted=True.", [_GETATTR])
     owner, name = args
+    if getattr_refused(owner):
+        raise Refused(f"the file asks for the attribute {brief(name, 60)} of a "
+                      f"{type(owner).__qualname__}, whose properties compute (pandas: .values "
+                      f"copies every column, .style imports modules): safe loading reads no "
+                      f"attribute of it. If you trust the file, load it with trusted=True.",
+                      [_GETATTR])
     if name.startswith("__") and not (type(owner) in _INERT and name.endswith("__")
                                       and name in vars(type(owner))):
         raise Refused(f"the file asks for the attribute {brief(name, 60)} of a "
