@@ -1,6 +1,7 @@
 """Every test that takes the ``impl`` fixture runs twice: once with the compiled
 walker and once with the pure-Python twin (as propcache's tests do)."""
 
+import copyreg
 import importlib
 import os
 
@@ -9,6 +10,28 @@ import pytest
 import torpor
 import torpor.engine.select
 from torpor.engine import fallback
+
+#: copyreg as the interpreter starts. Importing distributed (tests/test_dask.py, at
+#: collection) runs tblib's pickling_support.install(), which registers a reducer in
+#: copyreg for every exception class there is, for the rest of the process; torpor
+#: honours copyreg as pickle does, so every other module's tests get it back as it was.
+_COPYREG = dict(copyreg.dispatch_table)
+
+
+@pytest.fixture(autouse=True)
+def _copyreg_as_the_interpreter_had_it(request):
+    if request.module.__name__.endswith("test_dask"):
+        yield                       # distributed needs its reducers while its cluster runs
+        return
+    saved = dict(copyreg.dispatch_table)
+    copyreg.dispatch_table.clear()
+    copyreg.dispatch_table.update(_COPYREG)
+    try:
+        yield
+    finally:
+        copyreg.dispatch_table.clear()
+        copyreg.dispatch_table.update(saved)
+
 
 IMPLS = ["python"]
 _walker = None

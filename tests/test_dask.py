@@ -34,6 +34,7 @@ import torpor.engine.select  # noqa: E402
 from torpor.engine import fallback  # noqa: E402
 from helpers import assert_same_array  # noqa: E402
 
+
 #: The walkers this interpreter has (as tests/conftest.py's ``impl`` runs them).
 IMPLS = ["python"] + (["cython"] if torpor.engine.select.IMPLEMENTATION == "cython" else [])
 WALKERS = {"python": fallback}

@@ -4,7 +4,8 @@
 
 TARGET is one of
 - ``loads``: ``torpor.loads`` of a whole file (the walker: TORPOR_PUREPYTHON);
-- ``info``: ``torpor.info`` of a seekable file, and ``verify``;
+- ``info``: ``torpor.info`` of a seekable file, ``verify``, and the outline
+  ``torpor ls`` prints (``format.outline``);
 - ``pipe``: ``torpor.load`` and ``torpor.info`` reading the file as a pipe;
 - ``decoder``: the object-stream decoder on bare stream bytes.
 
@@ -48,11 +49,13 @@ if os.environ.get("TORPOR_FUZZ_PLAIN"):
     import torpor
     from torpor.engine import select
     from torpor.engine.safety import Policy
+    from torpor.format import outline
 else:
     with atheris.instrument_imports(include=["torpor"]):
         import torpor
         from torpor.engine import select
         from torpor.engine.safety import Policy
+        from torpor.format import outline
 
 MAX_INPUT = 1 << 20
 
@@ -73,6 +76,7 @@ def target_loads(data):
 def target_info(data):
     _only_torpor_errors(lambda d: torpor.info(io.BytesIO(d)), data)
     _only_torpor_errors(lambda d: torpor.verify(io.BytesIO(d), threads=1), data)
+    _only_torpor_errors(lambda d: outline.outline_file(io.BytesIO(d), "fuzz"), data)  # torpor ls
 
 
 def target_pipe(data):

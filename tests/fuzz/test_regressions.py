@@ -14,6 +14,7 @@ import pytest
 
 import torpor
 from helpers import Pipe
+from torpor.format import outline
 
 HERE = pathlib.Path(__file__).parent
 REGRESSIONS = sorted(p for p in (HERE / "regressions").glob("*") if p.is_file())
@@ -22,7 +23,8 @@ REGRESSIONS = sorted(p for p in (HERE / "regressions").glob("*") if p.is_file())
 def _replay(data):
     for call in (lambda: torpor.loads(data), lambda: torpor.load(Pipe(data, piece=4093)),
                  lambda: torpor.info(io.BytesIO(data)), lambda: torpor.info(Pipe(data, piece=4093)),
-                 lambda: torpor.verify(io.BytesIO(data), threads=1)):
+                 lambda: torpor.verify(io.BytesIO(data), threads=1),
+                 lambda: outline.outline_file(io.BytesIO(data), "regression")):
         t = time.perf_counter()
         try:
             call()

@@ -161,8 +161,8 @@ def _chunks(src: Any, raw: int, codec_id: int, index: int, decoder: codec.ChunkD
     return bytes(out)
 
 
-def _raw_payload(src: Any, meta: dict[str, Any], raw: int, index: int) -> bytes:
-    chunks = meta.get("chunks")
+def _raw_payload(src: Any, meta: Any, raw: int, index: int) -> bytes:
+    chunks = meta.get("chunks") if isinstance(meta, dict) else None
     if not isinstance(chunks, list) or not all(
             type(c) is list and len(c) == 2 and type(c[0]) is int and type(c[1]) is int
             and c[0] >= 0 for c in chunks) or sum(c[0] for c in chunks) != raw:
