@@ -39,7 +39,9 @@ cdef extern from *:
     #define TW_SWAP32(v) (v)
     #define TW_SWAP64(v) (v)
     #endif
-    #if defined(__SSE2__)
+    /* SSE2: every x86-64 compiler has it (MSVC says so with _M_X64, not __SSE2__) */
+    #if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
+    #define TW_SSE2 1
     #include <emmintrin.h>
     #endif
     /* Byte (un)shuffle of 8-byte items, 16 at a time: the compilers vectorise the
@@ -48,7 +50,7 @@ cdef extern from *:
        plain loop does the rest. */
     static inline size_t tw_scatter8_simd(const uint8_t* p, uint8_t* q, size_t m, size_t count) {
         size_t i = 0;
-    #if defined(__SSE2__)
+    #if defined(TW_SSE2)
         for (; i + 16 <= m; i += 16) {
             __m128i a[8], b[8], c[8];
             for (int g = 0; g < 8; g++) {     /* items 2g, 2g+1: word j = their byte j */
@@ -77,7 +79,7 @@ cdef extern from *:
     }
     static inline size_t tw_gather8_simd(const uint8_t* q, uint8_t* p, size_t m, size_t count) {
         size_t i = 0;
-    #if defined(__SSE2__)
+    #if defined(TW_SSE2)
         for (; i + 16 <= m; i += 16) {
             __m128i d[8], e[8], f[8];
             for (int j = 0; j < 8; j++)
@@ -185,7 +187,7 @@ cdef extern from *:
     }
     static void tw_bits(const uint8_t* p, uint8_t* q, size_t n) {
         size_t m = n / 8, i = 0;
-    #if defined(__SSE2__)
+    #if defined(TW_SSE2)
         /* 16 items at a time: movemask collects the top bit of every byte, and a
            shift by one brings the next bit up (x86 is little-endian) */
         /* 64 items at a time: tw_t8 on the eight 8-byte groups (two per register),
@@ -234,7 +236,7 @@ cdef extern from *:
     }
     static void tw_unbits(const uint8_t* q, uint8_t* p, size_t n) {
         size_t m = n / 8, i = 0;
-    #if defined(__SSE2__)
+    #if defined(TW_SSE2)
         /* 64 items at a time: 8 bytes of every plane, byte-transposed with unpacks
            so that each 64-bit lane holds one group's word, then tw_t8 on both lanes */
         const __m128i k7 = _mm_set1_epi64x(0x00AA00AA00AA00AALL);

@@ -114,7 +114,7 @@ def peers(threads):
     }
 
 
-def _check(arrs, got):
+def check(arrs, got):
     assert len(got) == len(arrs) and all(np.array_equal(x, y) for x, y in zip(arrs, got))
 
 
@@ -150,7 +150,7 @@ def main():
                         loads[name][0].append(time.perf_counter() - t0)
                         loads[name][1].append(_cpu() - c0)
                         if r == 0:
-                            _check(arrs, got)
+                            check(arrs, got)
                         del got
                         os.unlink(path)
                 print(f"\n{wname}: {gb:.3f} GB, threads={threads} (best / median of {a.repeat})")

@@ -18,6 +18,7 @@ import sys
 import tempfile
 
 import torpor
+from benchmarks.arrays import check as check_arrays
 from benchmarks.arrays import peers as array_peers
 from benchmarks.peers import best, pickle_load, pickle_save, ratio_table
 from benchmarks.workloads import WORKLOAD_CLASSES, array_heavy, object_heavy
@@ -85,6 +86,10 @@ def _measure(a, d):
               (b2s_save, lambda: fair["blosc2 lz4+shuffle"][0](arrs, tr)),
               (b2b_save, lambda: fair["blosc2 lz4+bitshuffle"][0](arrs, tr)))
     b2_save = [min(x, y) for x, y in zip(b2s_save, b2b_save)]      # blosc2's best, each round
+    fair["blosc2 lz4+bitshuffle"][0](arrs, tr)      # the file the loads read (and check)
+    got = fair["blosc2 lz4+bitshuffle"][1](tr, arrs)
+    check_arrays(arrs, got)
+    del got
     for r in range(a.repeat):
         b2_load.append(best(lambda: fair["blosc2 lz4+bitshuffle"][1](tr, arrs), 1))
     fair_rows = [("array-heavy save / pickle + fsync", t_save, pf_save),

@@ -7,6 +7,7 @@ from typing import Any, Iterable, Optional
 
 from . import storage
 from .engine import pipeline
+from .engine.progress import check as progress_check
 from .engine.safety import Policy
 from .errors import FormatError, TorporError
 from .format.constants import MAX_DEPTH
@@ -147,8 +148,9 @@ def verify(file: PathOrFile, threads: Optional[int] = None, *,
     and chunks, table of contents) without rebuilding any object. Returns the
     number of sections; raises CorruptFileError on the first damage found.
     ``storage_options``, ``progress``: as for ``load``."""
-    return pipeline.verify(storage.locate(file, storage_options),
-                           pipeline.check_threads(threads), progress=progress)
+    threads = pipeline.check_threads(threads)
+    progress_check(progress)                  # before the file is opened
+    return pipeline.verify(storage.locate(file, storage_options), threads, progress=progress)
 
 
 __all__ = ["dump", "dumps", "load", "loads", "info", "verify", "TorporError"]

@@ -8,6 +8,7 @@ import collections
 import dataclasses
 import datetime
 import json
+import os
 import re
 import threading
 
@@ -202,17 +203,53 @@ def test_a_save_killed_before_deleting_dropped_versions_leaves_them_to_the_next(
     assert s.artifacts.delete("k") and b.data_keys("k") == []
 
 
-def test_a_record_with_malformed_dropped_keys_is_damaged():
-    from torpor.workspace import records
-    rec, gone = records.add_version(None, "d", {"key": "x", "format": "json", "kind": "int",
-                                                "size": 1, "checksum": "c", "saved_at": "t",
-                                                "description": "", "metadata": {}}, 0)
-    assert gone == [] and records.decode(records.encode(rec), "d", "here") == rec
-    with pytest.raises(ArtifactDamagedError, match="dropped keys are malformed"):
-        records.decode(records.encode(dict(rec, dropped=[1])), "d", "here")
-    older = dict(rec)
-    del older["dropped"]                                     # records of torpor before it
-    assert records.decode(records.encode(older), "d", "here") == older
+def test_two_saves_killed_in_a_row_lose_no_dropped_data(make_storage, monkeypatch):
+    """Each of two saves is killed between its commit and its deletions: the next
+    save that completes deletes what both dropped."""
+    s = make_storage(keep_versions=0)
+    b = s.artifacts._b                  # the test stands in for the kills, on purpose
+    s.artifacts.save("k", np.full(10, 0))
+
+    def killed(keys):
+        raise KeyboardInterrupt("killed between the commit and the deletion")
+    monkeypatch.setattr(b, "delete_data", killed)
+    for i in (1, 2):
+        with pytest.raises(KeyboardInterrupt):
+            s.artifacts.save("k", np.full(10, i))
+    monkeypatch.undo()
+    assert len(b.data_keys("k")) == 3
+    s.artifacts.save("k", np.full(10, 3))
+    assert len(b.data_keys("k")) == 1                       # only the current version's
+    assert int(s.artifacts.load("k")[0]) == 3
+
+
+def test_a_hostile_dropped_list_deletes_nothing_but_this_artifacts_old_data(tmp_path):
+    """A record's dropped keys are checked: a key of a kept version, of another
+    artifact or outside the storage is never deleted; a malformed list is ignored
+    and the versions stay readable."""
+    from torpor.workspace import FileStorage, records
+    s = FileStorage(str(tmp_path / "ws"))
+    s.artifacts.save("k", "one")
+    s.artifacts.save("other", "theirs")
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    rec_path = [p for p in (tmp_path / "ws").rglob("k@info.json")][0]
+    rec = json.loads(rec_path.read_text())
+    live = rec["versions"][0]["key"]
+    other = s.artifacts._b.data_keys("other")[0]
+    rec["dropped"] = [[live, 0], [str(outside), 0], [other, 0], [live + "/../../x", 0]]
+    rec_path.write_text(json.dumps(rec))
+    s.artifacts.save("k", "two")
+    assert outside.read_text() == "keep me" and os.path.exists(other)
+    assert s.artifacts.load("k", version=1) == "one" and s.artifacts.load("other") == "theirs"
+    for bad in ("x", [1], [["k", "0"]], {"a": 1}):
+        rec = json.loads(rec_path.read_text())
+        rec["dropped"] = bad
+        rec_path.write_text(json.dumps(rec))
+        assert s.artifacts.load("k") == "two"           # not damaged: only cleanup data
+        assert records.decode(rec_path.read_bytes(), "k", "here")["versions"]
+    s.artifacts.save("k", "three")
+    assert [v["version"] for v in s.artifacts.versions("k")] == [1, 2, 3]
 
 
 def test_versions_of_different_formats(storage):

@@ -142,7 +142,7 @@ def _size(f: Any) -> Optional[int]:
 @contextlib.contextmanager
 def watching_writes(out: Any, progress: Any, what: str) -> Iterator[Any]:
     """``out``, or a counting wrapper of it when ``progress`` asks for one."""
-    if not progress:
+    if progress is None or progress is False:     # (a callable may be falsy)
         yield out
         return
     tracker = _Tracker(progress, what, None)
@@ -156,7 +156,7 @@ def watching_writes(out: Any, progress: Any, what: str) -> Iterator[Any]:
 def watching_reads(f: Any, progress: Any, what: str) -> Iterator[Any]:
     """``f``, or a counting wrapper of it when ``progress`` asks for one; the
     total is what is left of ``f`` when it is seekable."""
-    if not progress:
+    if progress is None or progress is False:     # (a callable may be falsy)
         yield f
         return
     tracker = _Tracker(progress, what, _size(f))

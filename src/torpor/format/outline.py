@@ -122,6 +122,8 @@ def _stream_section(src: Any, entry: TocEntry, index: int, decoder: codec.ChunkD
         raise CorruptFileError(f"{name}: the header of section {index} (byte {entry.offset}) "
                                f"is damaged")
     meta = messagepack.unpackb(meta_b, what=f"{name}: section {index}'s meta")
+    if not isinstance(meta, dict):              # as reader.ContainerReader refuses it
+        raise CorruptFileError(f"{name}: section {index}'s meta is not a map")
     src.skip(-src.pos % ALIGN)
     # what the section claims is bounded by the bytes it really has
     if src.pos != entry.payload or entry.stored > src.size - src.pos \
@@ -161,8 +163,8 @@ def _chunks(src: Any, raw: int, codec_id: int, index: int, decoder: codec.ChunkD
     return bytes(out)
 
 
-def _raw_payload(src: Any, meta: Any, raw: int, index: int) -> bytes:
-    chunks = meta.get("chunks") if isinstance(meta, dict) else None
+def _raw_payload(src: Any, meta: dict[str, Any], raw: int, index: int) -> bytes:
+    chunks = meta.get("chunks")
     if not isinstance(chunks, list) or not all(
             type(c) is list and len(c) == 2 and type(c[0]) is int and type(c[1]) is int
             and c[0] >= 0 for c in chunks) or sum(c[0] for c in chunks) != raw:

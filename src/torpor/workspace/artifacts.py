@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import secrets
 import socket
 import time
@@ -84,6 +85,18 @@ class Backend(Protocol):
 
 def _token() -> str:
     return f"{_HOST}.{os.getpid()}.{time.time_ns():x}{secrets.token_hex(3)}"
+
+
+#: The part of a data key after ``<name>@``: this module's token and a payload extension.
+_TOKEN_EXT = re.compile(r"[0-9a-f]{8}\.[0-9]{1,10}\.[0-9a-f]{1,40}(\.torpor|\.bin|\.txt|\.json)")
+
+
+def _own_data_key(b: Backend, name: str, key: str) -> bool:
+    """Whether ``key`` is a data key this module would write for artifact ``name``:
+    a record's list of keys to delete is never trusted beyond that (no other
+    artifact's data, no path outside the storage)."""
+    head = b.data_key(name, "", "")
+    return key.startswith(head) and _TOKEN_EXT.fullmatch(key[len(head):]) is not None
 
 
 def _writer_gone(key: str) -> bool:
@@ -163,7 +176,8 @@ class Artifacts:
                         current = records.decode(raw, name, b.describe())
                     except ArtifactDamagedError:
                         current = None          # a damaged record: this save starts afresh
-                rec, dropped = records.add_version(current, name, entry, self.keep_versions)
+                rec, dropped = records.add_version(current, name, entry, self.keep_versions,
+                                                   lambda k: _own_data_key(b, name, k))
                 done.update(record=rec, dropped=dropped)
                 return records.encode(rec)
             b.update_record(name, commit)

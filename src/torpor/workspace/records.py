@@ -6,14 +6,17 @@ backend after the version's data is complete: the record is the commit.
      "versions": [{"version": 1, "key": "...", "format": "torpor",
                    "kind": "numpy.ndarray", "size": 1234, "checksum": "...",
                    "saved_at": "2026-...Z", "description": "", "metadata": {}}],
-     "dropped": ["..."]}
+     "dropped": [["...", 0]]}
 
-``dropped`` (optional) names the data keys of the versions the last save
-dropped beyond ``keep_versions``. The save that drops them deletes their data
-after its commit; a save killed between the two leaves the keys named here, and
-the next save deletes them. Data of a version no record names any more would
-otherwise be left for ever when its writer still runs (the killed save may not
-be the one that wrote it).
+``dropped`` (optional) names the data keys of versions that saves dropped beyond
+``keep_versions``, each with how many later saves have deleted it again. The save
+that drops a version deletes its data after its commit; a save killed between the
+two leaves the key named here, and the next saves delete it again (up to
+DROPPED_TRIES times, so two or more killed saves in a row lose nothing either).
+Data of a version no record names any more would otherwise be left for ever when
+its writer still runs (the killed save may not be the one that wrote it). Only
+keys the caller's ``valid`` accepts (data keys of this very artifact) are ever
+deleted, and never one a kept version uses; a malformed ``dropped`` is ignored.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import ArtifactDamagedError, brief
 
 RECORD_VERSION = 1
+#: How many saves delete a dropped version's data before its key is forgotten.
+DROPPED_TRIES = 3
 #: A record larger than this is damaged (the versions it holds are few and small).
 MAX_RECORD_BYTES = 16 << 20
 _ENTRY_KEYS = {"version": int, "key": str, "format": str, "kind": str, "size": int,
@@ -105,19 +110,27 @@ def decode(raw: bytes, name: str, storage: str) -> dict[str, Any]:
         if entry["format"] not in FORMATS or entry["version"] <= last:
             raise damaged(f"version {entry['version']} is malformed")
         last = entry["version"]
-    dropped = rec.get("dropped", [])
-    if not isinstance(dropped, list) or not all(isinstance(k, str) for k in dropped):
-        raise damaged(f"its dropped keys are malformed: {brief(dropped, 120)}")
     return rec
 
 
+def _dropped(record: dict[str, Any]) -> list[tuple[str, int]]:
+    """The record's dropped keys and their tries; [] when the field is malformed
+    (it only says what to clean up: the versions themselves are intact)."""
+    dropped = record.get("dropped", [])
+    if not isinstance(dropped, list) or len(dropped) > 10_000:
+        return []
+    return [(d[0], d[1]) for d in dropped
+            if type(d) is list and len(d) == 2 and type(d[0]) is str and type(d[1]) is int]
+
+
 def add_version(record: Optional[dict[str, Any]], name: str, entry: dict[str, Any],
-                keep: int) -> tuple[dict[str, Any], list[str]]:
+                keep: int, valid: Callable[[str], bool] = lambda key: True
+                ) -> tuple[dict[str, Any], list[str]]:
     """The record with ``entry`` as its newest version (numbered after the
     current one) naming the data keys of the versions it drops beyond ``keep``
     previous ones, and the keys whose data the caller deletes after the commit:
-    those, and the ones the current record names (left by a save killed before
-    it deleted them; deleting data already gone is harmless)."""
+    those, and the ones the current record names that ``valid`` accepts (left by
+    a save killed before it deleted them; deleting data already gone is harmless)."""
     if record is None:
         record = {"torpor_artifact": RECORD_VERSION, "name": name, "created_at": entry["saved_at"],
                   "versions": []}
@@ -126,8 +139,11 @@ def add_version(record: Optional[dict[str, Any]], name: str, entry: dict[str, An
     versions.append(entry)
     cut = max(0, len(versions) - 1 - keep)
     dropped = [e["key"] for e in versions[:cut]]
-    pending = [k for k in record.get("dropped", []) if k not in dropped]
-    return dict(record, versions=versions[cut:], dropped=dropped), dropped + pending
+    kept = {e["key"] for e in versions[cut:]}
+    pending = [(k, n + 1) for k, n in _dropped(record)
+               if n + 1 < DROPPED_TRIES and k not in kept and k not in dropped and valid(k)]
+    named = [[k, 0] for k in dropped] + [[k, n] for k, n in pending]
+    return dict(record, versions=versions[cut:], dropped=named), [k for k, _ in named]
 
 
 def info(record: dict[str, Any], entry: dict[str, Any], where: str, storage: str) -> dict[str, Any]:
