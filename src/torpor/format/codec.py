@@ -28,8 +28,9 @@ import numpy as np
 import xxhash
 
 from ..errors import CorruptFileError
-from .constants import (CHUNK_SIZE, CODEC_GZIP, CODEC_LZ4, CODEC_RAW, MIN_SAVING, MODE_BITS,
-                        MODE_DELTA, MODE_DELTA_BITS, MODE_PACKED, MODE_SHUFFLED, MODE_STORED)
+from .constants import (CHUNK_SIZE, CODEC_GZIP, CODEC_LZ4, CODEC_RAW, MAX_CHUNK_RAW, MAX_RATIO,
+                        MIN_SAVING, MODE_BITS, MODE_DELTA, MODE_DELTA_BITS, MODE_PACKED,
+                        MODE_SHUFFLED, MODE_STORED)
 
 checksum = xxhash.xxh3_64_intdigest
 
@@ -610,6 +611,23 @@ def _stored_payload(data, raw):
             or bytes(data[-4:]) != END_MARK:
         raise CorruptFileError("a stored lz4 chunk has a damaged frame header")
     return memoryview(data)[len(head):len(head) + raw]
+
+
+def read_chunk_record(src, raw, done, codec_id, index):
+    """The next chunk record of a compressed section from ``src`` (a
+    container.Source), checked against what the section can hold: ``raw`` bytes
+    in all, ``done`` of them decoded already. Returns (stored, raw, mode,
+    checksum, shift); CorruptFileError naming section ``index`` and the byte."""
+    rec = src.read(CHUNK_RECORD_SIZE, "a chunk record")
+    magic, size, stored, craw, mode, shift, z2, digest = CHUNK_RECORD.unpack(rec)
+    # a bit-plane chunk's block size, nothing for the other modes
+    bad_shift = shift not in BITS_SHIFTS if mode in (MODE_BITS, MODE_DELTA_BITS) else shift
+    if magic != CHUNK_MAGIC or size != 20 or bad_shift or z2 or craw == 0 \
+            or craw > MAX_CHUNK_RAW or craw > raw - done \
+            or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec_id] + 64):
+        raise CorruptFileError(f"{src.name}: damaged chunk record in section {index} "
+                               f"at byte {src.pos - len(rec)}")
+    return stored, craw, mode, digest, shift
 
 
 def verify(view, digest):

@@ -27,9 +27,8 @@ from .constants import (ALIGN, CODEC_NAMES, CODEC_RAW, EXT_BIGINT, EXT_BYTEARRAY
                         EXT_BYTES_OOB, EXT_COMPLEX, EXT_DTYPE, EXT_FROZENSET, EXT_GLOBAL,
                         EXT_INST, EXT_NDARRAY, EXT_NDARRAY_INLINE, EXT_NPSCALAR, EXT_OBJARRAY,
                         EXT_REDUCE, EXT_REF, EXT_SET, EXT_STR_SURROGATE, EXT_STRREF, EXT_TUPLE,
-                        MARKERS, MAX_CHUNK_RAW, MAX_RATIO, MEMO_MARKERS, AT_MARKERS, MODE_BITS,
-                        MODE_DELTA_BITS, MODE_STORED, SECTION_ARRAY, SECTION_BYTES, SECTION_FIXED,
-                        SECTION_MAGIC, SECTION_STREAM)
+                        MARKERS, MAX_RATIO, MEMO_MARKERS, AT_MARKERS, SECTION_ARRAY,
+                        SECTION_BYTES, SECTION_FIXED, SECTION_MAGIC, SECTION_STREAM)
 from .container import (MAX_META, SECTION, U64, Toc, TocEntry, damaged_as_corrupt, open_source,
                         read_header, read_toc)
 from .dtypes import decode_dtype
@@ -146,14 +145,8 @@ def _chunks(src: Any, raw: int, codec_id: int, index: int, decoder: codec.ChunkD
     out = bytearray(raw)
     done = 0
     while done < raw:
-        rec = src.read(codec.CHUNK_RECORD_SIZE, "a chunk record")
-        cmagic, size, stored, craw, mode, shift, z2, cdigest = codec.CHUNK_RECORD.unpack(rec)
-        bad_shift = shift not in codec.BITS_SHIFTS if mode in (MODE_BITS, MODE_DELTA_BITS) else shift
-        if cmagic != codec.CHUNK_MAGIC or size != 20 or bad_shift or z2 or craw == 0 \
-                or craw > MAX_CHUNK_RAW or craw > raw - done \
-                or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec_id] + 64):
-            raise CorruptFileError(f"{src.name}: damaged chunk record in section {index} "
-                                   f"at byte {src.pos - len(rec)}")
+        stored, craw, mode, cdigest, shift = codec.read_chunk_record(src, raw, done, codec_id,
+                                                                     index)
         data = src.read(stored, "chunk data")
         try:
             decoder.decode_into(out, done, data, codec_id, mode, craw, 1, cdigest, shift)

@@ -13,8 +13,7 @@ import numpy as np
 from ..errors import CorruptFileError, TorporError
 from . import arrays, codec, messagepack
 from .constants import (ALIGN, CHUNK_SIZE, CODEC_NAMES, CODEC_RAW, END_MAGIC, FOOTER_SIZE,
-                        MAX_CHUNK_RAW, MAX_RATIO, MODE_BITS, MODE_DELTA_BITS, MODE_STORED,
-                        SECTION_ARRAY, SECTION_BYTES, SECTION_FIXED, SECTION_MAGIC, SECTION_NAMES, SECTION_STREAM, TOC_MAGIC)
+                        MAX_RATIO, SECTION_ARRAY, SECTION_BYTES, SECTION_FIXED, SECTION_MAGIC, SECTION_NAMES, SECTION_STREAM, TOC_MAGIC)
 from .container import (FOOTER, MAX_META, PIPELINE_DEPTH, SECTION, TOC_HEAD, U64, Source, Toc,
                         TocEntry, default_threads, read_toc_block)
 from .dtypes import decode_dtype
@@ -214,7 +213,8 @@ class ContainerReader:
         itemsize = _itemsize(kind, meta)
         done = received = 0
         while done < raw:
-            stored, craw, mode, digest, shift = self._chunk_record(raw, done, codec_id, index)
+            stored, craw, mode, digest, shift = codec.read_chunk_record(src, raw, done, codec_id,
+                                                                         index)
             received += codec.CHUNK_RECORD_SIZE + stored
             if dest_view is None:
                 records.append((src.read(stored, "chunk data"), done, mode, craw, digest, shift))
@@ -299,25 +299,13 @@ class ContainerReader:
         dest_view = memoryview(dest)
         done = 0
         while done < raw:
-            stored, craw, mode, digest, shift = self._chunk_record(raw, done, codec_id, where[2])
+            stored, craw, mode, digest, shift = codec.read_chunk_record(self.src, raw, done,
+                                                                         codec_id, where[2])
             buf, data = self._read_input(stored)
             self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest, shift), buf, where)
             done += craw
         if wait:
             self._wait_all()
-
-    def _chunk_record(self, raw, done, codec_id, index):
-        """The next chunk record, checked: (stored, raw, mode, checksum, shift)."""
-        src = self.src
-        rec = src.read(codec.CHUNK_RECORD_SIZE, "a chunk record")
-        magic, size, stored, craw, mode, shift, z2, digest = codec.CHUNK_RECORD.unpack(rec)
-        # a bit-plane chunk's block size, nothing for the other modes
-        bad_shift = shift not in codec.BITS_SHIFTS if mode in (MODE_BITS, MODE_DELTA_BITS) else shift
-        if magic != codec.CHUNK_MAGIC or size != 20 or bad_shift or z2 or craw == 0 \
-                or craw > MAX_CHUNK_RAW or craw > raw - done \
-                or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec_id] + 64):
-            raise CorruptFileError(f"{src.name}: damaged chunk record in section {index} at byte {src.pos - len(rec)}")
-        return stored, craw, mode, digest, shift
 
     def _dispatch(self, job, buf, where):
         """Decode a chunk, here or on the pool (``buf``: its recycled input buffer;
