@@ -96,3 +96,21 @@ def wait_gone(pid, timeout=10.0):
             return True
         time.sleep(0.01)
     return False
+
+
+def down_the_last_items(data):
+    """``torpor.open`` a file's bytes and follow its last items down, loading the
+    first thing that is not a view (the ``select`` fuzz target and its replay)."""
+    import torpor
+    with torpor.open(io.BytesIO(data)) as view:
+        for _ in range(8):
+            if view.kind == "dict":
+                keys = view.keys()
+                item = view[keys[-1]] if keys else None
+            elif view.kind in ("list", "tuple"):
+                item = view[len(view) - 1] if len(view) else None
+            else:
+                item = view.load()
+            if type(item) is not type(view):
+                return
+            view = item

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 from .version import __version__  # noqa: E402
 
 from . import session  # noqa: E402  (torpor.session.save / sdump / standard_metadata)
-from .api import dump, dumps, info, load, loads, verify  # noqa: E402
+from .api import dump, dumps, info, load, loads, open, verify  # noqa: E402
 from .engine.safety import register_safe_class, unregister_safe_class  # noqa: E402
 from .engine.select import IMPLEMENTATION as implementation  # noqa: E402
 from .errors import (CorruptFileError, CycleError, FormatError,  # noqa: E402
-                     MissingClassError, RestoreError, TorporError, UnsafeLoadError,
+                     MissingClassError, NotInFileError, RestoreError, TorporError, UnsafeLoadError,
                      UnsupportedObjectError)
 from .format.constants import FORMAT_VERSION  # noqa: E402
 from .interactive.modules import (dump_module, dump_session, load_module,  # noqa: E402
@@ -58,9 +58,9 @@ def load_ipython_extension(ipython: InteractiveShell) -> None:
 
 
 __all__ = [
-    "dump", "dumps", "load", "loads", "info", "verify",
+    "dump", "dumps", "load", "loads", "open", "info", "verify",
     "TorporError", "FormatError", "CorruptFileError", "UnsafeLoadError",
-    "UnsupportedObjectError", "CycleError", "RestoreError", "MissingClassError",
+    "UnsupportedObjectError", "CycleError", "RestoreError", "MissingClassError", "NotInFileError",
     "register_safe_class", "unregister_safe_class",
     "State", "StateManager", "Session", "session", "open_session",
     "register_snapshot_methods", "unregister_snapshot_methods",

@@ -6,12 +6,13 @@ import io
 from typing import Any, Iterable, Optional
 
 from . import storage
-from .engine import pipeline
+from .engine import partial, pipeline
 from .engine.progress import check as progress_check
 from .engine.safety import Policy
 from .errors import FormatError, TorporError
 from .format.constants import MAX_DEPTH
 from .format.container import describe_sections
+from .format.locate import parse_path
 
 PathOrFile = storage.PathOrFile
 
@@ -60,7 +61,7 @@ def dumps(obj: Any, **kw: Any) -> bytes:
 def load(file: PathOrFile, *, mmap: bool = False, trusted: bool = False,
          allow: Iterable[Any] = (), threads: Optional[int] = None,
          max_depth: int = MAX_DEPTH, storage_options: Optional[dict[str, Any]] = None,
-         progress: Any = None) -> Any:
+         progress: Any = None, select: Optional[str] = None) -> Any:
     """Load an object saved by ``dump`` from a path, a URL (read in byte ranges,
     streaming), an ``fsspec.open(...)`` object or a readable binary file object.
 
@@ -74,15 +75,44 @@ def load(file: PathOrFile, *, mmap: bool = False, trusted: bool = False,
     (``info(file)["mmap"]`` says how many arrays it maps); a remote URL cannot be
     mapped and raises ValueError (``file://`` URLs are files on disk).
     ``storage_options``: for a URL, passed to fsspec, as for ``dump``.
-    ``progress``: as for ``dump``; a callable gets ``(bytes_read, file_size)``."""
+    ``progress``: as for ``dump``; a callable gets ``(bytes_read, file_size)``.
+    ``select``: load only the part at this path (``"['geoms'][3]['points']"``,
+    ``".atoms"``; ``torpor ls`` prints them), reading only the bytes it needs:
+    one array of a large file costs about its own size (docs/PARTIAL.md)."""
+    steps = parse_path(select) if select is not None else ()
     options = pipeline.LoadOptions(Policy(trusted=trusted, allow=allow), bool(mmap), threads,
                                    max_depth, progress)
+    file = _local_or_remote(file, storage_options, mmap)
+    if steps:
+        return partial.load(file, options, steps, before_decode=_refuse_other_kinds)
+    return pipeline.load(file, options, before_decode=_refuse_other_kinds)
+
+
+def open(file: PathOrFile, *, mmap: bool = False, trusted: bool = False,
+         allow: Iterable[Any] = (), threads: Optional[int] = None,
+         max_depth: int = MAX_DEPTH, storage_options: Optional[dict[str, Any]] = None
+         ) -> partial.View:
+    """A lazy view of the object saved in ``file``: only the header, the table of
+    contents and the object stream are read. ``view["geoms"][3]`` goes down
+    (a dict, list, tuple or instance is another view; ``.name`` for an
+    attribute); an array or any other object is read when it is reached, and
+    only its own sections. ``view.load()`` rebuilds a whole part. Close it with
+    ``view.close()`` or a ``with`` block. The arguments are ``load``'s; nothing
+    is imported before it is reached, and then only as ``load`` would."""
+    options = pipeline.LoadOptions(Policy(trusted=trusted, allow=allow), bool(mmap), threads,
+                                   max_depth)
+    return partial.open_view(_local_or_remote(file, storage_options, mmap), options,
+                             before_decode=_refuse_other_kinds)
+
+
+def _local_or_remote(file: PathOrFile, storage_options: Optional[dict[str, Any]],
+                     mmap: bool) -> Any:
     file = storage.locate(file, storage_options)
     if mmap and isinstance(file, storage.RemoteFile):
         raise ValueError(f"mmap=True maps a file on disk into memory, and {file.name} is "
                          f"remote: load it without mmap=True (it is read in byte ranges), "
                          f"or copy it to a local disk first")
-    return pipeline.load(file, options, before_decode=_refuse_other_kinds)
+    return file
 
 
 def module_dump_of(header: dict[str, Any], toc: dict[str, Any]) -> Optional[str]:
@@ -153,4 +183,4 @@ def verify(file: PathOrFile, threads: Optional[int] = None, *,
     return pipeline.verify(storage.locate(file, storage_options), threads, progress=progress)
 
 
-__all__ = ["dump", "dumps", "load", "loads", "info", "verify", "TorporError"]
+__all__ = ["dump", "dumps", "load", "loads", "open", "info", "verify", "TorporError"]

@@ -18,6 +18,7 @@ __all__ = [
     "CycleError",
     "RestoreError",
     "MissingClassError",
+    "NotInFileError",
     "ArtifactNotFoundError",
     "CheckpointNotFoundError",
     "ArtifactDamagedError",
@@ -91,6 +92,20 @@ class MissingClassError(RestoreError):
         super().__init__(message)
         self.module = module
         self.qualname = qualname
+
+
+class NotInFileError(TorporError, KeyError, IndexError):
+    """A partial load (``torpor.load(file, select=...)``, ``torpor.open``) names a
+    part the file does not have. ``path`` is the path asked for; the message says
+    how far it matched and what is there instead. A KeyError and an IndexError,
+    as a missing dict key or list index is."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:           # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class ArtifactNotFoundError(TorporError, KeyError):

@@ -30,7 +30,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-TARGETS = ["loads", "info", "pipe", "decoder"]
+TARGETS = ["loads", "info", "pipe", "decoder", "select"]
 
 
 def build_native(where, asan):

@@ -7,7 +7,9 @@ TARGET is one of
 - ``info``: ``torpor.info`` of a seekable file, ``verify``, and the outline
   ``torpor ls`` prints (``format.outline``);
 - ``pipe``: ``torpor.load`` and ``torpor.info`` reading the file as a pipe;
-- ``decoder``: the object-stream decoder on bare stream bytes.
+- ``decoder``: the object-stream decoder on bare stream bytes;
+- ``select``: partial loads (``format.locate``, ``engine.partial``): a view of the
+  file opened, its last item followed down and loaded, and ``load(select=)``.
 
 The rule every target checks: an input may only raise a ``TorporError`` (a
 hostile input refused in safe mode, an ``UnsafeLoadError`` or a
@@ -39,7 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))          # tests/: fuzz.mutate, helpers
 
 from fuzz import mutate  # noqa: E402
-from helpers import Pipe  # noqa: E402
+from helpers import Pipe, down_the_last_items  # noqa: E402
 
 # Instrumented for coverage (run.py --native preloads clang's libFuzzer, so the
 # clang-instrumented extensions find their coverage callbacks when they load),
@@ -88,8 +90,14 @@ def target_decoder(data):
     _only_torpor_errors(lambda d: select.Decoder(Policy(), {}).decode(d), data)
 
 
+def target_select(data):
+    _only_torpor_errors(down_the_last_items, data)
+    for path in ("[0]", "['a'][1]", ".x"):
+        _only_torpor_errors(lambda d: torpor.load(io.BytesIO(d), select=path), data)
+
+
 TARGETS = {"loads": target_loads, "info": target_info, "pipe": target_pipe,
-           "decoder": target_decoder}
+           "decoder": target_decoder, "select": target_select}
 
 
 # --- the structure-aware mutators (mutate.py) -----------------------------------------

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import torpor
-from helpers import Pipe
+from helpers import Pipe, down_the_last_items
 from torpor.format import outline
 
 HERE = pathlib.Path(__file__).parent
@@ -24,7 +24,9 @@ def _replay(data):
     for call in (lambda: torpor.loads(data), lambda: torpor.load(Pipe(data, piece=4093)),
                  lambda: torpor.info(io.BytesIO(data)), lambda: torpor.info(Pipe(data, piece=4093)),
                  lambda: torpor.verify(io.BytesIO(data), threads=1),
-                 lambda: outline.outline_file(io.BytesIO(data), "regression")):
+                 lambda: outline.outline_file(io.BytesIO(data), "regression"),
+                 lambda: torpor.load(io.BytesIO(data), select="[0]"),
+                 lambda: down_the_last_items(data)):
         t = time.perf_counter()
         try:
             call()

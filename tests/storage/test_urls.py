@@ -527,3 +527,20 @@ def test_remote_file_objects_are_reused(s3_server):
     assert isinstance(remote, RemoteFile) and remote.name == url and remote.key == "x.torpor"
     torpor.dump({"v": 1}, remote)
     assert torpor.load(remote) == {"v": 1} and locate(remote) is remote
+
+
+def test_a_partial_load_fetches_only_the_ranges_it_needs(big_s3_file, s3_server, wire, impl):
+    url, size, arrays = big_s3_file
+    options = s3_server["storage_options"]
+    wire.reset()
+    got = torpor.load(url, select="['arrays'][3]", storage_options=options)
+    np.testing.assert_array_equal(got, arrays[3])
+    # the 8 MiB array, the header, the TOC and the stream: nothing of the other arrays
+    assert arrays[3].nbytes <= wire.received <= arrays[3].nbytes + (512 << 10), wire.received
+    assert all(r and r.startswith(b"bytes=") for r in wire.ranges), wire.ranges
+    wire.reset()
+    with torpor.open(url, storage_options=options) as view:
+        assert len(view["arrays"]) == 5 and view["names"][1999] == "n1999"
+        assert wire.received <= 512 << 10, wire.received
+        np.testing.assert_array_equal(view["arrays"][0], arrays[0])
+    assert wire.received <= arrays[0].nbytes + (1 << 20), wire.received

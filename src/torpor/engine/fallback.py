@@ -560,6 +560,23 @@ class Decoder:
             raise CorruptFileError(
                 f"the object stream could not be rebuilt ({type(e).__name__}: {e})") from e
 
+    def decode_part(self, data, n_memo, strings):
+        """Rebuild one object of a stream from its bytes alone (a partial load,
+        engine/partial.py): ``n_memo`` memo indices and the strings ``strings``
+        came before it. Memo indices not filled by an earlier call stay UNFILLED,
+        so a reference to one is an error, as in any stream; objects rebuilt by
+        earlier calls on this decoder keep their indices."""
+        if n_memo < len(self.memo) or self.stack:
+            raise ValueError(f"decode_part: memo index {n_memo} is behind this decoder's "
+                             f"{len(self.memo)}")
+        self.memo.extend([UNFILLED] * (n_memo - len(self.memo)))
+        self.strtab = list(strings)
+        return self.decode(data)
+
+    def memo_item(self, k):
+        """The object of memo index ``k`` (UNFILLED if none was rebuilt there)."""
+        return self.memo[k]
+
     def path(self, own=False):
         """Where the object being built sits in the graph, as Python syntax; with
         ``own``, the object of the innermost open frame itself."""

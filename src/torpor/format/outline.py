@@ -244,7 +244,7 @@ class _Frame:
     """An array or map being read: what it is, where it is, and what of its
     elements the outline keeps (``values``: for a dtype, a shape, a name)."""
     __slots__ = ("kind", "n", "i", "path", "prefix", "mode", "memo", "owner", "capture",
-                 "values", "slow", "key", "note", "extra")
+                 "values", "slow", "key", "note", "extra", "start", "held")
 
     def __init__(self, kind: int, n: int, path: Any, memo: int, owner: int, capture: bool,
                  mode: str) -> None:
@@ -262,6 +262,8 @@ class _Frame:
         self.key: Any = None      # a map: the key of the value being read
         self.note = False         # a readonly call's argument: the array is read-only
         self.extra: Any = None    # REDUCE: the callable's name; OBJARRAY: shape and order
+        self.start = -1           # locate.Finder: where it starts, if it took a new memo index
+        self.held: Any = None     # locate.Finder: a watched map's last key
 
 
 class Outliner:
@@ -297,6 +299,7 @@ class Outliner:
         self.dtypes: dict[str, str] = {}      # typestr -> numpy's name for it
         self.items: list[Any] = []            # Items, and (path, memo index) of refs
         self.stack: list[_Frame] = []
+        self.head = 0                         # where the last array or map started
 
     def fail(self, msg: str) -> CorruptFileError:
         return CorruptFileError(f"{self.name}: the object stream is damaged at byte "
@@ -305,10 +308,16 @@ class Outliner:
     # -- the loop ---------------------------------------------------------------------
 
     def run(self) -> list[Item]:
+        self.stack.append(_Frame(_ROOT, 1, None, -1, -1, False, "index"))
+        self._loop()
+        return self._finish()
+
+    def _loop(self) -> None:
+        """Read the stream to its end (``locate.Finder`` stops it with an exception
+        where it found what it looks for, and may go on with another call)."""
         stack, stream, strings = self.stack, self.stream, self.strings
         tell, unpack = self.unpacker.tell, self.unpacker.unpack
         end = len(stream)
-        stack.append(_Frame(_ROOT, 1, None, -1, -1, False, "index"))
         try:
             while stack:
                 top = stack[-1]
@@ -342,14 +351,13 @@ class Outliner:
                     raise self.fail(f"a {t.__name__} value, which torpor never writes")
                 top.key = v         # a map's key, kept for its value's path
                 if top.slow:
-                    self._give(top, i, v)
+                    self._give(top, i, v, pos)
         except msgpack.OutOfData:
             raise self.fail("it ends in the middle of an object (truncated?)") from None
         except (ValueError, msgpack.UnpackException) as e:
             raise self.fail(f"not valid MessagePack ({type(e).__name__}: {e})") from None
         if tell() != end:
             raise self.fail("bytes follow the end of the saved object")
-        return self._finish()
 
     def _finish(self) -> list[Item]:
         """Refs are shown only to objects that hold something shown (a shared class
@@ -382,6 +390,7 @@ class Outliner:
                 f"deep; pass a larger --max-depth to list it")
         owner = top.memo if top.memo >= 0 else top.owner
         unpacker = self.unpacker
+        self.head = unpacker.tell()       # where the object starts (locate.Finder)
         if head in _MAP_HEADS:
             n = 2 * unpacker.read_map_header()
             pos = unpacker.tell()
@@ -408,16 +417,18 @@ class Outliner:
                 if ctx is not None:
                     _apply(frame, *ctx)
                 stack.append(frame)
+                self._pushed(frame)
                 frame.i = 1
                 if type(first) is not _EXT:
                     raise self.fail(f"a {type(first).__name__} value, which torpor never writes")
                 frame.key = self._ext(first.start, first.stop, frame, 0)
                 if frame.slow:
-                    self._give(frame, 0, frame.key)
+                    self._give(frame, 0, frame.key, pos)
                 return
         if ctx is not None:
             _apply(frame, *ctx)
         stack.append(frame)
+        self._pushed(frame)
 
     def _too_many(self, n: int, pos: int) -> None:
         # every element takes at least a byte: a larger count is damage, and
@@ -452,6 +463,7 @@ class Outliner:
         if ctx is not None:
             _apply(frame, *ctx)
         self.stack.append(frame)
+        self._pushed(frame)
 
     def _child(self, top: _Frame, i: int) -> tuple[Any, bool, Any]:
         """Element ``i`` of ``top``: its path, whether its value is needed, and
@@ -550,8 +562,12 @@ class Outliner:
             self.memo_flags[owner] |= _CONTENT
         return None
 
-    def _give(self, frame: _Frame, i: int, v: Any) -> None:
-        """Element ``i`` of ``frame`` is complete, with value ``v``."""
+    def _pushed(self, frame: _Frame) -> None:
+        """``frame`` has just started (``self.head``: where); a hook of ``locate.Finder``."""
+
+    def _give(self, frame: _Frame, i: int, v: Any, pos: int = -1) -> None:
+        """Element ``i`` of ``frame`` is complete, with value ``v`` (``pos``: where a
+        value read whole started; -1 for an array or map)."""
         kind = frame.kind
         if kind == EXT_REDUCE and i == 0:
             frame.extra = v.what if isinstance(v, _Global) else None

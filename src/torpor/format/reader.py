@@ -95,6 +95,33 @@ class ContainerReader:
         stream = frames[0] if len(frames) == 1 else b"".join(frames)
         return Contents(stream, payloads, entries, toc)
 
+    def read_sections(self, toc: Toc, indices: Any) -> dict[int, Any]:
+        """Only the sections ``indices`` (a partial load), each found through the
+        table of contents and checked as ``read_all`` checks it: section index ->
+        its array, bytes or bytearray (a stream section: its bytes)."""
+        src = self.src
+        ts = toc["sections"]
+        out: dict[int, Any] = {}
+        for index in sorted(set(indices)):
+            if not 0 <= index < len(ts):
+                raise CorruptFileError(f"{src.name}: there is no section {index}")
+            t = ts[index]
+            src.seek(t.offset)
+            mapped = self._map_from_toc(t.offset, toc, index)
+            if mapped is not None:
+                out[index] = mapped[1]
+                continue
+            magic = src.read(4, "a section header")
+            if magic != SECTION_MAGIC:
+                raise CorruptFileError(f"{src.name}: section {index} is not where the table of "
+                                       f"contents says")
+            entry, out[index] = self._section(t.offset, magic, toc, index)
+            if entry.kind != t.kind or entry.raw != t.raw or entry.stored != t.stored:
+                raise CorruptFileError(f"{src.name}: section {index} does not match the table "
+                                       f"of contents")
+        self._wait_all()
+        return out
+
     def _map_from_toc(self, at, toc, index):
         """With ``mmap``, a raw array section becomes a view of the mapping straight
         from its table-of-contents entry (checksummed with the table), without

@@ -1,0 +1,272 @@
+"""Partial loads: one part of a file rebuilt, and only the bytes it needs read.
+
+    obj = partial.load(file, LoadOptions(...), steps)        torpor.load(..., select=)
+    view = partial.open_view(file, LoadOptions(...))         torpor.open
+
+The header, the table of contents and the object stream are read (the stream is
+a small part of an array-heavy file); ``format.locate`` finds where the part
+is in the stream and which shared objects before it it refers to; those bytes
+alone are rebuilt by one ``Decoder`` (``decode_part``), and only the array and
+bytes sections they use are read (or mapped, with ``mmap``). A safe load stays
+safe: the part's classes are checked as a whole load checks them, and the
+rest of the file is never rebuilt, so a class it names elsewhere needs no
+``allow=``.
+
+Each load of a part rebuilds it afresh: two parts loaded one after the other
+share nothing, even when the file saved them shared (load the object that holds
+both to keep that).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import mmap as _mmap
+import weakref
+from typing import Any, BinaryIO, Callable, Iterator, Optional
+
+from .. import storage
+from ..errors import FormatError
+from ..format import locate as locate_
+from ..format.container import damaged_as_corrupt, map_file, open_source, read_header, read_toc
+from ..format.outline import read_stream
+from ..format.reader import ContainerReader
+from . import progress as progress_
+from . import select
+from .pipeline import LoadOptions, _name, gc_paused
+
+Check = Optional[Callable[[dict[str, Any], dict[str, Any]], None]]
+#: Searches kept by an open file (each holds the tables of one walk of the stream).
+CACHED = 8
+
+
+class FileParts:
+    """A torpor file read for partial loads: its header, table of contents and
+    object stream, read once; its array and bytes sections, read when a part
+    uses them. ``f`` must stay open while this is used."""
+
+    def __init__(self, f: BinaryIO, name: str, options: LoadOptions,
+                 before_decode: Check = None) -> None:
+        self.name, self.options = name, options
+        self.mm: Optional[_mmap.mmap] = None
+        self.payloads: Optional[dict[int, Any]] = None
+        with damaged_as_corrupt(name):
+            self.src = src = open_source(f, name)
+            self.header = read_header(src)
+            if src.size is None:
+                # a stream cannot seek to a part: it is read whole, once
+                reader = ContainerReader(src, threads=options.threads)
+                try:
+                    contents = reader.read_all()
+                finally:
+                    reader.close()
+                self.toc, self.stream, self.payloads = contents.toc, contents.stream, \
+                    contents.payloads
+            else:
+                self.toc = read_toc(src)
+        if before_decode is not None:
+            before_decode(self.header, self.toc)
+        if self.payloads is None:
+            with damaged_as_corrupt(name):
+                self.stream = read_stream(src, self.toc)
+            if options.mmap:
+                try:
+                    self.mm = map_file(f)
+                except (AttributeError, OSError, ValueError) as e:
+                    raise FormatError(f"mmap=True needs a real file on disk; {name} cannot be "
+                                      f"mapped ({e})") from None
+        elif options.mmap:
+            raise FormatError(f"mmap=True needs a seekable file on disk; {name} is a stream")
+        self._found: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+        self.closer: Optional[weakref.finalize] = None     # torpor.open: closes the file
+
+    def locate(self, steps: tuple[locate_.Step, ...], collect: bool = False
+               ) -> tuple[locate_.Finder, locate_.Target]:
+        """Where the part at ``steps`` is (NotInFileError if nowhere)."""
+        key = (steps, collect)
+        hit = self._found.get(key)
+        if hit is None:
+            with damaged_as_corrupt(self.name):
+                hit = locate_.locate(self.stream, self.toc, self.name, steps, collect,
+                                     self.options.max_depth)
+            self._found[key] = hit
+            if len(self._found) > CACHED:
+                self._found.popitem(last=False)
+        else:
+            self._found.move_to_end(key)
+        return hit
+
+    def load(self, steps: tuple[locate_.Step, ...]) -> Any:
+        """The part at ``steps``, rebuilt."""
+        return self.rebuild(*self.locate(steps))
+
+    def rebuild(self, finder: locate_.Finder, target: locate_.Target) -> Any:
+        """The part ``locate`` found, rebuilt."""
+        if self.closer is not None and not self.closer.alive:
+            raise ValueError(f"{self.name} was closed: open it again with torpor.open to load "
+                             f"more of it")
+        parts, inside = finder.parts(target)
+        wanted = finder.used_sections(parts)
+        if self.payloads is not None:
+            payloads = {i: self.payloads[i] for i in wanted}
+        else:
+            reader = ContainerReader(self.src, threads=self.options.threads, mmap=self.mm)
+            try:
+                with damaged_as_corrupt(self.name):
+                    payloads = reader.read_sections(self.toc, wanted)
+            finally:
+                reader.close()
+        policy = self.options.policy
+        # a safe load's work budget counts the payload sections it uses (engine/guard.py)
+        policy.payload_bytes = sum(self.toc["sections"][i].stored for i in wanted)
+        dec = select.Decoder(policy, payloads, self.options.max_depth)
+        value: Any = None
+        with gc_paused():
+            for p in parts:
+                v = dec.decode_part(self.stream[p.start:p.end], p.n_memo,
+                                    finder.strings[:p.n_strings])
+                if p.start == target.start and p.end == target.end:
+                    value = v
+            return dec.memo_item(target.memo) if inside else value
+
+
+def load(file: Any, options: LoadOptions, steps: tuple[locate_.Step, ...],
+         before_decode: Check = None, store: Optional[storage.Store] = None) -> Any:
+    """The part at ``steps`` of the file at ``file`` (a path, a key of ``store``,
+    a readable binary file object), reading only what it needs."""
+    with storage.reading(file, store=store) as (f, name), \
+            progress_.watching_reads(f, options.progress, f"loading {_name(name)}") as f:
+        return FileParts(f, name, options, before_decode).load(steps)
+
+
+def open_view(file: Any, options: LoadOptions, before_decode: Check = None) -> View:
+    """``torpor.open``: a view of the saved object, the file kept open until the
+    view is closed (``close()``, a ``with`` block, or when it is collected)."""
+    with contextlib.ExitStack() as stack:       # closes the file if opening fails
+        f, name = stack.enter_context(storage.reading(file))
+        parts = FileParts(f, name, options, before_decode)
+        root = View(parts, ())
+        kept = stack.pop_all()
+    # every view holds the FileParts: the file closes when the last one goes
+    parts.closer = weakref.finalize(parts, kept.close)
+    return root
+
+
+_VIEWED = frozenset({"dict", "list", "tuple", "instance"})
+
+
+class View:
+    """A part of a torpor file, read only as far as it is used (``torpor.open``).
+
+    ``view[key]`` and ``view.name`` go one step down: a dict, list, tuple or
+    instance is another View, anything else (an array, a number, a DataFrame) is
+    loaded and returned. ``view.select("['geoms'][3].points")`` goes down a
+    path; ``view.load()`` rebuilds the whole part. ``keys()``, ``len()``,
+    ``in`` and iteration work as on the object, from the stream alone."""
+
+    __slots__ = ("_parts", "_steps", "_target", "__weakref__")
+
+    def __init__(self, parts: FileParts, steps: tuple[locate_.Step, ...]) -> None:
+        self._parts = parts
+        self._steps = steps
+        self._target = parts.locate(steps, collect=True)[1]
+
+    # -- what it is --------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """Where the part is in the saved object (``""``: the object itself)."""
+        return locate_.render_path(self._steps)
+
+    @property
+    def kind(self) -> str:
+        """"dict", "list", "tuple" or "instance"."""
+        return self._target.kind
+
+    @property
+    def type_name(self) -> Optional[str]:
+        """An instance's class, as ``"module.qualname"`` (None for other kinds)."""
+        return self._target.type_name
+
+    def __repr__(self) -> str:
+        t = self._target
+        what = (f"an instance of {t.type_name}" if t.kind == "instance"
+                else f"a {t.kind} of {t.size} item{'s' if t.size != 1 else ''}")
+        return f"<torpor view of {self._parts.name}{' at ' + self.path if self._steps else ''}: {what}>"
+
+    def keys(self) -> list[Any]:
+        """A dict's keys, or an instance's attribute names, in the saved order."""
+        if self._target.kind not in ("dict", "instance"):
+            raise TypeError(f"{self._where()} is a {self._target.kind}, which has no keys")
+        return list(self._target.keys or ())
+
+    def __len__(self) -> int:
+        if self._target.kind == "instance":
+            raise TypeError(f"{self._where()} is an instance; len() needs load()")
+        return self._target.size
+
+    def __iter__(self) -> Iterator[Any]:
+        t = self._target
+        if t.kind == "dict":
+            return iter(self.keys())
+        if t.kind == "instance":
+            raise TypeError(f"{self._where()} is an instance; iterate over load()")
+        return (self[i] for i in range(t.size))
+
+    def __contains__(self, key: Any) -> bool:
+        if self._target.kind == "dict":
+            return any(type(k) is type(key) and k == key for k in self._target.keys or ())
+        return key in self.load()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """``view[key]``, or ``default`` if a dict has no such key."""
+        return self[key] if key in self else default
+
+    # -- going down --------------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        if self._target.kind == "instance":
+            raise TypeError(f"{self._where()} is an instance: its attributes are "
+                            f"view.name or view.select('.name')")
+        if self._target.kind in ("list", "tuple") and type(key) is int and key < 0:
+            key += self._target.size
+        return self._down(((False, key),))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or self._target.kind != "instance":
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        try:
+            return self._down(((True, name),))
+        except KeyError as e:
+            raise AttributeError(str(e)) from None
+
+    def select(self, path: str) -> Any:
+        """The part at ``path`` below this one (``"['geoms'][3].points"``): a View or a value."""
+        return self._down(locate_.parse_path(path))
+
+    def _down(self, steps: tuple[locate_.Step, ...]) -> Any:
+        steps = self._steps + steps
+        finder, target = self._parts.locate(steps, collect=True)
+        if target.kind in _VIEWED:
+            return View(self._parts, steps)
+        return self._parts.rebuild(finder, target)
+
+    def load(self) -> Any:
+        """The whole part, rebuilt (its arrays read)."""
+        return self._parts.rebuild(*self._parts.locate(self._steps, collect=True))
+
+    def _where(self) -> str:
+        return self.path or "the saved object"
+
+    # -- the file ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the file (every view of it)."""
+        if self._parts.closer is not None:
+            self._parts.closer()
+
+    def __enter__(self) -> View:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

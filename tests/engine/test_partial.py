@@ -1,0 +1,355 @@
+"""Partial loads: ``torpor.load(file, select=path)`` and ``torpor.open(file)``.
+
+Every part comes back as a whole load would give it (values, types, dtypes,
+flags, shared objects shared), on both walkers; only the bytes the part needs
+are read (counted at the file object); a missing path, a bad path and a damaged
+file each get a clear error."""
+
+import collections
+import io
+import pathlib
+
+import numpy as np
+import pytest
+
+import torpor
+from helpers import Pipe, assert_same_array
+from torpor.format.locate import parse_path, render_path
+
+GOLDEN = sorted((pathlib.Path(__file__).parent.parent / "golden").glob("v*_*.torpor"))
+
+
+class Atoms:
+    def __init__(self, n):
+        self.coords = np.arange(3.0 * n).reshape(n, 3)
+        self.names = [f"a{i}" for i in range(n)]
+        self.owner = None
+
+
+class Counting(io.RawIOBase):
+    """A seekable file object that counts the bytes read from it."""
+
+    def __init__(self, f):
+        self.f = f
+        self.read_bytes = 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, pos, whence=0):
+        return self.f.seek(pos, whence)
+
+    def tell(self):
+        return self.f.tell()
+
+    def readinto(self, view):
+        n = self.f.readinto(view)
+        self.read_bytes += n
+        return n
+
+
+def _graph():
+    rng = np.random.default_rng(3)
+    shared = rng.standard_normal(500)
+    items = ["x", "y"]
+    atoms = Atoms(4)
+    g = {
+        "geoms": [{"points": rng.standard_normal((200, 3)).astype(np.float32), "name": f"g{i}",
+                   "ids": shared} for i in range(5)],
+        "n": 5, "big": 2 ** 80, "cplx": 1 + 2j, "none": None, "text": "π" * 3,
+        "tuple": ("a", np.arange(4), {"deep": [1, 2, {"k": b"raw"}]}),
+        "fortran": np.asfortranarray(rng.integers(0, 100, (30, 20))),
+        "readonly": np.arange(6.0), "od": collections.OrderedDict(a=1, b=np.ones(3)),
+        "objects": np.array([1, "two", None, 3.5], dtype=object),
+        "grid": np.array([[1, "a"], [2, "b"]], dtype=object),
+        "pair": {"left": items, "right": items}, "atoms": atoms,
+        "keys": {1: "int", (1, 2): "tuple", "a b": "space", "x]y": "bracket", None: "none"},
+        "blob": bytes(range(256)) * 300, "scalar": np.float16(1.5),
+    }
+    g["readonly"].flags.writeable = False
+    g["alias"] = g["geoms"][2]
+    g["self"] = g
+    atoms.owner = g["pair"]
+    return g
+
+
+PATHS = [
+    "['geoms'][3]['points']", "['geoms'][1]['name']", "['n']", "['big']", "['cplx']",
+    "['none']", "['text']", "['tuple'][1]", "['tuple'][2]['deep'][2]['k']", "['tuple'][0]",
+    "['fortran']", "['readonly']", "['od']['b']", "['od']", "['objects'][1]", "['grid'][1, 1]",
+    "['pair']['right']", "['atoms'].coords", "['atoms'].names[2]", "['keys'][1]",
+    "['keys'][(1, 2)]", "['keys']['a b']", "['keys']['x]y']", "['keys'][None]", "['blob']",
+    "['scalar']", "['alias']['points']", "['geoms'][4]['ids']", "['self']['n']",
+    "['self']['self']['geoms'][0]['name']", "['atoms'].owner['left'][0]",
+]
+
+
+def _expected(g, path):
+    return eval("g" + path, {"g": g})       # the paths are Python syntax on the object
+
+
+def _same(want, got):
+    assert type(got) is type(want)
+    if isinstance(want, np.ndarray) and want.dtype != object:
+        assert_same_array(want, got) if want.flags.writeable else (
+            np.testing.assert_array_equal(want, got))
+        assert got.flags.writeable == want.flags.writeable
+    elif isinstance(want, np.ndarray):
+        assert want.shape == got.shape and list(want.ravel()) == list(got.ravel())
+    elif isinstance(want, collections.OrderedDict):
+        assert list(want) == list(got) and want["a"] == got["a"]
+        assert_same_array(want["b"], got["b"])
+    else:
+        assert got == want
+
+
+@pytest.fixture
+def saved(tmp_path):
+    g = _graph()
+    path = tmp_path / "g.torpor"
+    torpor.dump(g, path)
+    return g, path
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_part_is_what_a_whole_load_has_there(impl, saved, path):
+    g, file = saved
+    got = torpor.load(file, select=path, allow=[Atoms])
+    _same(_expected(g, path), got)
+
+
+def test_a_part_keeps_what_it_shares_and_its_cycles(impl, saved):
+    g, file = saved
+    pair = torpor.load(file, select="['pair']")
+    assert pair["left"] is pair["right"] and pair["left"] == ["x", "y"]
+    whole = torpor.load(file, select="['self']", allow=[Atoms])
+    assert whole["self"] is whole and whole["alias"] is whole["geoms"][2]
+    assert whole["atoms"].owner is whole["pair"]
+    geom = torpor.load(file, select="['alias']")       # a REF to an object met earlier
+    assert set(geom) == {"points", "name", "ids"} and geom["name"] == "g2"
+    assert_same_array(g["geoms"][2]["points"], geom["points"])
+    assert_same_array(g["geoms"][0]["ids"], geom["ids"])
+
+
+def test_a_cycle_through_a_tuple_loads_from_inside(impl):
+    lst = []
+    t = (lst, 1)
+    lst.append(t)
+    data = torpor.dumps({"t": t})
+    got = torpor.loads(data, select="['t'][0]")
+    assert type(got) is list and got[0][0] is got and got[0][1] == 1
+    inner = torpor.loads(data, select="['t'][0][0]")
+    assert type(inner) is tuple and inner[0][0] is inner
+
+
+def test_one_array_of_a_large_file_reads_about_its_size(impl, tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(1 << 19) for _ in range(16)]      # 16 x 4 MiB
+    file = tmp_path / "big.torpor"
+    torpor.dump({"geoms": [{"points": a, "name": i} for i, a in enumerate(arrays)]}, file)
+    size = file.stat().st_size
+    stored = next(s["length"] for s in torpor.info(file)["sections"] if s["kind"] == "array")
+    assert size > 56 << 20 and stored > 3 << 20
+    with open(file, "rb") as raw:
+        f = Counting(raw)
+        got = torpor.load(io.BufferedReader(f, 1 << 16), select="['geoms'][11]['points']")
+    assert_same_array(arrays[11], got)
+    # the array's section, the header, the TOC and the stream: a few KiB beyond it
+    assert stored <= f.read_bytes <= stored + (256 << 10), (f.read_bytes, stored, size)
+    with open(file, "rb") as raw:
+        f = Counting(raw)
+        assert torpor.load(io.BufferedReader(f, 1 << 16), select="['geoms'][11]['name']") == 11
+    assert f.read_bytes <= 256 << 10
+
+
+def test_mmap_maps_the_part_it_loads(impl, tmp_path):
+    a = np.arange(1 << 16, dtype=np.int32)
+    file = tmp_path / "raw.torpor"
+    torpor.dump({"a": a, "b": a * 2}, file, compress=None)
+    got = torpor.load(file, select="['b']", mmap=True)
+    np.testing.assert_array_equal(got, a * 2)
+    assert not got.flags.owndata and got.flags.writeable
+    got[0] = 7                                      # copy-on-write: the file is unchanged
+    assert torpor.load(file, select="['b']")[0] == 0
+
+
+def test_a_stream_is_read_whole_and_the_part_returned(impl):
+    data = torpor.dumps({"a": np.arange(10), "b": [1, 2]})
+    assert torpor.load(Pipe(data, piece=7), select="['b'][1]") == 2
+    assert_same_array(np.arange(10), torpor.load(Pipe(data), select="['a']"))
+
+
+def test_a_part_needs_only_its_own_classes_allowed(impl, saved):
+    _, file = saved
+    np.testing.assert_array_equal(torpor.load(file, select="['atoms'].coords"),
+                                  Atoms(4).coords)
+    with pytest.raises(torpor.UnsafeLoadError, match="Atoms"):
+        torpor.load(file, select="['atoms']")
+    atoms = torpor.load(file, select="['atoms']", allow=[Atoms])
+    assert type(atoms) is Atoms and atoms.names == Atoms(4).names
+    with pytest.raises(torpor.UnsafeLoadError):
+        torpor.load(file)                           # the whole file needs it too
+
+
+@pytest.mark.parametrize("path, message", [
+    ("['geoms'][9]", r"\['geoms'\] is a list of 5 items without \[9\]"),
+    ("['nope']", r"the saved object is a dict of \d+ items without \['nope'\]"),
+    ("['n']['x']", r"\['n'\] is an int without \['x'\]"),
+    ("['atoms'].mass", r"\['atoms'\] is an instance without that attribute"),
+    ("['geoms'][-1]", r"without \[-1\]"),
+])
+def test_a_missing_part_says_how_far_the_path_goes(impl, saved, path, message):
+    _, file = saved
+    with pytest.raises(torpor.NotInFileError, match=message) as e:
+        torpor.load(file, select=path, allow=[Atoms])
+    assert isinstance(e.value, KeyError) and isinstance(e.value, IndexError)
+    assert e.value.path == path and "torpor ls" in str(e.value)
+
+
+@pytest.mark.parametrize("path", ["geoms", "['geoms'", "[]", "['a'] x", ". x", "[[1]]",
+                                  "[{1: 2}]", "['a']." + "x" * 3, "." * 5])
+def test_a_malformed_path_is_a_value_error(impl, path):
+    data = torpor.dumps({"a": 1})
+    if path == "['a']." + "x" * 3:
+        with pytest.raises(torpor.NotInFileError):      # well formed: .xxx of an int
+            torpor.loads(data, select=path)
+        return
+    with pytest.raises(ValueError, match="select"):
+        torpor.loads(data, select=path)
+
+
+def test_select_must_be_a_str():
+    with pytest.raises(TypeError, match="select must be a path"):
+        torpor.loads(torpor.dumps(1), select=["a"])
+
+
+def test_paths_parse_as_torpor_ls_prints_them():
+    assert parse_path("['geoms'][3]['points']") == ((False, "geoms"), (False, 3), (False, "points"))
+    assert parse_path(".atoms.coords[0]") == ((True, "atoms"), (True, "coords"), (False, 0))
+    assert parse_path(".['not a name'][(1, 2)] ['x]y']") == (
+        (True, "not a name"), (False, (1, 2)), (False, "x]y"))
+    assert parse_path("") == ()
+    steps = parse_path("['a'].b[3][(1, 'x')]")
+    assert parse_path(render_path(steps)) == steps
+
+
+def test_sessions_and_module_dumps_are_refused_as_load_refuses_them(impl, tmp_path):
+    s = torpor.Session("partial-test")
+    file = tmp_path / "s.cxs"
+    s.save(file)
+    with pytest.raises(torpor.FormatError, match="session file"):
+        torpor.load(file, select="['x']")
+    with pytest.raises(torpor.FormatError, match="session file"):
+        torpor.open(file)
+
+
+def test_a_damaged_file_gives_torpor_errors_only(impl):
+    data = bytearray(torpor.dumps(_graph()["geoms"] + [{"k": [1, (2, 3)], "s": "abc" * 9}]))
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        bad = bytearray(data)
+        for i in rng.integers(0, len(bad), 3):
+            bad[i] ^= int(rng.integers(1, 256))
+        for path in ("[5]['k'][1][0]", "[2]['points']"):
+            try:
+                torpor.loads(bytes(bad), select=path)
+            except torpor.TorporError:
+                pass
+    for cut in range(0, len(data), max(1, len(data) // 97)):
+        with pytest.raises(torpor.TorporError):
+            torpor.loads(bytes(data[:cut]), select="[5]['k']")
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.name)
+def test_every_golden_file_loads_in_parts(impl, path):
+    whole = torpor.load(path)
+    for key in whole:
+        want = whole[key]
+        got = torpor.load(path, select=f"[{key!r}]")
+        assert type(got) is type(want)
+        if isinstance(want, np.ndarray):
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+        elif key == "cycle":
+            assert got["self"] is got
+        elif key == "shared":
+            assert got[0] is got[1] and got[0] == want[0]
+        elif key not in ("objects", "extras", "dtypes", "records", "legacy_scalars"):
+            assert repr(got) == repr(want)
+
+
+# --- torpor.open ----------------------------------------------------------------------
+
+def test_a_view_goes_down_and_loads_what_it_reaches(impl, saved):
+    g, file = saved
+    with torpor.open(file) as v:
+        assert v.kind == "dict" and len(v) == len(g) and v.keys() == list(g)
+        assert repr(v) == f"<torpor view of {file}: a dict of {len(g)} items>"
+        geoms = v["geoms"]
+        assert geoms.kind == "list" and len(geoms) == 5 and geoms.path == "['geoms']"
+        assert_same_array(g["geoms"][3]["points"], geoms[3]["points"])
+        assert geoms[-1]["name"] == "g4" and [x["name"] for x in geoms] == [f"g{i}" for i in range(5)]
+        assert v["tuple"].kind == "tuple" and v["tuple"][0] == "a"
+        assert v.select("['tuple'][2]['deep'][2]['k']") == b"raw"
+        assert "n" in v and "zz" not in v and v.get("zz", 7) == 7 and v.get("n") == 5
+        atoms = v["atoms"]
+        assert atoms.kind == "instance" and atoms.type_name == f"{__name__}.Atoms"
+        assert atoms.keys() == ["coords", "names", "owner"]
+        np.testing.assert_array_equal(atoms.coords, g["atoms"].coords)   # no class needed
+        assert atoms.owner.kind == "dict" and atoms.owner["left"][1] == "y"
+        with pytest.raises(AttributeError, match="mass"):
+            atoms.mass
+        with pytest.raises(TypeError, match="attributes are"):
+            atoms["coords"]
+        with pytest.raises(torpor.UnsafeLoadError):
+            atoms.load()
+        with pytest.raises(KeyError):
+            v["nope"]
+        pair = v["pair"].load()
+        assert pair["left"] is pair["right"]
+    with pytest.raises(ValueError, match="closed"):
+        geoms[0]["points"]
+
+
+def test_a_view_closes_its_file(impl, saved, monkeypatch):
+    _, file = saved
+    opened = []
+    real = open
+
+    def spy(*a, **kw):
+        f = real(*a, **kw)
+        opened.append(f)
+        return f
+
+    import builtins
+    monkeypatch.setattr(builtins, "open", spy)
+    v = torpor.open(file)
+    monkeypatch.undo()
+    assert opened and not opened[-1].closed
+    v.close()
+    assert all(f.closed for f in opened)
+
+
+def test_a_view_of_a_plain_value_and_of_an_empty_dict(impl):
+    with torpor.open(io.BytesIO(torpor.dumps({}))) as v:
+        assert v.kind == "dict" and len(v) == 0 and v.keys() == [] and v.load() == {}
+    with torpor.open(io.BytesIO(torpor.dumps([1, [2, 3]]))) as v:
+        assert v[1].kind == "list" and v[1][0] == 2 and list(v[1]) == [2, 3]
+        with pytest.raises(torpor.NotInFileError):
+            v[2]
+
+
+@pytest.mark.bigmem
+def test_one_4_mib_array_of_a_1_gib_file_reads_about_4_mib(tmp_path):
+    rng = np.random.default_rng(1)
+    file = tmp_path / "gib.torpor"
+    parts = [rng.standard_normal(1 << 19) for _ in range(256)]      # 256 x 4 MiB
+    torpor.dump({"geoms": [{"points": a} for a in parts]}, file, compress=None)
+    assert file.stat().st_size > 1 << 30
+    with open(file, "rb") as raw:
+        f = Counting(raw)
+        got = torpor.load(io.BufferedReader(f, 1 << 16), select="['geoms'][200]['points']")
+    np.testing.assert_array_equal(got, parts[200])
+    assert (4 << 20) <= f.read_bytes <= (4 << 20) + (512 << 10), f.read_bytes
