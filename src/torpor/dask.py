@@ -26,7 +26,6 @@ distributed.
 from __future__ import annotations
 
 import bisect
-import io
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Optional, Union, cast
@@ -39,6 +38,7 @@ from distributed.protocol.serialize import register_serialization_family
 
 from .api import dump, load
 from .errors import FormatError, UnsafeLoadError, UnsupportedObjectError
+from .storage.positioned import PositionedReader
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer as Buffer
@@ -281,7 +281,7 @@ def _plain_frame(obj: Any) -> Optional[bytes]:
 
 # --- receiving -----------------------------------------------------------------------
 
-class FramesFile(io.RawIOBase):
+class FramesFile(PositionedReader):
     """The frames of one value read as one seekable binary file, without joining
     them: reads copy from the frames straight into the reader's buffers."""
 
@@ -301,22 +301,6 @@ class FramesFile(io.RawIOBase):
             size += v.nbytes
         self._size = size
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + pos < 0:
-            raise ValueError(f"negative seek position {base + pos}")
-        self._pos = base + pos
-        return self._pos
 
     def readinto(self, buffer: Buffer) -> int:
         out = memoryview(buffer).cast("B")

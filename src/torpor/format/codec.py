@@ -201,21 +201,33 @@ def _py_bits_frame(src, out, tmp, tmp2, itemsize, delta, block, level):
     frame, shrank = [FRAME_HEAD], False
     for pos in range(0, n, block):
         q = _py_bits_block(src[pos:pos + block], itemsize, delta)
-        if level > 0:
-            packed = lz4.block.compress(q, mode="high_compression", compression=level, store_size=False)
-        else:
-            packed = lz4.block.compress(q, mode="fast", acceleration=1 - level, store_size=False)
+        packed = _py_lz4_block(q, level)
         if len(packed) < len(q):
             shrank = True
             frame += [_u32.pack(len(packed)), packed]
         else:
             frame += [_u32.pack(len(q) | 0x80000000), q]
+    return _py_end_frame(frame, shrank, out)
+
+
+def _py_lz4_block(data, level):
+    """lz4's block of ``data`` (no size prefix): the fast compressor at acceleration
+    ``1 - level``, or lz4hc at ``level`` > 0."""
+    if level > 0:
+        return lz4.block.compress(data, mode="high_compression", compression=level,
+                                  store_size=False)
+    return lz4.block.compress(data, mode="fast", acceleration=1 - level, store_size=False)
+
+
+def _py_end_frame(frame, shrank, out):
+    """Close the frame's pieces ``frame`` with the end mark and write it to ``out``:
+    its length, or -1 when no block shrank (the chunk is then stored as it is)."""
     if not shrank:
         return -1
     frame.append(END_MARK)
-    frame = b"".join(frame)
-    out[:len(frame)] = frame
-    return len(frame)
+    data = b"".join(frame)
+    out[:len(data)] = data
+    return len(data)
 
 
 def _py_bits_frame_into(data, dest, offset, raw, tmp, tmp2, itemsize, delta, block):
@@ -252,23 +264,13 @@ def _py_lz4_frame(src, out, level, parts=1, store=0):
     shrank = False
     for i in range(parts):
         part = src[i * piece:(i + 1) * piece]
-        if (store >> i) & 1:
-            block = part
-        elif level > 0:
-            block = lz4.block.compress(part, mode="high_compression", compression=level, store_size=False)
-        else:
-            block = lz4.block.compress(part, mode="fast", acceleration=1 - level, store_size=False)
+        block = part if (store >> i) & 1 else _py_lz4_block(part, level)
         if len(block) < piece:
             shrank = True
             frame += [_u32.pack(len(block)), block]
         else:
             frame += [_u32.pack(piece | 0x80000000), bytes(part)]
-    if not shrank:
-        return -1
-    frame.append(END_MARK)
-    frame = b"".join(frame)
-    out[:len(frame)] = frame
-    return len(frame)
+    return _py_end_frame(frame, shrank, out)
 
 
 def _py_lz4_trial(src, out, parts, keep=0.97):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from .positioned import PositionedReader
+
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
@@ -33,7 +35,7 @@ MOST = 16 << 20
 KEEP = 2
 
 
-class RangedReader(io.RawIOBase):
+class RangedReader(PositionedReader):
     """A seekable binary reader of ``size`` bytes fetched by ``fetch(start, end)``
     (``end`` exclusive) on demand; see the module's docstring. ``requests`` and
     ``fetched`` count the requests made and the bytes they returned.
@@ -43,7 +45,7 @@ class RangedReader(io.RawIOBase):
                  on_close: Optional[Callable[[], Any]] = None) -> None:
         super().__init__()
         self._fetch = fetch
-        self.size = int(size)
+        self.size = self._size = int(size)
         self.name = name
         self._on_close = on_close
         self._pos = 0
@@ -65,27 +67,6 @@ class RangedReader(io.RawIOBase):
         return cls(fetch, size, name, on_close=f.close)
 
     # --- io.RawIOBase --------------------------------------------------------------
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        self._check_open()
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._check_open()
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}.get(whence)
-        if base is None:
-            raise ValueError(f"whence must be 0, 1 or 2, not {whence!r}")
-        pos = base + offset
-        if pos < 0:
-            raise ValueError(f"cannot seek to {pos}, before the start of {self.name}")
-        self._pos = pos
-        return pos
 
     def read(self, size: Optional[int] = -1) -> bytes:
         self._check_open()
@@ -129,10 +110,6 @@ class RangedReader(io.RawIOBase):
                 super().close()
 
     # --- windows -------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ValueError(f"I/O operation on closed file {self.name}")
 
     def _clamp(self, size: Optional[int]) -> int:
         left = max(0, self.size - self._pos)

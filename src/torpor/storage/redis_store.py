@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import io
 import secrets
 import time
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional, TypeVar, ca
 
 from ..errors import CorruptFileError
 from .base import StoreStat, WriterBase
+from .positioned import PositionedReader
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -224,7 +224,7 @@ class RedisWriter(WriterBase):
                 pass
 
 
-class RedisReader(io.RawIOBase):
+class RedisReader(PositionedReader):
     """A committed object, read-only and seekable; fetches whole chunks lazily."""
 
     def __init__(self, store: RedisStore, key: str, manifest: dict[str, Any]) -> None:
@@ -237,24 +237,6 @@ class RedisReader(io.RawIOBase):
         self._pos = 0
         self._index = -1
         self._chunk = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
-        if base is None:
-            raise ValueError(f"invalid whence ({whence!r})")
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
 
     def _load(self, i: int) -> memoryview:
         if i != self._index:
