@@ -919,6 +919,7 @@ cdef class Decoder:
     cdef set used             # payload sections already referenced (each may be, once)
     cdef object guard         # engine.guard.LoadGuard of a safe load, or None
     cdef dict nest            # its stack costs (guard.nest), or None
+    cdef bint in_parts        # decode_part: one guard for every part
     cdef const unsigned char* p
     cdef Py_ssize_t pos, end
 
@@ -935,6 +936,7 @@ cdef class Decoder:
         self.used = set()
         self.guard = None
         self.nest = None
+        self.in_parts = False
 
     def decode(self, data):
         cdef const unsigned char[::1] view
@@ -943,7 +945,8 @@ cdef class Decoder:
         self.p = <const unsigned char*>PyBytes_AS_STRING(data)
         self.end = PyBytes_GET_SIZE(data)
         self.pos = 0
-        self.guard = guard_for(self.policy, data, self.payloads)
+        if not self.in_parts:
+            self.guard = guard_for(self.policy, data, self.payloads)
         self.nest = self.guard.nest if self.guard is not None else None
         try:
             return self._decode(data)
@@ -955,17 +958,24 @@ cdef class Decoder:
             raise CorruptFileError(
                 f"the object stream could not be rebuilt ({type(e).__name__}: {e})") from e
 
-    def decode_part(self, data, Py_ssize_t n_memo, strings):
+    def decode_part(self, data, Py_ssize_t n_memo, list strings, Py_ssize_t n_strings,
+                    Py_ssize_t size):
         """Rebuild one object of a stream from its bytes alone (a partial load,
-        engine/partial.py): ``n_memo`` memo indices and the strings ``strings``
-        came before it. Memo indices not filled by an earlier call stay UNFILLED,
-        so a reference to one is an error, as in any stream; objects rebuilt by
-        earlier calls on this decoder keep their indices."""
-        if n_memo < len(self.memo) or self.stack:
-            raise ValueError(f"decode_part: memo index {n_memo} is behind this decoder's "
-                             f"{len(self.memo)}")
+        engine/partial.py): ``n_memo`` memo indices and the first ``n_strings``
+        strings of the string table ``strings`` came before it. Memo indices not
+        filled by an earlier call stay UNFILLED, so a reference to one is an
+        error, as in any stream; objects and strings of earlier calls on this
+        decoder keep their indices (the parts come in stream order). ``size``:
+        the bytes of all the parts, on the first call: a safe load's one guard
+        (its work budget and nesting records) covers every part."""
+        if n_memo < len(self.memo) or n_strings < len(self.strtab) or self.stack:
+            raise ValueError(f"decode_part: memo index {n_memo} or string {n_strings} is "
+                             f"behind this decoder's {len(self.memo)}, {len(self.strtab)}")
         self.memo.extend([_UNFILLED] * (n_memo - len(self.memo)))
-        self.strtab = list(strings)
+        self.strtab.extend(strings[len(self.strtab):n_strings])
+        if not self.in_parts:
+            self.in_parts = True
+            self.guard = guard_for(self.policy, size, self.payloads)
         return self.decode(data)
 
     def memo_item(self, Py_ssize_t k):

@@ -97,12 +97,14 @@ class MissingClassError(RestoreError):
 class NotInFileError(TorporError, KeyError, IndexError):
     """A partial load (``torpor.load(file, select=...)``, ``torpor.open``) names a
     part the file does not have. ``path`` is the path asked for; the message says
-    how far it matched and what is there instead. A KeyError and an IndexError,
+    how far it matched (``matched``: the steps the file has) and what is there
+    instead. A KeyError and an IndexError,
     as a missing dict key or list index is."""
 
-    def __init__(self, message: str, path: str = "") -> None:
+    def __init__(self, message: str, path: str = "", matched: int = 0) -> None:
         super().__init__(message)
         self.path = path
+        self.matched = matched          # how many of the path's steps the file has
 
     def __str__(self) -> str:           # KeyError would quote the message
         return str(self.args[0]) if self.args else ""

@@ -353,3 +353,111 @@ def test_one_4_mib_array_of_a_1_gib_file_reads_about_4_mib(tmp_path):
         got = torpor.load(io.BufferedReader(f, 1 << 16), select="['geoms'][200]['points']")
     np.testing.assert_array_equal(got, parts[200])
     assert (4 << 20) <= f.read_bytes <= (4 << 20) + (512 << 10), f.read_bytes
+
+
+# --- a part is guarded as a whole load is ---------------------------------------------
+
+def test_one_guard_covers_every_part_of_a_partial_load(impl):
+    """The nesting a part builds through shared objects saved before it counts as
+    in a whole load (each piece alone is within the limit, together they are not)."""
+    parts, prev = [], None
+    for _ in range(3):
+        x = prev
+        for _ in range(100):
+            a = np.empty(1, dtype=object)
+            a[0] = x
+            x = a
+        parts.append(x)
+        prev = x
+    data = torpor.dumps(parts)
+    with pytest.raises(torpor.UnsafeLoadError, match="nests"):
+        torpor.loads(data)
+    with pytest.raises(torpor.UnsafeLoadError, match="nests"):
+        torpor.loads(data, select="[2]")
+    assert torpor.loads(data, select="[2]", trusted=True)[0][0].shape == (1,)
+
+
+def test_the_work_budget_covers_every_part_of_a_partial_load(impl):
+    """40 sets each holding one tuple chain of 2**16 hashes: each set alone is within
+    a safe load's budget, the list of them is not, whole or as a part."""
+    t = ()
+    for _ in range(16):
+        t = (t, t)
+    sets = [{t} for _ in range(40)]
+    data = torpor.dumps([t] + sets + [list(sets)])
+    with pytest.raises(torpor.UnsafeLoadError, match="more work"):
+        torpor.loads(data)
+    with pytest.raises(torpor.UnsafeLoadError, match="more work"):
+        torpor.loads(data, select="[41]")
+
+
+# --- views: keys, indices -------------------------------------------------------------
+
+def test_view_keys_are_the_real_keys(impl):
+    t = (1, "x")
+    obj = {"a": {t: "first"}, "b": {t: "second"}, "v": t,
+           "c": {1 + 2j: "cplx", (2, 1j): "ctup", 2 ** 70: "big", b"k": "bytes", 1.5: "f",
+                 frozenset({1}): "fs", (t, 2): "nested"}}
+    with torpor.open(io.BytesIO(torpor.dumps(obj))) as v:
+        assert v["b"].keys() == [t] and v["b"][t] == "second" and t in v["b"]
+        assert v["b"].get(t) == "second"
+        assert v["c"].keys() == list(obj["c"])
+        for k, want in obj["c"].items():
+            assert v["c"][k] == want and k in v["c"]
+        with pytest.raises(KeyError):
+            v["c"][(3, 4)]
+    assert torpor.loads(torpor.dumps(obj), select="['b'][(1, 'x')]") == "second"
+
+
+def test_view_indices_as_a_list_has_them(impl):
+    with torpor.open(io.BytesIO(torpor.dumps({"l": [10, 20, 30], "t": (1, 2)}))) as v:
+        lst = v["l"]
+        assert lst.get(0) == 10 and lst.get(-1) == 30 and lst.get(3, "no") == "no"
+        assert lst.get("x", "no") == "no" and lst[-3] == 10
+        with pytest.raises(torpor.NotInFileError, match=r"a tuple of 2 items, without \[-3\]"):
+            v["t"][-3]
+        with pytest.raises(TypeError, match="not a slice"):
+            lst[0:2]
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Slots:
+    __slots__ = ("a", "b")
+
+    def __init__(self):
+        self.a, self.b = np.arange(3), [1, 2]
+
+
+class Stateful:
+    def __init__(self, owner):
+        self.owner, self.tag = owner, "t"
+
+    def __getstate__(self):
+        return {"owner": self.owner, "tag": self.tag}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+def test_a_path_into_an_object_rebuilt_by_its_class_loads_the_object(impl):
+    holder = {"p": Point(1, np.arange(4)), "s": Slots(), "list": []}
+    holder["o"] = Stateful(holder["list"])
+    holder["list"].append(holder["o"])              # a cycle through the object's state
+    data = torpor.dumps(holder)
+    allow = [Point, Slots, Stateful]
+    assert torpor.loads(data, select="['p'][0]", allow=allow) == 1
+    assert_same_array(np.arange(4), torpor.loads(data, select="['p'].y", allow=allow))
+    assert torpor.loads(data, select="['s'].b", allow=allow) == [1, 2]
+    assert torpor.loads(data, select="['o'].tag", allow=allow) == "t"
+    o = torpor.loads(data, select="['list'][0].owner[0]", allow=allow)
+    assert type(o) is Stateful and o.owner[0] is o
+    assert torpor.loads(data, select="['s'].b") == [1, 2]    # its state, read in the stream
+    with pytest.raises(torpor.UnsafeLoadError, match="Point"):
+        torpor.loads(data, select="['p'][0]")       # an item of the object needs its class
+    with pytest.raises(torpor.NotInFileError, match=r"\['p'\]"):
+        torpor.loads(data, select="['p'].z", allow=allow)
+    with torpor.open(io.BytesIO(data), allow=allow) as v:
+        p = v["p"]
+        assert type(p) is Point and p.x == 1 and v.select("['s'].b").load() == [1, 2]

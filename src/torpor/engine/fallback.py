@@ -547,9 +547,11 @@ class Decoder:
         self.producers = getattr(policy, "producers", frozenset())
         self.used = set()        # payload sections already referenced (each may be, once)
         self.guard = None        # engine.guard.LoadGuard of a safe load
+        self.in_parts = False    # decode_part: one guard for every part
 
     def decode(self, data):
-        self.guard = guard_for(self.policy, data, self.payloads)
+        if not self.in_parts:
+            self.guard = guard_for(self.policy, data, self.payloads)
         try:
             return self._decode(data)
         except TorporError:
@@ -560,17 +562,23 @@ class Decoder:
             raise CorruptFileError(
                 f"the object stream could not be rebuilt ({type(e).__name__}: {e})") from e
 
-    def decode_part(self, data, n_memo, strings):
+    def decode_part(self, data, n_memo, strings, n_strings, size):
         """Rebuild one object of a stream from its bytes alone (a partial load,
-        engine/partial.py): ``n_memo`` memo indices and the strings ``strings``
-        came before it. Memo indices not filled by an earlier call stay UNFILLED,
-        so a reference to one is an error, as in any stream; objects rebuilt by
-        earlier calls on this decoder keep their indices."""
-        if n_memo < len(self.memo) or self.stack:
-            raise ValueError(f"decode_part: memo index {n_memo} is behind this decoder's "
-                             f"{len(self.memo)}")
+        engine/partial.py): ``n_memo`` memo indices and the first ``n_strings``
+        strings of the string table ``strings`` came before it. Memo indices not
+        filled by an earlier call stay UNFILLED, so a reference to one is an
+        error, as in any stream; objects and strings of earlier calls on this
+        decoder keep their indices (the parts come in stream order). ``size``:
+        the bytes of all the parts, on the first call: a safe load's one guard
+        (its work budget and nesting records) covers every part."""
+        if n_memo < len(self.memo) or n_strings < len(self.strtab) or self.stack:
+            raise ValueError(f"decode_part: memo index {n_memo} or string {n_strings} is "
+                             f"behind this decoder's {len(self.memo)}, {len(self.strtab)}")
         self.memo.extend([UNFILLED] * (n_memo - len(self.memo)))
-        self.strtab = list(strings)
+        self.strtab.extend(strings[len(self.strtab):n_strings])
+        if not self.in_parts:
+            self.in_parts = True
+            self.guard = guard_for(self.policy, size, self.payloads)
         return self.decode(data)
 
     def memo_item(self, k):

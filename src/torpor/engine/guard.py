@@ -370,12 +370,14 @@ def check_default_state(obj: Any, state: Any, where: Callable[[], str]) -> int:
 
 def guard_for(policy: Any, stream: Any, payloads: dict[int, Any]) -> Optional[LoadGuard]:
     """The guard of a load: None when the load is trusted. The budget counts the
-    stream as decoded, and payload sections as stored in the file when the
-    pipeline says (``policy.payload_bytes``): a gzip section may decode to 1,040
-    times its size, and must not buy that much work."""
+    stream as decoded (``stream``: it, or its size in bytes), and payload sections
+    as stored in the file when the pipeline says (``policy.payload_bytes``): a gzip
+    section may decode to 1,040 times its size, and must not buy that much work."""
     if getattr(policy, "trusted", False):
         return None
     stored = getattr(policy, "payload_bytes", None)
+    if type(stream) is int:
+        stream = range(stream)          # (only its length counts)
     size = len(stream) + stored if stored is not None else input_size(stream, payloads)
     return LoadGuard(size, getattr(policy, "default_only", lambda cls: False))
 

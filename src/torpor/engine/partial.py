@@ -26,7 +26,7 @@ import weakref
 from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 from .. import storage
-from ..errors import FormatError
+from ..errors import FormatError, NotInFileError
 from ..format import locate as locate_
 from ..format.container import damaged_as_corrupt, map_file, open_source, read_header, read_toc
 from ..format.outline import read_stream
@@ -38,6 +38,7 @@ from .pipeline import LoadOptions, _name, gc_paused
 Check = Optional[Callable[[dict[str, Any], dict[str, Any]], None]]
 #: Searches kept by an open file (each holds the tables of one walk of the stream).
 CACHED = 8
+_MODES = ("peek", "keys", "find")
 
 
 class FileParts:
@@ -80,25 +81,59 @@ class FileParts:
         self._found: collections.OrderedDict[Any, Any] = collections.OrderedDict()
         self.closer: Optional[weakref.finalize] = None     # torpor.open: closes the file
 
-    def locate(self, steps: tuple[locate_.Step, ...], collect: bool = False
+    def locate(self, steps: tuple[locate_.Step, ...], mode: str = "find",
+               within: Optional[tuple[int, locate_.Target]] = None
                ) -> tuple[locate_.Finder, locate_.Target]:
-        """Where the part at ``steps`` is (NotInFileError if nowhere)."""
-        key = (steps, collect)
+        """Where the part at ``steps`` is (NotInFileError if nowhere); ``mode``:
+        ``locate.Finder``'s. ``within``: ``(n, target)``, the first ``n`` steps
+        lead to ``target`` (a view's own part), whose object the search starts
+        from: where the search that found it left off, if that one is kept."""
+        key = (steps, mode)
         hit = self._found.get(key)
-        if hit is None:
-            with damaged_as_corrupt(self.name):
-                hit = locate_.locate(self.stream, self.toc, self.name, steps, collect,
-                                     self.options.max_depth)
-            self._found[key] = hit
-            if len(self._found) > CACHED:
-                self._found.popitem(last=False)
-        else:
+        if hit is not None:
             self._found.move_to_end(key)
+            return hit
+        start, done = None, 0
+        if within is not None and within[1].memo >= 0:
+            done, target = within
+            parent = next((self._found[k][0] for k in ((steps[:done], m) for m in _MODES)
+                           if k in self._found), None)
+            start = (parent, target.memo, target.start)
+        with damaged_as_corrupt(self.name):
+            hit = locate_.locate(self.stream, self.toc, self.name, steps, mode,
+                                 self.options.max_depth, start, done)
+        self._found[key] = hit
+        if len(self._found) > CACHED:
+            self._found.popitem(last=False)
         return hit
 
     def load(self, steps: tuple[locate_.Step, ...]) -> Any:
         """The part at ``steps``, rebuilt."""
-        return self.rebuild(*self.locate(steps))
+        try:
+            return self.rebuild(*self.locate(steps))
+        except NotInFileError as e:
+            # Where the stream alone cannot follow the path, the object there is
+            # loaded and the rest of the path followed on it: an object rebuilt by
+            # its class (a namedtuple's items, the state of a class with __slots__
+            # or __getstate__), or a dict whose keys are not plain values (a shared
+            # tuple, a frozenset: matched against its keys once loaded).
+            n = e.matched
+            if n >= len(steps):
+                raise
+            there = self.locate(steps[:n], "peek")[1]
+            if there.kind == "dict":
+                keys = self.locate(steps[:n], "keys")[1].keys or ()
+                if steps[n][0] or all(_plain(k) for k in keys):
+                    raise
+            elif there.kind != "object":
+                raise
+            obj = self.load(steps[:n])
+            try:
+                for attr, key in steps[n:]:
+                    obj = getattr(obj, key) if attr else obj[key]
+            except (LookupError, AttributeError, TypeError):
+                raise e from None
+            return obj
 
     def rebuild(self, finder: locate_.Finder, target: locate_.Target) -> Any:
         """The part ``locate`` found, rebuilt."""
@@ -121,10 +156,11 @@ class FileParts:
         policy.payload_bytes = sum(self.toc["sections"][i].stored for i in wanted)
         dec = select.Decoder(policy, payloads, self.options.max_depth)
         value: Any = None
+        size = sum(p.end - p.start for p in parts)     # one guard's budget for them all
         with gc_paused():
             for p in parts:
-                v = dec.decode_part(self.stream[p.start:p.end], p.n_memo,
-                                    finder.strings[:p.n_strings])
+                v = dec.decode_part(self.stream[p.start:p.end], p.n_memo, finder.strings,
+                                    p.n_strings, size)
                 if p.start == target.start and p.end == target.end:
                     value = v
             return dec.memo_item(target.memo) if inside else value
@@ -153,6 +189,16 @@ def open_view(file: Any, options: LoadOptions, before_decode: Check = None) -> V
 
 
 _VIEWED = frozenset({"dict", "list", "tuple", "instance"})
+_PLAIN = (str, bytes, int, float, bool, type(None))
+
+
+def _plain(key: Any, depth: int = 8) -> bool:
+    """Whether ``key`` is a plain value (or a tuple of them, at most ``depth`` deep):
+    the outline's reading of a key is then the key itself."""
+    if type(key) in _PLAIN:
+        return True
+    return type(key) is tuple and depth > 0 and len(key) <= 256 \
+        and all(_plain(k, depth - 1) for k in key)
 
 
 class View:
@@ -166,10 +212,11 @@ class View:
 
     __slots__ = ("_parts", "_steps", "_target", "__weakref__")
 
-    def __init__(self, parts: FileParts, steps: tuple[locate_.Step, ...]) -> None:
+    def __init__(self, parts: FileParts, steps: tuple[locate_.Step, ...],
+                 target: Optional[locate_.Target] = None) -> None:
         self._parts = parts
         self._steps = steps
-        self._target = parts.locate(steps, collect=True)[1]
+        self._target = target if target is not None else parts.locate(steps, "peek")[1]
 
     # -- what it is --------------------------------------------------------------------
 
@@ -195,10 +242,19 @@ class View:
         return f"<torpor view of {self._parts.name}{' at ' + self.path if self._steps else ''}: {what}>"
 
     def keys(self) -> list[Any]:
-        """A dict's keys, or an instance's attribute names, in the saved order."""
+        """A dict's keys, or an instance's attribute names, in the saved order.
+        Keys that are plain values (str, bytes, numbers, None, and tuples of them)
+        are read from the stream; a dict with any other key is loaded to list them."""
         if self._target.kind not in ("dict", "instance"):
             raise TypeError(f"{self._where()} is a {self._target.kind}, which has no keys")
-        return list(self._target.keys or ())
+        keys = self._part("keys")[1].keys or []
+        if all(_plain(k) for k in keys):
+            return list(keys)
+        return list(self.load().keys()) if self._target.kind == "dict" else list(vars(self.load()))
+
+    def _part(self, mode: str) -> tuple[locate_.Finder, locate_.Target]:
+        """This part, found again in ``mode`` (from where it starts)."""
+        return self._parts.locate(self._steps, mode, within=(len(self._steps), self._target))
 
     def __len__(self) -> int:
         if self._target.kind == "instance":
@@ -215,11 +271,14 @@ class View:
 
     def __contains__(self, key: Any) -> bool:
         if self._target.kind == "dict":
-            return any(type(k) is type(key) and k == key for k in self._target.keys or ())
+            return any(type(k) is type(key) and k == key for k in self.keys())
         return key in self.load()
 
     def get(self, key: Any, default: Any = None) -> Any:
-        """``view[key]``, or ``default`` if a dict has no such key."""
+        """``view[key]``, or ``default`` if there is no such key or index."""
+        t = self._target
+        if t.kind in ("list", "tuple"):
+            return self[key] if type(key) is int and -t.size <= key < t.size else default
         return self[key] if key in self else default
 
     # -- going down --------------------------------------------------------------------
@@ -228,8 +287,16 @@ class View:
         if self._target.kind == "instance":
             raise TypeError(f"{self._where()} is an instance: its attributes are "
                             f"view.name or view.select('.name')")
-        if self._target.kind in ("list", "tuple") and type(key) is int and key < 0:
-            key += self._target.size
+        t = self._target
+        if isinstance(key, slice):
+            raise TypeError(f"a view takes one key or index, not a slice: load() "
+                            f"{self._where()} to slice it")
+        if t.kind in ("list", "tuple") and type(key) is int:
+            if not -t.size <= key < t.size:
+                raise NotInFileError(f"{self._parts.name}: {self._where()} is a {t.kind} of "
+                                     f"{t.size} items, without [{key}]",
+                                     locate_.render_path(self._steps + ((False, key),)))
+            key %= t.size
         return self._down(((False, key),))
 
     def __getattr__(self, name: str) -> Any:
@@ -245,15 +312,21 @@ class View:
         return self._down(locate_.parse_path(path))
 
     def _down(self, steps: tuple[locate_.Step, ...]) -> Any:
+        within = (len(self._steps), self._target)       # the search starts at this part
         steps = self._steps + steps
-        finder, target = self._parts.locate(steps, collect=True)
+        try:
+            target = self._parts.locate(steps, "peek", within=within)[1]
+        except NotInFileError:
+            return self._parts.load(steps)      # which follows what the stream cannot
         if target.kind in _VIEWED:
-            return View(self._parts, steps)
-        return self._parts.rebuild(finder, target)
+            return View(self._parts, steps, target)
+        # found again to its end and its references' (from where it, or this part, starts)
+        again = (len(steps), target) if target.memo >= 0 else within
+        return self._parts.rebuild(*self._parts.locate(steps, "find", within=again))
 
     def load(self) -> Any:
         """The whole part, rebuilt (its arrays read)."""
-        return self._parts.rebuild(*self._parts.locate(self._steps, collect=True))
+        return self._parts.rebuild(*self._part("find"))
 
     def _where(self) -> str:
         return self.path or "the saved object"

@@ -147,10 +147,16 @@ class _Stop(Exception):
 
 
 class _Restart(Exception):
-    """The path goes on inside a shared object that started earlier."""
+    """The path goes on inside the shared object of memo index ``memo``, which
+    started earlier."""
 
-    def __init__(self, anchor: int, rest: tuple[Step, ...]) -> None:
-        self.anchor, self.rest = anchor, rest
+    def __init__(self, memo: int, rest: tuple[Step, ...]) -> None:
+        self.memo, self.rest = memo, rest
+
+
+class _Rewalk(Exception):
+    """A search that started inside the stream needs an object around its start:
+    it is made again from the stream's start."""
 
 
 _NOWHERE = ("nowhere",)     # no path node is this one
@@ -158,11 +164,19 @@ _NOWHERE = ("nowhere",)     # no path node is this one
 
 class Finder(Outliner):
     """One search of the stream for one path (``search``); then ``parts`` says
-    which bytes to rebuild and ``used_sections`` which payload sections they use."""
+    which bytes to rebuild and ``used_sections`` which payload sections they use.
+    ``resume`` makes one that starts at an object an earlier search passed, with
+    what that one counted before it, instead of reading the stream from its start.
+
+    Modes: "find" reads to the end of the part and of every shared object it refers
+    to (to rebuild it); "peek" stops once its kind and size are known (and an
+    instance's class); "keys" reads to its end, noting a dict's keys or an
+    instance's attribute names."""
 
     def __init__(self, stream: bytes, toc: Toc, name: str = "the file",
-                 max_depth: int = MAX_DEPTH) -> None:
-        super().__init__(stream, toc, name, max_depth)
+                 max_depth: int = MAX_DEPTH, base: int = 0) -> None:
+        super().__init__(stream[base:] if base else stream, toc, name, max_depth)
+        self.whole, self.toc, self.base = stream, toc, base
         self.mstart: list[int] = []       # per memo index: where its object starts
         self.mend: list[int] = []         # ... and ends (-1 until it has)
         self.mstrs: list[int] = []        # ... strings before it
@@ -179,18 +193,42 @@ class Finder(Outliner):
         self.depth = 0                    # steps matched
         self.matched: Any = _NOWHERE      # the path node they lead to, and its frame
         self.matched_frame: Optional[_Frame] = None
-        self.collect = False              # note the target's keys and class
+        self.mode = "find"
         self.found: Optional[dict[str, Any]] = None
         self.waiting: Optional[_Frame] = None   # the target's frame, until it ends
         self.wait_memo = -1                     # the target's memo index, until it ends
         self.missing: Any = None          # why the path is not there
 
+    @classmethod
+    def resume(cls, parent: Finder, k: int) -> Finder:
+        """A finder starting at memo index ``k``'s object, which ``parent`` passed,
+        knowing what ``parent`` counted before it (memo indices, strings, where the
+        shared objects before it start and end, the REFs and sections before it)."""
+        base = parent.mstart[k]
+        f = cls(parent.whole, parent.toc, parent.name, parent.max_depth, base)
+        f.strings.extend(parent.strings[:parent.mstrs[k]])
+        f.memo_path.extend([None] * k)
+        f.memo_flags.extend(bytes(k))
+        f.memo_name.update((i, v) for i, v in parent.memo_name.items() if i < k)
+        f.memo_text.update((i, v) for i, v in parent.memo_text.items() if i < k)
+        f.mstart, f.mstrs = parent.mstart[:k], parent.mstrs[:k]
+        f.mkind, f.msize = parent.mkind[:k], parent.msize[:k]
+        # an object around the start has not ended for this finder (_complete)
+        f.mend = [e if e <= base else -1 for e in parent.mend[:k]]
+        r = bisect.bisect_right(parent.refs_at, base)
+        f.refs_at, f.refs_to = parent.refs_at[:r], parent.refs_to[:r]
+        n = bisect.bisect_right(parent.secs_at, base)
+        f.secs_at, f.secs = parent.secs_at[:n], parent.secs[:n]
+        f.used.update(f.secs)
+        f.dtypes = parent.dtypes
+        return f
+
     # -- the search --------------------------------------------------------------------
 
-    def search(self, anchor: int, want: tuple[Step, ...], collect: bool) -> Optional[Target]:
+    def search(self, anchor: int, want: tuple[Step, ...], mode: str) -> Optional[Target]:
         """The object at ``want`` from the object starting at byte ``anchor`` (-1:
         the saved object); None if there is none (``missing`` says why)."""
-        self.anchor, self.want, self.collect = anchor, want, collect
+        self.anchor, self.want, self.mode = anchor, want, mode
         root = _Frame(_ROOT, 1, None, -1, -1, False, "index")
         root.slow = anchor < 0 and not want           # the saved object may be a plain value
         self.stack.append(root)
@@ -200,7 +238,8 @@ class Finder(Outliner):
             pass
         if self.found is None:
             return None
-        self._complete()
+        if mode == "find":
+            self._complete()
         f = self.found
         return Target(f["start"], f["end"], f["memo"], f["n_memo"], f["n_strings"], f["kind"],
                       f["size"], f.get("keys"), f.get("type_name"))
@@ -212,6 +251,8 @@ class Finder(Outliner):
             open_ = [k for k in self._deps() if self.mend[k] < 0]
             if not open_:
                 return
+            if self.base and min(self.mstart[k] for k in open_) < self.base:
+                raise _Rewalk
             self.wait_memo = min(open_)
             try:
                 self._loop()
@@ -271,7 +312,7 @@ class Finder(Outliner):
     def _new_memo(self, path: Any) -> int:
         memo = super()._new_memo(path)
         self.fresh = memo
-        self.mstart.append(self.head)
+        self.mstart.append(self.head + self.base)
         self.mend.append(-1)
         self.mstrs.append(len(self.strings))
         self.mkind.append(-1)
@@ -280,20 +321,20 @@ class Finder(Outliner):
 
     def _ref(self, k: int, top: _Frame, i: int) -> Any:
         v = super()._ref(k, top, i)
-        self.refs_at.append(self.unpacker.tell())
+        self.refs_at.append(self.unpacker.tell() + self.base)
         self.refs_to.append(k)
         self.last_ref = (top, i, k)
         return v
 
     def _section(self, index: Any, kind: int, what: str) -> Any:
         e = super()._section(index, kind, what)
-        self.secs_at.append(self.unpacker.tell())
+        self.secs_at.append(self.unpacker.tell() + self.base)
         self.secs.append(index)
         return e
 
     def _pushed(self, frame: _Frame) -> None:
         if frame.memo >= 0 and frame.memo == self.fresh:
-            frame.start = self.head
+            frame.start = self.head + self.base
             self.mkind[frame.memo] = frame.kind
             self.msize[frame.memo] = frame.n
             self.fresh = -1
@@ -333,20 +374,23 @@ class Finder(Outliner):
             self._hit_memo(frame.memo)
             return
         fresh = frame.start >= 0
-        self.found = {"start": self.head, "end": -1, "memo": frame.memo if fresh else -1,
+        self.found = {"start": self.head + self.base, "end": -1,
+                      "memo": frame.memo if fresh else -1,
                       "n_memo": frame.memo if fresh else len(self.mstart),
                       "n_strings": len(self.strings), "kind": _KINDS.get(frame.kind, "object"),
                       "size": _size(frame.kind, frame.n), "keys": [], "type_name": None}
         self.waiting = frame
         self.depth = len(self.want)
         self.matched, self.matched_frame = frame.path, frame
-        if self.collect:
-            frame.slow = True
+        if self.mode == "keys" or (self.mode == "peek" and frame.kind == EXT_INST):
+            frame.slow = True           # its keys, or its class
+        elif self.mode == "peek":
+            raise _Stop
 
     def _hit_memo(self, k: int) -> None:
         """The target is memo index ``k``'s object, met earlier."""
-        if self.collect:        # its keys: read it again, as the anchor of a new search
-            raise _Restart(self.mstart[k], ())
+        if self.mode != "find":         # its kind or keys: a new search, from it
+            raise _Restart(k, ())
         self.found = {"start": self.mstart[k], "end": self.mend[k], "memo": k, "n_memo": k,
                       "n_strings": self.mstrs[k], "kind": _KINDS.get(self.mkind[k], "object"),
                       "size": _size(self.mkind[k], self.msize[k])}
@@ -362,12 +406,13 @@ class Finder(Outliner):
             if frame.kind == _ROOT and frame.slow and pos >= 0 and self.found is None:
                 self._value(pos, v)                 # the saved object is a plain value
             return
-        if self.found is not None:                  # the target's keys
-            if self.collect:
-                if frame.kind == _MAP and not i & 1:
-                    self.found["keys"].append(v)
-                elif frame.kind == EXT_INST and i == 0:
-                    self.found["type_name"] = getattr(v, "what", None)
+        if self.found is not None:                  # the target's keys, or its class
+            if frame.kind == EXT_INST and i == 0:
+                self.found["type_name"] = getattr(v, "what", None)
+                if self.mode == "peek":
+                    raise _Stop
+            elif self.mode == "keys" and frame.kind == _MAP and not i & 1:
+                self.found["keys"].append(v)
             return
         if frame.kind == _MAP:
             if not i & 1:
@@ -387,7 +432,7 @@ class Finder(Outliner):
             if self.depth + 1 == len(self.want):
                 self._hit_memo(k)
                 return
-            raise _Restart(self.mstart[k], self.want[self.depth + 1:])
+            raise _Restart(k, self.want[self.depth + 1:])
         if self.depth + 1 == len(self.want):
             self._value(pos, v)
         name = type(v).__name__
@@ -396,14 +441,17 @@ class Finder(Outliner):
 
     def _value(self, pos: int, v: Any) -> None:
         """The target is a value read whole, from ``pos`` to here."""
-        self.found = {"start": pos, "end": self.unpacker.tell(), "memo": -1,
+        self.found = {"start": pos + self.base, "end": self.unpacker.tell() + self.base, "memo": -1,
                       "n_memo": len(self.mstart), "n_strings": len(self.strings),
                       "kind": "object", "size": -1}
         raise _Stop
 
     def _exit(self, frame: _Frame) -> None:
+        if frame.kind == _ROOT and self.base:
+            # the object it started at has ended, and what is looked for is around it
+            raise _Rewalk
         super()._exit(frame)
-        end = self.unpacker.tell()
+        end = self.unpacker.tell() + self.base
         if frame.start >= 0:
             self.mend[frame.memo] = end
             if frame.memo == self.wait_memo:
@@ -435,19 +483,30 @@ def _what(frame: _Frame) -> str:
     return f"a {kind} of {n} item{'s' if n != 1 else ''}"
 
 
-def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], collect: bool = False,
-           max_depth: int = MAX_DEPTH) -> tuple[Finder, Target]:
-    """Search ``stream`` for the object at ``steps``; raises NotInFileError when
-    the file has none. ``collect``: note the keys of a dict and the attribute
-    names and class of an instance (``torpor.open``)."""
-    anchor, want, done = -1, steps, 0
-    for _ in range(MAX_RESTARTS + 1):
-        finder = Finder(stream, toc, name, max_depth)
+def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], mode: str = "find",
+           max_depth: int = MAX_DEPTH, start: Optional[tuple[Optional[Finder], int, int]] = None,
+           done: int = 0) -> tuple[Finder, Target]:
+    """Search ``stream`` for the object at ``steps`` (``Finder``'s modes); raises
+    NotInFileError when the file has none. ``start``: ``(finder, memo index, byte)``,
+    the first ``done`` steps lead to that object (a part found before), so the
+    search starts there: from where ``finder`` left it, or (finder None) reading
+    the stream from its start."""
+    want = steps[done:]
+    parent, k, anchor = start if start is not None else (None, -1, -1)
+    for _ in range(MAX_RESTARTS + 2):
+        if parent is not None:
+            finder = Finder.resume(parent, k)
+        else:
+            finder = Finder(stream, toc, name, max_depth)
         try:
-            target = finder.search(anchor, want, collect)
+            target = finder.search(anchor, want, mode)
         except _Restart as r:
             done += len(want) - len(r.rest)
-            anchor, want = r.anchor, r.rest
+            parent, k, want = finder, r.memo, r.rest
+            anchor = finder.mstart[k]
+            continue
+        except _Rewalk:
+            parent = None           # the same search, from the stream's start
             continue
         if target is not None:
             return finder, target
@@ -456,6 +515,6 @@ def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], collect:
         raise NotInFileError(
             f"{name} has nothing at {render_path(steps)}: {there} is {what} without "
             f"{render_path(steps[done + depth:done + depth + 1])} (torpor ls {name} lists "
-            f"the arrays it holds and where)", render_path(steps))
+            f"the arrays it holds and where)", render_path(steps), done + depth)
     raise FormatError(f"{name}: the path {render_path(steps)} goes through more than "
                       f"{MAX_RESTARTS} shared references")

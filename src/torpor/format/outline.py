@@ -22,15 +22,13 @@ from typing import Any, BinaryIO, NamedTuple, Optional
 import msgpack
 
 from ..errors import CorruptFileError, FormatError
-from . import codec, messagepack
-from .constants import (ALIGN, CODEC_NAMES, CODEC_RAW, EXT_BIGINT, EXT_BYTEARRAY, EXT_BYTEARRAY_OOB,
+from .constants import (CODEC_NAMES, EXT_BIGINT, EXT_BYTEARRAY, EXT_BYTEARRAY_OOB,
                         EXT_BYTES_OOB, EXT_COMPLEX, EXT_DTYPE, EXT_FROZENSET, EXT_GLOBAL,
                         EXT_INST, EXT_NDARRAY, EXT_NDARRAY_INLINE, EXT_NPSCALAR, EXT_OBJARRAY,
                         EXT_REDUCE, EXT_REF, EXT_SET, EXT_STR_SURROGATE, EXT_STRREF, EXT_TUPLE,
-                        MARKERS, MAX_RATIO, MEMO_MARKERS, AT_MARKERS, SECTION_ARRAY,
-                        SECTION_BYTES, SECTION_FIXED, SECTION_MAGIC, SECTION_STREAM)
-from .container import (MAX_META, SECTION, U64, Toc, TocEntry, damaged_as_corrupt, open_source,
-                        read_header, read_toc)
+                        MARKERS, MEMO_MARKERS, AT_MARKERS, SECTION_ARRAY,
+                        SECTION_BYTES, SECTION_STREAM)
+from .container import Toc, TocEntry, damaged_as_corrupt, open_source, read_header, read_toc
 from .dtypes import decode_dtype
 from .reader import ContainerReader
 
@@ -95,82 +93,15 @@ def outline_file(f: BinaryIO, name: str, max_depth: int = MAX_DEPTH) -> Outline:
 
 def read_stream(src: Any, toc: Toc) -> bytes:
     """The object stream of a seekable file: its sections, found through the table
-    of contents, read and checked; array and bytes sections are not read."""
-    pieces = []
-    decoder = codec.ChunkDecoder()
-    for index, entry in enumerate(toc["sections"]):
-        if entry.kind == SECTION_STREAM:
-            pieces.append(_stream_section(src, entry, index, decoder))
-    return b"".join(pieces)
-
-
-def _stream_section(src: Any, entry: TocEntry, index: int, decoder: codec.ChunkDecoder) -> bytes:
-    """Section ``index`` (a stream piece), read at the offset the table of contents
-    gives and checked against it, as ``reader.ContainerReader`` reads one."""
-    name = src.name
-    src.seek(entry.offset)
-    fixed = src.read(SECTION_FIXED, "a section header")
-    magic, kind, codec_id, r1, r2, at, mlen, raw, r3 = SECTION.unpack(fixed)
-    if magic != SECTION_MAGIC or kind != SECTION_STREAM or at != index or r1 or r2 or r3 \
-            or codec_id not in CODEC_NAMES or mlen > MAX_META or raw != entry.raw:
-        raise CorruptFileError(f"{name}: damaged header of stream section {index} "
-                               f"at byte {entry.offset}")
-    meta_b = src.read(mlen, "a section's meta")
-    digest = U64.unpack(src.read(8, "a section header checksum"))[0]
-    if codec.checksum(fixed + meta_b) != digest or digest != entry.checksum:
-        raise CorruptFileError(f"{name}: the header of section {index} (byte {entry.offset}) "
-                               f"is damaged")
-    meta = messagepack.unpackb(meta_b, what=f"{name}: section {index}'s meta")
-    if not isinstance(meta, dict):              # as reader.ContainerReader refuses it
-        raise CorruptFileError(f"{name}: section {index}'s meta is not a map")
-    src.skip(-src.pos % ALIGN)
-    # what the section claims is bounded by the bytes it really has
-    if src.pos != entry.payload or entry.stored > src.size - src.pos \
-            or raw > entry.stored * MAX_RATIO[codec_id] + 64:
-        raise CorruptFileError(f"{name}: stream section {index} is not where the table of "
-                               f"contents says")
-    if codec_id == CODEC_RAW:
-        return _raw_payload(src, meta, raw, index)
-    start = src.pos
-    data = _chunks(src, raw, codec_id, index, decoder)
-    if src.pos - start != entry.stored:
-        raise CorruptFileError(f"{name}: stream section {index} is not as long as the table of "
-                               f"contents says")
-    return data
-
-
-def _chunks(src: Any, raw: int, codec_id: int, index: int, decoder: codec.ChunkDecoder) -> bytes:
-    """A compressed payload of ``raw`` bytes: its chunks, each record checked (as
-    ``reader.ContainerReader`` checks it) and its data decoded and checksummed."""
-    out = bytearray(raw)
-    done = 0
-    while done < raw:
-        stored, craw, mode, cdigest, shift = codec.read_chunk_record(src, raw, done, codec_id,
-                                                                     index)
-        data = src.read(stored, "chunk data")
-        try:
-            decoder.decode_into(out, done, data, codec_id, mode, craw, 1, cdigest, shift)
-        except CorruptFileError as e:
-            raise CorruptFileError(f"{src.name}: stream section {index}: {e}") from None
-        done += craw
-    return bytes(out)
-
-
-def _raw_payload(src: Any, meta: dict[str, Any], raw: int, index: int) -> bytes:
-    chunks = meta.get("chunks")
-    if not isinstance(chunks, list) or not all(
-            type(c) is list and len(c) == 2 and type(c[0]) is int and type(c[1]) is int
-            and c[0] >= 0 for c in chunks) or sum(c[0] for c in chunks) != raw:
-        raise CorruptFileError(f"{src.name}: section {index}'s chunk list is not well formed")
-    data = src.read(raw, f"the data of section {index}")
-    pos = 0
-    for n, digest in chunks:
-        try:
-            codec.verify(memoryview(data)[pos:pos + n], digest)
-        except CorruptFileError as e:
-            raise CorruptFileError(f"{src.name}: stream section {index}: {e}") from None
-        pos += n
-    return data
+    of contents, read and checked as a load reads them; array and bytes sections
+    are not read."""
+    index = [i for i, entry in enumerate(toc["sections"]) if entry.kind == SECTION_STREAM]
+    reader = ContainerReader(src, threads=1)
+    try:
+        pieces = reader.read_sections(toc, index)
+    finally:
+        reader.close()
+    return b"".join(pieces[i] for i in index)
 
 
 # --- the stream -------------------------------------------------------------------------
@@ -300,10 +231,11 @@ class Outliner:
         self.items: list[Any] = []            # Items, and (path, memo index) of refs
         self.stack: list[_Frame] = []
         self.head = 0                         # where the last array or map started
+        self.base = 0                         # where ``stream`` starts in the file's stream
 
     def fail(self, msg: str) -> CorruptFileError:
         return CorruptFileError(f"{self.name}: the object stream is damaged at byte "
-                                f"{self.unpacker.tell()}: {msg}")
+                                f"{self.unpacker.tell() + self.base}: {msg}")
 
     # -- the loop ---------------------------------------------------------------------
 
