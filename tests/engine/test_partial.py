@@ -14,6 +14,7 @@ import pytest
 
 import torpor
 from helpers import Pipe, assert_same_array
+from torpor.format import locate
 from torpor.format.locate import parse_path, render_path
 
 GOLDEN = sorted((pathlib.Path(__file__).parent.parent / "golden").glob("v*_*.torpor"))
@@ -461,3 +462,74 @@ def test_a_path_into_an_object_rebuilt_by_its_class_loads_the_object(impl):
     with torpor.open(io.BytesIO(data), allow=allow) as v:
         p = v["p"]
         assert type(p) is Point and p.x == 1 and v.select("['s'].b").load() == [1, 2]
+
+
+def test_following_a_loaded_object_reads_its_state_only(impl):
+    """Where a path goes on inside a loaded object, only its state is followed:
+    never a property, a method, a dunder or a dict's __missing__."""
+    dd = collections.defaultdict(list, {"a": [1]})
+    data = torpor.dumps({"c": collections.Counter("ab"), "dd": dd,
+                         "rec": np.zeros(2, dtype=[("x", "f8")])})
+    for path in ("['c'].most_common", "['c'].most_common.__globals__", "['c'].__class__",
+                 "['dd']['missing']", "['rec']['nofield']", "['rec'].T"):
+        with pytest.raises(torpor.NotInFileError):
+            torpor.loads(data, select=path)
+    assert torpor.loads(data, select="['dd']['a']") == [1]
+    assert torpor.loads(data, select="['c']['a']") == 1
+
+
+def test_a_path_through_many_shared_references_is_bounded(impl):
+    lst = [[]] * 3000
+    lst.append(lst)
+    data = torpor.dumps(lst)
+    assert torpor.loads(data, select="[3000][3000][0]") == []
+    with pytest.raises(torpor.FormatError, match="reads of the object stream"):
+        torpor.loads(data, select="[3000]" * 40 + "[0]")
+
+
+def test_iterating_a_view_reads_the_list_once(impl, monkeypatch):
+    items = [{"i": i, "a": np.full(3, i)} if i % 3 == 0 else i for i in range(600)]
+    data = torpor.dumps({"l": items, "t": tuple(range(5))})
+    walks = []                  # where each walk of the stream starts
+    search = locate.Finder.search
+
+    def counted(self, *a):
+        walks.append(self.base)
+        return search(self, *a)
+
+    monkeypatch.setattr(locate.Finder, "search", counted)
+    with torpor.open(io.BytesIO(data)) as v:
+        got = list(v["l"])
+        # one walk lists where the items start; each item's walk starts there
+        assert walks.count(0) <= 3 and len(walks) <= 2 * 600 + 5, walks[:10]
+        assert len(set(walks)) > 500                # (not all from the list's start)
+        assert len(got) == 600 and got[1] == 1 and got[599] == 599
+        assert got[3]["i"] == 3 and np.array_equal(got[3]["a"], np.full(3, 3))
+        assert [type(x).__name__ for x in got[:3]] == ["View", "int", "int"]
+        assert list(v["t"]) == [0, 1, 2, 3, 4]
+
+
+def test_dict_keys_match_as_python_matches_them(impl):
+    data = torpor.dumps({"d": {1.0: "one", (1, 2): "pair"}})
+    with torpor.open(io.BytesIO(data)) as v:
+        assert v["d"][1] == "one" and v["d"][1.0] == "one" and v["d"][True] == "one"
+        assert 1 in v["d"] and v["d"][(1.0, 2)] == "pair"
+    assert torpor.loads(data, select="['d'][1]") == "one"
+
+
+def test_a_deeply_nested_key_is_no_recursion_error(impl):
+    keys = {}
+    for depth in (600, 1200):
+        key = 1
+        for _ in range(depth):
+            key = (key, 1)
+        keys[depth] = key
+    data = torpor.dumps({"k": {keys[600]: "deep", keys[1200]: "deeper", "a": 2}})
+    with torpor.open(io.BytesIO(data)) as v:
+        d = v["k"]
+        assert d["a"] == 2
+        assert d[keys[600]] == "deep" and keys[600] in d      # matched once loaded
+        # comparing 1,200 levels is a RecursionError in Python itself: not found here
+        with pytest.raises(torpor.NotInFileError):
+            d[keys[1200]]
+        assert keys[1200] not in d

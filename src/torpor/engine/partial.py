@@ -22,12 +22,16 @@ from __future__ import annotations
 import collections
 import contextlib
 import mmap as _mmap
+import types
 import weakref
 from typing import Any, BinaryIO, Callable, Iterator, Optional
 
+import numpy as np
+
 from .. import storage
-from ..errors import FormatError, NotInFileError
+from ..errors import FormatError, NotInFileError, TorporError
 from ..format import locate as locate_
+from ..format.locate import plain
 from ..format.container import damaged_as_corrupt, map_file, open_source, read_header, read_toc
 from ..format.outline import read_stream
 from ..format.reader import ContainerReader
@@ -82,23 +86,18 @@ class FileParts:
         self.closer: Optional[weakref.finalize] = None     # torpor.open: closes the file
 
     def locate(self, steps: tuple[locate_.Step, ...], mode: str = "find",
-               within: Optional[tuple[int, locate_.Target]] = None
+               within: Optional[tuple[int, Optional[locate_.Start]]] = None
                ) -> tuple[locate_.Finder, locate_.Target]:
         """Where the part at ``steps`` is (NotInFileError if nowhere); ``mode``:
-        ``locate.Finder``'s. ``within``: ``(n, target)``, the first ``n`` steps
-        lead to ``target`` (a view's own part), whose object the search starts
-        from: where the search that found it left off, if that one is kept."""
-        key = (steps, mode)
+        ``locate.Finder``'s. ``within``: ``(n, start)``, the first ``n`` steps lead
+        to the object or value at ``start`` (``locate.Start``), where the search
+        starts."""
+        key = (tuple((attr, type(k), k) for attr, k in steps), mode)   # 1 and 1.0 apart
         hit = self._found.get(key)
         if hit is not None:
             self._found.move_to_end(key)
             return hit
-        start, done = None, 0
-        if within is not None and within[1].memo >= 0:
-            done, target = within
-            parent = next((self._found[k][0] for k in ((steps[:done], m) for m in _MODES)
-                           if k in self._found), None)
-            start = (parent, target.memo, target.start)
+        done, start = within if within is not None and within[1] is not None else (0, None)
         with damaged_as_corrupt(self.name):
             hit = locate_.locate(self.stream, self.toc, self.name, steps, mode,
                                  self.options.max_depth, start, done)
@@ -106,6 +105,17 @@ class FileParts:
         if len(self._found) > CACHED:
             self._found.popitem(last=False)
         return hit
+
+    def start_of(self, steps: tuple[locate_.Step, ...], target: locate_.Target
+                 ) -> Optional[locate_.Start]:
+        """Where a search for something inside ``target`` (the part at ``steps``)
+        starts: at it, with the walk that found it if that one is kept."""
+        if target.memo < 0:
+            return None
+        typed = tuple((attr, type(k), k) for attr, k in steps)
+        finder = next((self._found[k][0] for k in ((typed, m) for m in _MODES)
+                       if k in self._found), None)
+        return (finder, target.start, target.n_memo, target.n_strings)
 
     def load(self, steps: tuple[locate_.Step, ...]) -> Any:
         """The part at ``steps``, rebuilt."""
@@ -123,16 +133,13 @@ class FileParts:
             there = self.locate(steps[:n], "peek")[1]
             if there.kind == "dict":
                 keys = self.locate(steps[:n], "keys")[1].keys or ()
-                if steps[n][0] or all(_plain(k) for k in keys):
+                if steps[n][0] or all(plain(k) for k in keys):
                     raise
             elif there.kind != "object":
                 raise
             obj = self.load(steps[:n])
-            try:
-                for attr, key in steps[n:]:
-                    obj = getattr(obj, key) if attr else obj[key]
-            except (LookupError, AttributeError, TypeError):
-                raise e from None
+            for attr, key in steps[n:]:
+                obj = _state_step(obj, attr, key, e)
             return obj
 
     def rebuild(self, finder: locate_.Finder, target: locate_.Target) -> Any:
@@ -166,6 +173,45 @@ class FileParts:
             return dec.memo_item(target.memo) if inside else value
 
 
+def _state_step(obj: Any, attr: bool, key: Any, missing: NotInFileError) -> Any:
+    """One step of a path on a loaded object, through its state only: an item of a
+    list, tuple (a namedtuple's too), dict or array, an entry of its ``__dict__``,
+    a ``__slots__`` member or a namedtuple field, never a property, a method or a
+    ``__missing__`` (a safe load calls nothing the file did not ask for)."""
+    try:
+        if attr:
+            if key.startswith("_"):
+                raise missing
+            fields = getattr(type(obj), "_fields", None)
+            if isinstance(obj, tuple) and type(fields) is tuple and key in fields:
+                return tuple.__getitem__(obj, fields.index(key))
+            state = getattr(obj, "__dict__", None)
+            if type(state) is dict and key in state:
+                return state[key]
+            for cls in type(obj).__mro__:
+                member = cls.__dict__.get(key)
+                if isinstance(member, types.MemberDescriptorType):
+                    return member.__get__(obj, type(obj))
+            raise missing
+        if isinstance(obj, (list, tuple)) and type(key) is int:
+            return list.__getitem__(obj, key) if isinstance(obj, list) \
+                else tuple.__getitem__(obj, key)
+        if isinstance(obj, dict):
+            if not dict.__contains__(obj, key):
+                raise missing
+            return dict.__getitem__(obj, key)
+        if type(obj) is np.ndarray and obj.dtype == object and (type(key) is int or (
+                type(key) is tuple and all(type(k) is int for k in key))):
+            return obj[key]
+    except NotInFileError:
+        raise
+    except TorporError:
+        raise
+    except Exception:
+        pass
+    raise missing
+
+
 def load(file: Any, options: LoadOptions, steps: tuple[locate_.Step, ...],
          before_decode: Check = None, store: Optional[storage.Store] = None) -> Any:
     """The part at ``steps`` of the file at ``file`` (a path, a key of ``store``,
@@ -189,16 +235,6 @@ def open_view(file: Any, options: LoadOptions, before_decode: Check = None) -> V
 
 
 _VIEWED = frozenset({"dict", "list", "tuple", "instance"})
-_PLAIN = (str, bytes, int, float, bool, type(None))
-
-
-def _plain(key: Any, depth: int = 8) -> bool:
-    """Whether ``key`` is a plain value (or a tuple of them, at most ``depth`` deep):
-    the outline's reading of a key is then the key itself."""
-    if type(key) in _PLAIN:
-        return True
-    return type(key) is tuple and depth > 0 and len(key) <= 256 \
-        and all(_plain(k, depth - 1) for k in key)
 
 
 class View:
@@ -248,13 +284,14 @@ class View:
         if self._target.kind not in ("dict", "instance"):
             raise TypeError(f"{self._where()} is a {self._target.kind}, which has no keys")
         keys = self._part("keys")[1].keys or []
-        if all(_plain(k) for k in keys):
+        if all(plain(k) for k in keys):
             return list(keys)
         return list(self.load().keys()) if self._target.kind == "dict" else list(vars(self.load()))
 
     def _part(self, mode: str) -> tuple[locate_.Finder, locate_.Target]:
         """This part, found again in ``mode`` (from where it starts)."""
-        return self._parts.locate(self._steps, mode, within=(len(self._steps), self._target))
+        return self._parts.locate(self._steps, mode, within=(
+            len(self._steps), self._parts.start_of(self._steps, self._target)))
 
     def __len__(self) -> int:
         if self._target.kind == "instance":
@@ -271,7 +308,13 @@ class View:
 
     def __contains__(self, key: Any) -> bool:
         if self._target.kind == "dict":
-            return any(type(k) is type(key) and k == key for k in self.keys())
+            keys = self._part("keys")[1].keys or ()
+            try:
+                if all(plain(k) for k in keys):
+                    return any(k == key and hash(k) == hash(key) for k in keys)
+                return key in self.load()
+            except RecursionError:
+                return False
         return key in self.load()
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -312,7 +355,14 @@ class View:
         return self._down(locate_.parse_path(path))
 
     def _down(self, steps: tuple[locate_.Step, ...]) -> Any:
-        within = (len(self._steps), self._target)       # the search starts at this part
+        within = (len(self._steps), self._parts.start_of(self._steps, self._target))
+        t = self._target
+        if len(steps) == 1 and not steps[0][0] and t.kind in ("list", "tuple") \
+                and type(steps[0][1]) is int and 0 <= steps[0][1] < t.size:
+            # an item: the walk that noted where each item starts goes on from there
+            finder, listed = self._part("keys")
+            if listed.children is not None and len(listed.children) == t.size:
+                within = (len(self._steps) + 1, (finder, *listed.children[steps[0][1]]))
         steps = self._steps + steps
         try:
             target = self._parts.locate(steps, "peek", within=within)[1]
@@ -320,8 +370,8 @@ class View:
             return self._parts.load(steps)      # which follows what the stream cannot
         if target.kind in _VIEWED:
             return View(self._parts, steps, target)
-        # found again to its end and its references' (from where it, or this part, starts)
-        again = (len(steps), target) if target.memo >= 0 else within
+        # found again to its end and its references' (from where it starts)
+        again = (len(steps), self._parts.start_of(steps, target)) if target.memo >= 0 else within
         return self._parts.rebuild(*self._parts.locate(steps, "find", within=again))
 
     def load(self) -> Any:

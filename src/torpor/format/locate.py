@@ -27,6 +27,8 @@ from .outline import _LIST, _MAP, _ROOT, Outliner, _Frame, _key_step
 MAX_PATH = 10_000
 #: How many shared references a path may go through.
 MAX_RESTARTS = 64
+#: ... and how many times the object stream's length their walks may read, together.
+WALKS = 8
 
 Step = tuple[bool, Any]         # (is an attribute, the key, name or index)
 
@@ -108,14 +110,34 @@ def _index_text(key: Any) -> Optional[str]:
     return None
 
 
+_PLAIN = (str, bytes, int, float, bool, type(None))
+
+
+def plain(key: Any, depth: int = 8) -> bool:
+    """Whether ``key`` is a plain value (or a tuple of them, at most ``depth`` deep
+    and 256 long): the outline's reading of a key is then the key itself, and
+    comparing it costs little."""
+    if type(key) in _PLAIN:
+        return True
+    return type(key) is tuple and depth > 0 and len(key) <= 256 \
+        and all(plain(k, depth - 1) for k in key)
+
+
 def _same(step: Any, want: Step) -> bool:
-    """Whether the outline's step ``step`` is the path's step ``want``."""
+    """Whether the outline's step ``step`` is the path's step ``want``: an index
+    is an int, a key matches as a dict would match it (``1 == 1.0``), and only a
+    plain key of the file is compared (others are matched once loaded)."""
     attr, key = want
     t = type(step)
     if t is int:
         return not attr and type(key) is int and key == step
     if t is tuple:
-        return step[0] == attr and type(step[1]) is type(key) and step[1] == key
+        if step[0] != attr or not plain(step[1]):
+            return False
+        try:
+            return bool(step[1] == key) and hash(step[1]) == hash(key)
+        except (TypeError, ValueError, RecursionError):
+            return False
     if t is str:        # an object array's element, "[1, 2]"
         return not attr and step == _index_text(key)
     return False
@@ -132,6 +154,9 @@ class Target(NamedTuple):
     size: int             # a dict's, a list's or a tuple's items, else -1
     keys: Optional[list[Any]] = None      # a dict's keys, an instance's attribute names
     type_name: Optional[str] = None       # an instance's class ("module.qualname")
+    # a list's or tuple's items: where each starts, and the memo indices and
+    # strings counted before it
+    children: Optional[list[tuple[int, int, int]]] = None
 
 
 class Part(NamedTuple):
@@ -194,19 +219,21 @@ class Finder(Outliner):
         self.matched: Any = _NOWHERE      # the path node they lead to, and its frame
         self.matched_frame: Optional[_Frame] = None
         self.mode = "find"
+        self.children: Optional[list[tuple[int, int, int]]] = None   # "keys" of a list
         self.found: Optional[dict[str, Any]] = None
         self.waiting: Optional[_Frame] = None   # the target's frame, until it ends
         self.wait_memo = -1                     # the target's memo index, until it ends
         self.missing: Any = None          # why the path is not there
 
     @classmethod
-    def resume(cls, parent: Finder, k: int) -> Finder:
-        """A finder starting at memo index ``k``'s object, which ``parent`` passed,
-        knowing what ``parent`` counted before it (memo indices, strings, where the
-        shared objects before it start and end, the REFs and sections before it)."""
-        base = parent.mstart[k]
+    def resume(cls, parent: Finder, base: int, k: int, n_strings: int) -> Finder:
+        """A finder starting at byte ``base`` of the stream, where ``parent`` had
+        counted ``k`` memo indices and ``n_strings`` strings (the start of an object
+        or value it passed), knowing what ``parent`` counted before it: the
+        strings, where the shared objects before it start and end, the REFs and
+        sections before it."""
         f = cls(parent.whole, parent.toc, parent.name, parent.max_depth, base)
-        f.strings.extend(parent.strings[:parent.mstrs[k]])
+        f.strings.extend(parent.strings[:n_strings])
         f.memo_path.extend([None] * k)
         f.memo_flags.extend(bytes(k))
         f.memo_name.update((i, v) for i, v in parent.memo_name.items() if i < k)
@@ -230,7 +257,8 @@ class Finder(Outliner):
         the saved object); None if there is none (``missing`` says why)."""
         self.anchor, self.want, self.mode = anchor, want, mode
         root = _Frame(_ROOT, 1, None, -1, -1, False, "index")
-        root.slow = anchor < 0 and not want           # the saved object may be a plain value
+        # the saved object, or the item it starts at, may be a plain value
+        root.slow = not want and (anchor < 0 or anchor == self.base)
         self.stack.append(root)
         try:
             self._loop()
@@ -242,7 +270,7 @@ class Finder(Outliner):
             self._complete()
         f = self.found
         return Target(f["start"], f["end"], f["memo"], f["n_memo"], f["n_strings"], f["kind"],
-                      f["size"], f.get("keys"), f.get("type_name"))
+                      f["size"], f.get("keys"), f.get("type_name"), f.get("children"))
 
     def _complete(self) -> None:
         """Read on until every shared object the target refers to has ended (an
@@ -341,14 +369,20 @@ class Finder(Outliner):
         if self.matched is _NOWHERE:
             if self.found is not None:
                 return
-            if (len(self.stack) == 2 and self.anchor < 0) or \
+            if (len(self.stack) == 2 and (self.anchor < 0 or self.anchor == self.base)) or \
                     (frame.start >= 0 and frame.start == self.anchor):
                 if not self.want:
                     self._hit(frame)
                 else:
                     self.matched, self.matched_frame = frame.path, frame
                     frame.slow = True
+                    self._can_go_on(frame)
             return
+        if self.children is not None and frame.path is not None \
+                and frame.path[0] is self.matched:          # an item of the target list
+            fresh = frame.start >= 0
+            self.children.append((self.head + self.base,
+                                  frame.memo if fresh else len(self.mstart), len(self.strings)))
         if self.depth < len(self.want):
             node = frame.path
             if node is not None and node[0] is self.matched \
@@ -358,8 +392,21 @@ class Finder(Outliner):
                     return
                 self.depth += 1
                 self.matched, self.matched_frame = node, frame
+                self._can_go_on(frame)
         if frame.prefix is self.matched:
             frame.slow = True
+
+    def _can_go_on(self, frame: _Frame) -> None:
+        """Stop at once when the path's next step cannot be in ``frame`` (a key of a
+        list, an index past its end, an item of an instance), rather than at its end."""
+        attr, key = self.want[self.depth]
+        if frame.kind in (_LIST, EXT_TUPLE):
+            if not attr and type(key) is int and 0 <= key < frame.n:
+                return
+        elif frame.kind != EXT_INST or attr:
+            return
+        self.missing = (self.depth, _what(frame))
+        raise _Stop
 
     def _object_array(self, frame: _Frame) -> None:
         super()._object_array(frame)
@@ -384,6 +431,8 @@ class Finder(Outliner):
         self.matched, self.matched_frame = frame.path, frame
         if self.mode == "keys" or (self.mode == "peek" and frame.kind == EXT_INST):
             frame.slow = True           # its keys, or its class
+            if self.mode == "keys" and frame.kind in (_LIST, EXT_TUPLE):
+                self.children = self.found["children"] = []     # where its items start
         elif self.mode == "peek":
             raise _Stop
 
@@ -404,7 +453,11 @@ class Finder(Outliner):
         super()._give(frame, i, v, pos)
         if frame.prefix is not self.matched:
             if frame.kind == _ROOT and frame.slow and pos >= 0 and self.found is None:
-                self._value(pos, v)                 # the saved object is a plain value
+                ref = self.last_ref                 # the saved object (or item) is a value
+                if ref is not None and ref[0] is frame:
+                    self._hit_memo(ref[2])
+                    return
+                self._value(pos, v)
             return
         if self.found is not None:                  # the target's keys, or its class
             if frame.kind == EXT_INST and i == 0:
@@ -413,6 +466,8 @@ class Finder(Outliner):
                     raise _Stop
             elif self.mode == "keys" and frame.kind == _MAP and not i & 1:
                 self.found["keys"].append(v)
+            elif self.children is not None and pos >= 0 and frame is self.waiting:
+                self.children.append((pos + self.base, len(self.mstart), len(self.strings)))
             return
         if frame.kind == _MAP:
             if not i & 1:
@@ -483,30 +538,44 @@ def _what(frame: _Frame) -> str:
     return f"a {kind} of {n} item{'s' if n != 1 else ''}"
 
 
+#: Where a search starts: (a finder that passed it or None, byte, memo indices
+#: and strings counted before it).
+Start = tuple[Optional["Finder"], int, int, int]
+
+
 def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], mode: str = "find",
-           max_depth: int = MAX_DEPTH, start: Optional[tuple[Optional[Finder], int, int]] = None,
+           max_depth: int = MAX_DEPTH, start: Optional[Start] = None,
            done: int = 0) -> tuple[Finder, Target]:
     """Search ``stream`` for the object at ``steps`` (``Finder``'s modes); raises
-    NotInFileError when the file has none. ``start``: ``(finder, memo index, byte)``,
-    the first ``done`` steps lead to that object (a part found before), so the
-    search starts there: from where ``finder`` left it, or (finder None) reading
-    the stream from its start."""
+    NotInFileError when the file has none. ``start``: the first ``done`` steps lead
+    to the object or value starting there (a part found before), so the search
+    starts there: where ``finder`` passed it, or (None) reading the stream from its
+    start up to it."""
     want = steps[done:]
-    parent, k, anchor = start if start is not None else (None, -1, -1)
+    parent, anchor, k, ns = start if start is not None else (None, -1, -1, -1)
+    budget = WALKS * len(stream) + (64 << 10)         # bytes all the walks may read
+    resume = True                   # (not once a resumed walk needed more than it had)
     for _ in range(MAX_RESTARTS + 2):
-        if parent is not None:
-            finder = Finder.resume(parent, k)
+        if parent is not None and resume:
+            finder = Finder.resume(parent, anchor, k, ns)
         else:
             finder = Finder(stream, toc, name, max_depth)
         try:
             target = finder.search(anchor, want, mode)
         except _Restart as r:
+            budget -= finder.unpacker.tell()
+            if budget < 0:
+                raise FormatError(f"{name}: the path {render_path(steps)} goes through shared "
+                                  f"references that take more than {WALKS} reads of the "
+                                  f"object stream to follow; load the object it starts from "
+                                  f"and follow it there") from None
             done += len(want) - len(r.rest)
             parent, k, want = finder, r.memo, r.rest
-            anchor = finder.mstart[k]
+            anchor, ns = finder.mstart[k], finder.mstrs[k]
             continue
         except _Rewalk:
-            parent = None           # the same search, from the stream's start
+            # the whole path again, from the saved object, each walk from the start
+            parent, anchor, want, done, resume = None, -1, steps, 0, False
             continue
         if target is not None:
             return finder, target
