@@ -302,6 +302,20 @@ class FramesFile(PositionedReader):
         self._size = size
         self._pos = 0
 
+    def payload_view(self, offset: int, length: int) -> Optional[memoryview]:
+        """The bytes ``offset`` to ``offset + length`` as a writable view of the one
+        frame holding them all, or None (they span frames, or the frame is
+        read-only): the reader then places a raw array over the received frame
+        instead of copying it (pipeline.decode)."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i < 0 or length <= 0:
+            return None
+        view = self._views[i]
+        at = offset - self._starts[i]
+        if view.readonly or at + length > view.nbytes:
+            return None
+        return view[at:at + length]
+
     def readinto(self, buffer: Buffer) -> int:
         out = memoryview(buffer).cast("B")
         want = min(out.nbytes, max(0, self._size - self._pos))

@@ -231,7 +231,10 @@ def decode(f: BinaryIO, name: str, options: LoadOptions,
                 raise FormatError(f"mmap=True needs a real file on disk; {name} cannot be mapped ({e})") from None
     elif options.mmap:
         raise FormatError(f"mmap=True needs a seekable file on disk; {name} is a stream")
-    reader = ContainerReader(src, threads=options.threads, mmap=mm)
+    # a file object that holds its bytes in memory may lend them to raw arrays
+    # (torpor.dask.FramesFile: the frames Dask received)
+    views = getattr(f, "payload_view", None) if mm is None and toc is not None else None
+    reader = ContainerReader(src, threads=options.threads, mmap=mm, views=views)
     try:
         with damaged_as_corrupt(name):
             contents = reader.read_all(toc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import mmap as _mmap
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
@@ -33,12 +33,16 @@ class ContainerReader:
     become copy-on-write views of it instead of being read."""
 
     def __init__(self, src: Source, threads: Optional[int] = None,
-                 mmap: Optional[_mmap.mmap] = None, verify_mapped: bool = False) -> None:
+                 mmap: Optional[_mmap.mmap] = None, verify_mapped: bool = False,
+                 views: Optional[Callable[[int, int], Any]] = None) -> None:
         self.src = src
         self.threads = default_threads() if threads is None else threads
         self.depth = PIPELINE_DEPTH * self.threads   # chunks that may be decoding
         self.mmap = mmap
         self.verify_mapped = verify_mapped
+        # views(offset, length): a writable buffer already holding those bytes of the
+        # file, or None (torpor.dask: a received frame the array can be placed over)
+        self.views = views
         self.decoder = codec.ChunkDecoder()
         self._inputs: list[Any] = []          # input buffers ready for reuse
         # (future, input buffer, section), in file order
@@ -136,8 +140,8 @@ class ContainerReader:
         if t.offset != at or t.payload % ALIGN or t.payload < at + SECTION_FIXED + 8 \
                 or t.stored != t.raw or toc.offset is None or t.payload + t.raw > toc.offset:
             raise CorruptFileError(f"{self.src.name}: the table of contents places section {index} outside the file")
-        _, value = self._allocate(SECTION_ARRAY, t.raw, t.meta, index, mapped=True)
-        value = np.ndarray(value.shape, value.dtype, buffer=self.mmap, offset=t.payload, order=value.order)
+        dt, shape, order = self._array_layout(t.raw, t.meta, index)
+        value = np.ndarray(shape, dt, buffer=self.mmap, offset=t.payload, order=order)
         self.src.seek(t.payload + t.raw)
         return t, value
 
@@ -172,6 +176,8 @@ class ContainerReader:
             # A stream of unknown length: what the section claims is believed only
             # once its bytes have arrived, so they are read first, then placed.
             dest, value = self._staged(kind, raw, codec_id, meta, index)
+        elif (lent := self._lent(kind, codec_id, raw, meta, index)) is not None:
+            dest, value = None, lent
         else:
             dest, value = self._allocate(kind, raw, meta, index, mapped=codec_id == CODEC_RAW)
             if codec_id == CODEC_RAW:
@@ -193,19 +199,7 @@ class ContainerReader:
         with ``mapped`` (a raw section) and a mapping, an array to be placed over
         the mapping instead (compressed sections are decoded into memory)."""
         if kind == SECTION_ARRAY:
-            try:
-                dt = decode_dtype(meta["dtype"])
-                shape = arrays.check_shape(meta["shape"], dt.itemsize)
-                order = meta["order"]
-            except (KeyError, TypeError):
-                raise CorruptFileError(f"{self.src.name}: array section {index} lacks its dtype, shape or order") from None
-            if order not in ("C", "F"):
-                raise CorruptFileError(f"{self.src.name}: array section {index} has order {order!r}")
-            n = dt.itemsize
-            for d in shape:
-                n *= d
-            if n != raw:
-                raise CorruptFileError(f"{self.src.name}: array section {index} holds {raw} bytes, its shape needs {n}")
+            dt, shape, order = self._array_layout(raw, meta, index)
             if mapped and self.mmap is not None and raw:
                 return None, _MappedArray(dt, shape, order)
             arr = np.empty(shape, dt, order=order)
@@ -214,6 +208,38 @@ class ContainerReader:
         # section that claims more than it holds is never touched.
         buf = np.empty(raw, np.uint8)
         return buf, buf
+
+    def _lent(self, kind, codec_id, raw, meta, index):
+        """With ``views``: a raw array section placed over the buffer ``views`` lends
+        for its payload (its chunks' checksums checked there), skipped in the
+        file; None when there is no such buffer (the section is then read)."""
+        if self.views is None or kind != SECTION_ARRAY or codec_id != CODEC_RAW or not raw:
+            return None
+        buffer = self.views(self.src.pos, raw)
+        if buffer is None:
+            return None
+        dt, shape, order = self._array_layout(raw, meta, index)
+        self._verify_spans(memoryview(buffer), self._raw_chunk_list(raw, meta, index),
+                           (kind, meta, index))
+        self.src.skip(raw, "an array section")
+        return np.ndarray(shape, dt, buffer=buffer, order=order)
+
+    def _array_layout(self, raw, meta, index):
+        """An array section's dtype, shape and order, checked against its size."""
+        try:
+            dt = decode_dtype(meta["dtype"])
+            shape = arrays.check_shape(meta["shape"], dt.itemsize)
+            order = meta["order"]
+        except (KeyError, TypeError):
+            raise CorruptFileError(f"{self.src.name}: array section {index} lacks its dtype, shape or order") from None
+        if order not in ("C", "F"):
+            raise CorruptFileError(f"{self.src.name}: array section {index} has order {order!r}")
+        n = dt.itemsize
+        for d in shape:
+            n *= d
+        if n != raw:
+            raise CorruptFileError(f"{self.src.name}: array section {index} holds {raw} bytes, its shape needs {n}")
+        return dt, shape, order
 
     def _staged(self, kind, raw, codec_id, meta, index):
         """Read a section of a stream whole (each piece bounded by the bytes that
