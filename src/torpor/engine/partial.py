@@ -246,13 +246,16 @@ class View:
     path; ``view.load()`` rebuilds the whole part. ``keys()``, ``len()``,
     ``in`` and iteration work as on the object, from the stream alone."""
 
-    __slots__ = ("_parts", "_steps", "_target", "__weakref__")
+    __slots__ = ("_parts", "_steps", "_target", "_listed", "__weakref__")
 
     def __init__(self, parts: FileParts, steps: tuple[locate_.Step, ...],
                  target: Optional[locate_.Target] = None) -> None:
         self._parts = parts
         self._steps = steps
         self._target = target if target is not None else parts.locate(steps, "peek")[1]
+        # its keys, or where its items start (and the walk that noted them), kept
+        # here: the file's cache of walks is small, and iterating fills it
+        self._listed: Optional[tuple[locate_.Finder, locate_.Target]] = None
 
     # -- what it is --------------------------------------------------------------------
 
@@ -290,8 +293,13 @@ class View:
 
     def _part(self, mode: str) -> tuple[locate_.Finder, locate_.Target]:
         """This part, found again in ``mode`` (from where it starts)."""
-        return self._parts.locate(self._steps, mode, within=(
+        if mode == "keys" and self._listed is not None:
+            return self._listed
+        found = self._parts.locate(self._steps, mode, within=(
             len(self._steps), self._parts.start_of(self._steps, self._target)))
+        if mode == "keys":
+            self._listed = found
+        return found
 
     def __len__(self) -> int:
         if self._target.kind == "instance":
@@ -370,6 +378,9 @@ class View:
             return self._parts.load(steps)      # which follows what the stream cannot
         if target.kind in _VIEWED:
             return View(self._parts, steps, target)
+        if target.memo < 0 and target.end >= 0:
+            # a plain value, read whole by that walk: nothing else to find
+            return self._parts.rebuild(*self._parts.locate(steps, "peek", within=within))
         # found again to its end and its references' (from where it starts)
         again = (len(steps), self._parts.start_of(steps, target)) if target.memo >= 0 else within
         return self._parts.rebuild(*self._parts.locate(steps, "find", within=again))

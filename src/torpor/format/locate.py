@@ -200,8 +200,8 @@ class Finder(Outliner):
 
     def __init__(self, stream: bytes, toc: Toc, name: str = "the file",
                  max_depth: int = MAX_DEPTH, base: int = 0) -> None:
-        super().__init__(stream[base:] if base else stream, toc, name, max_depth)
-        self.whole, self.toc, self.base = stream, toc, base
+        super().__init__(stream, toc, name, max_depth, base)
+        self.whole, self.toc = stream, toc
         self.mstart: list[int] = []       # per memo index: where its object starts
         self.mend: list[int] = []         # ... and ends (-1 until it has)
         self.mstrs: list[int] = []        # ... strings before it
@@ -240,8 +240,8 @@ class Finder(Outliner):
         f.memo_text.update((i, v) for i, v in parent.memo_text.items() if i < k)
         f.mstart, f.mstrs = parent.mstart[:k], parent.mstrs[:k]
         f.mkind, f.msize = parent.mkind[:k], parent.msize[:k]
-        # an object around the start has not ended for this finder (_complete)
-        f.mend = [e if e <= base else -1 for e in parent.mend[:k]]
+        # (an object around the start ends after it, or not yet: _around_start)
+        f.mend = parent.mend[:k]
         r = bisect.bisect_right(parent.refs_at, base)
         f.refs_at, f.refs_to = parent.refs_at[:r], parent.refs_to[:r]
         n = bisect.bisect_right(parent.secs_at, base)
@@ -276,11 +276,12 @@ class Finder(Outliner):
         """Read on until every shared object the target refers to has ended (an
         object around the target, in a cycle, ends after it)."""
         while True:
-            open_ = [k for k in self._deps() if self.mend[k] < 0]
+            deps = self._deps()
+            if any(self._around_start(k) for k in deps):
+                raise _Rewalk
+            open_ = [k for k in deps if self.mend[k] < 0]
             if not open_:
                 return
-            if self.base and min(self.mstart[k] for k in open_) < self.base:
-                raise _Rewalk
             self.wait_memo = min(open_)
             try:
                 self._loop()
@@ -436,10 +437,17 @@ class Finder(Outliner):
         elif self.mode == "peek":
             raise _Stop
 
+    def _around_start(self, k: int) -> bool:
+        """Whether memo index ``k``'s object holds where this (resumed) walk started:
+        what it holds before that start, this walk has not read."""
+        return self.mstart[k] < self.base and not 0 <= self.mend[k] <= self.base
+
     def _hit_memo(self, k: int) -> None:
         """The target is memo index ``k``'s object, met earlier."""
         if self.mode != "find":         # its kind or keys: a new search, from it
             raise _Restart(k, ())
+        if self._around_start(k):
+            raise _Rewalk
         self.found = {"start": self.mstart[k], "end": self.mend[k], "memo": k, "n_memo": k,
                       "n_strings": self.mstrs[k], "kind": _KINDS.get(self.mkind[k], "object"),
                       "size": _size(self.mkind[k], self.msize[k])}

@@ -209,15 +209,19 @@ class Outliner:
     names, map keys) are kept, and only until their array or map ends."""
 
     def __init__(self, stream: bytes, toc: Toc, name: str = "the file",
-                 max_depth: int = MAX_DEPTH) -> None:
-        self.stream = stream
-        self.end = len(stream)
+                 max_depth: int = MAX_DEPTH, base: int = 0) -> None:
+        # ``base``: read from that byte on (locate.Finder.resume), positions counted
+        # from it; the stream is not copied
+        self.stream: Any = memoryview(stream)[base:] if base else stream
+        self.end = len(self.stream)
         self.sections = toc["sections"]
         self.name = name
         self.max_depth = max_depth
         # max_buffer_size: the whole stream may be one value; every length msgpack
         # accepts is bounded by it. ext_hook: see _EXT.
-        self.unpacker = msgpack.Unpacker(io.BytesIO(stream), raw=False, strict_map_key=False,
+        source = io.BytesIO(stream)
+        source.seek(base)
+        self.unpacker = msgpack.Unpacker(source, raw=False, strict_map_key=False,
                                          max_buffer_size=max(1, len(stream)), ext_hook=_EXT)
         self.strings: list[str] = []        # the string table
         # the memo, one entry per index: the path where the object first appeared,
@@ -231,7 +235,7 @@ class Outliner:
         self.items: list[Any] = []            # Items, and (path, memo index) of refs
         self.stack: list[_Frame] = []
         self.head = 0                         # where the last array or map started
-        self.base = 0                         # where ``stream`` starts in the file's stream
+        self.base = base                      # where ``self.stream`` starts in the stream
 
     def fail(self, msg: str) -> CorruptFileError:
         return CorruptFileError(f"{self.name}: the object stream is damaged at byte "
