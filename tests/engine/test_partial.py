@@ -533,3 +533,18 @@ def test_a_deeply_nested_key_is_no_recursion_error(impl):
         with pytest.raises(torpor.NotInFileError):
             d[keys[1200]]
         assert keys[1200] not in d
+
+
+def test_loading_a_file_in_many_parts_does_no_more_work_than_loading_it_whole(impl):
+    """Each namedtuple of the list holds the same 20,000 strings: a safe load
+    refuses the file (building them all is more work than it pays for), and so
+    does iterating a view of it, which rebuilds the shared list once per item."""
+    shared = [str(i) for i in range(20_000)]
+    data = torpor.dumps({"s": shared, "l": [Point(shared, i) for i in range(2_000)]})
+    with pytest.raises(torpor.UnsafeLoadError, match="more work"):
+        torpor.loads(data, allow=[Point])
+    with torpor.open(io.BytesIO(data), allow=[Point]) as v:
+        with pytest.raises(torpor.UnsafeLoadError, match="more work"):
+            for _ in v["l"]:
+                pass
+    assert torpor.loads(data, select="['l'][5]", allow=[Point]).y == 5     # one part: fine

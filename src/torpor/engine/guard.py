@@ -368,6 +368,22 @@ def check_default_state(obj: Any, state: Any, where: Callable[[], str]) -> int:
         f"only). torpor never writes this. If you trust the file, load it with trusted=True.", [])
 
 
+class WorkAccount:
+    """The work the safe partial loads of one open file may still do, together
+    (engine/partial.py): each rebuild's guard starts with what is left, so loading
+    a file in many parts never does more than loading it whole may."""
+
+    def __init__(self, size: int) -> None:
+        self.left = WORK_PER_BYTE * size + WORK_FLOOR
+        self.guard: Optional[LoadGuard] = None      # the guard of the rebuild under way
+
+    def settle(self) -> None:
+        """After a rebuild: what its guard left is what is left."""
+        if self.guard is not None:
+            self.left = min(self.left, self.guard.left)
+            self.guard = None
+
+
 def guard_for(policy: Any, stream: Any, payloads: dict[int, Any]) -> Optional[LoadGuard]:
     """The guard of a load: None when the load is trusted. The budget counts the
     stream as decoded (``stream``: it, or its size in bytes), and payload sections
@@ -379,5 +395,10 @@ def guard_for(policy: Any, stream: Any, payloads: dict[int, Any]) -> Optional[Lo
     if type(stream) is int:
         stream = range(stream)          # (only its length counts)
     size = len(stream) + stored if stored is not None else input_size(stream, payloads)
-    return LoadGuard(size, getattr(policy, "default_only", lambda cls: False))
+    guard = LoadGuard(size, getattr(policy, "default_only", lambda cls: False))
+    account = getattr(policy, "account", None)
+    if isinstance(account, WorkAccount):
+        guard.left = min(guard.left, account.left)
+        account.guard = guard
+    return guard
 

@@ -37,6 +37,7 @@ from ..format.outline import read_stream
 from ..format.reader import ContainerReader
 from . import progress as progress_
 from . import select
+from .guard import WorkAccount
 from .pipeline import LoadOptions, _name, gc_paused
 
 Check = Optional[Callable[[dict[str, Any], dict[str, Any]], None]]
@@ -83,6 +84,9 @@ class FileParts:
         elif options.mmap:
             raise FormatError(f"mmap=True needs a seekable file on disk; {name} is a stream")
         self._found: collections.OrderedDict[Any, Any] = collections.OrderedDict()
+        # a safe load of parts does at most the work a whole load of the file may
+        self.account = WorkAccount(len(self.stream)
+                                   + sum(e.stored for e in self.toc["sections"]))
         self.closer: Optional[weakref.finalize] = None     # torpor.open: closes the file
 
     def locate(self, steps: tuple[locate_.Step, ...], mode: str = "find",
@@ -164,47 +168,67 @@ class FileParts:
         dec = select.Decoder(policy, payloads, self.options.max_depth)
         value: Any = None
         size = sum(p.end - p.start for p in parts)     # one guard's budget for them all
-        with gc_paused():
-            for p in parts:
-                v = dec.decode_part(self.stream[p.start:p.end], p.n_memo, finder.strings,
-                                    p.n_strings, size)
-                if p.start == target.start and p.end == target.end:
-                    value = v
-            return dec.memo_item(target.memo) if inside else value
+        policy.account = self.account
+        try:
+            with gc_paused():
+                for p in parts:
+                    v = dec.decode_part(self.stream[p.start:p.end], p.n_memo, finder.strings,
+                                        p.n_strings, size)
+                    if p.start == target.start and p.end == target.end:
+                        value = v
+                return dec.memo_item(target.memo) if inside else value
+        finally:
+            self.account.settle()
+
+
+# a class's own attributes, read as the type's slots hold them: no metaclass
+# __getattr__, no descriptor of the class runs
+_MRO = type.__dict__["__mro__"].__get__
+_CLASS_DICT = type.__dict__["__dict__"].__get__
+
+
+def _static(cls: type, name: str) -> Any:
+    for c in _MRO(cls):
+        d = _CLASS_DICT(c)
+        if name in d:
+            return d[name]
+    return None
 
 
 def _state_step(obj: Any, attr: bool, key: Any, missing: NotInFileError) -> Any:
     """One step of a path on a loaded object, through its state only: an item of a
-    list, tuple (a namedtuple's too), dict or array, an entry of its ``__dict__``,
-    a ``__slots__`` member or a namedtuple field, never a property, a method or a
-    ``__missing__`` (a safe load calls nothing the file did not ask for)."""
+    list, tuple (a namedtuple's too), dict or object array, an entry of its
+    ``__dict__``, a ``__slots__`` member or a namedtuple field. Nothing of the
+    object's class runs (no property, method, ``__getattr__``, ``__class__`` or
+    ``__missing__``): a safe load calls nothing the file did not ask for."""
+    cls = type(obj)
     try:
         if attr:
-            if key.startswith("_"):
+            if type(key) is not str or key.startswith("_"):
                 raise missing
-            fields = getattr(type(obj), "_fields", None)
-            if isinstance(obj, tuple) and type(fields) is tuple and key in fields:
+            fields = _static(cls, "_fields")
+            if issubclass(cls, tuple) and type(fields) is tuple \
+                    and all(type(f) is str for f in fields) and key in fields:
                 return tuple.__getitem__(obj, fields.index(key))
-            state = getattr(obj, "__dict__", None)
-            if type(state) is dict and key in state:
-                return state[key]
-            for cls in type(obj).__mro__:
-                member = cls.__dict__.get(key)
-                if isinstance(member, types.MemberDescriptorType):
-                    return member.__get__(obj, type(obj))
+            getset = _static(cls, "__dict__")
+            if type(getset) is types.GetSetDescriptorType:
+                state = getset.__get__(obj, cls)
+                if type(state) is dict and key in state:
+                    return dict.__getitem__(state, key)
+            member = _static(cls, key)
+            if type(member) is types.MemberDescriptorType:
+                return member.__get__(obj, cls)
             raise missing
-        if isinstance(obj, (list, tuple)) and type(key) is int:
-            return list.__getitem__(obj, key) if isinstance(obj, list) \
+        if issubclass(cls, (list, tuple)) and type(key) is int:
+            return list.__getitem__(obj, key) if issubclass(cls, list) \
                 else tuple.__getitem__(obj, key)
-        if isinstance(obj, dict):
+        if issubclass(cls, dict):
             if not dict.__contains__(obj, key):
                 raise missing
             return dict.__getitem__(obj, key)
-        if type(obj) is np.ndarray and obj.dtype == object and (type(key) is int or (
+        if cls is np.ndarray and obj.dtype == object and (type(key) is int or (
                 type(key) is tuple and all(type(k) is int for k in key))):
             return obj[key]
-    except NotInFileError:
-        raise
     except TorporError:
         raise
     except Exception:
@@ -312,7 +336,13 @@ class View:
             return iter(self.keys())
         if t.kind == "instance":
             raise TypeError(f"{self._where()} is an instance; iterate over load()")
-        return (self[i] for i in range(t.size))
+        return self._items()
+
+    def _items(self) -> Iterator[Any]:
+        """The items, each found from where the list's one walk noted it starts."""
+        finder, listed = self._part("keys") if self._target.size else (None, None)
+        for i in range(self._target.size):
+            yield self._down(((False, i),), finder, listed)
 
     def __contains__(self, key: Any) -> bool:
         if self._target.kind == "dict":
@@ -362,15 +392,18 @@ class View:
         """The part at ``path`` below this one (``"['geoms'][3].points"``): a View or a value."""
         return self._down(locate_.parse_path(path))
 
-    def _down(self, steps: tuple[locate_.Step, ...]) -> Any:
+    def _down(self, steps: tuple[locate_.Step, ...], finder: Optional[locate_.Finder] = None,
+              listed: Optional[locate_.Target] = None) -> Any:
         within = (len(self._steps), self._parts.start_of(self._steps, self._target))
         t = self._target
+        if listed is None and self._listed is not None:
+            finder, listed = self._listed
         if len(steps) == 1 and not steps[0][0] and t.kind in ("list", "tuple") \
-                and type(steps[0][1]) is int and 0 <= steps[0][1] < t.size:
-            # an item: the walk that noted where each item starts goes on from there
-            finder, listed = self._part("keys")
-            if listed.children is not None and len(listed.children) == t.size:
-                within = (len(self._steps) + 1, (finder, *listed.children[steps[0][1]]))
+                and type(steps[0][1]) is int and 0 <= steps[0][1] < t.size \
+                and listed is not None and listed.children is not None \
+                and len(listed.children) == t.size:
+            # an item of a list walked whole before (iteration): from where it starts
+            within = (len(self._steps) + 1, (finder, *listed.children[steps[0][1]]))
         steps = self._steps + steps
         try:
             target = self._parts.locate(steps, "peek", within=within)[1]

@@ -133,6 +133,8 @@ class Policy:
         # bytes of payload sections as stored in the file, set by the pipeline:
         # engine.guard bases a safe load's work budget on them
         self.payload_bytes: int | None = None
+        # engine.guard.WorkAccount: the work partial loads of one file have left
+        self.account: Any = None
 
     def default_only(self, cls: type) -> bool:
         """Whether ``cls`` is loadable only because the default allow-list names

@@ -582,8 +582,12 @@ def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], mode: st
             anchor, ns = finder.mstart[k], finder.mstrs[k]
             continue
         except _Rewalk:
-            # the whole path again, from the saved object, each walk from the start
-            parent, anchor, want, done, resume = None, -1, steps, 0, False
+            # one walk from the stream's start to the same object (found by where it
+            # starts); the whole path again only if what it starts at is no object
+            # such a walk can find (a plain value, a REF, a cycle's rewrite)
+            if not (0 <= k < len(finder.mstart) and finder.mstart[k] == anchor):
+                anchor, want, done = -1, steps, 0
+            parent, resume = None, False
             continue
         if target is not None:
             return finder, target
