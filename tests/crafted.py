@@ -149,13 +149,14 @@ def I(cls, attrs=None):
 
 def file_of(obj, globals_=(), toc=None, sections=()):
     """A complete, valid torpor file whose object stream is ``obj`` crafted;
-    ``sections``: bytes payloads, sections 0, 1, ... in order."""
+    ``sections``: bytes payloads, sections 0, 1, ... in order; ``toc``: entries
+    of the table of contents to add or replace."""
     buf = io.BytesIO()
     w = ContainerWriter(buf, codec_id=CODEC_RAW, threads=1)
     w.write_header(make_header({}, "crafted", CODEC_RAW))
     for data in sections:
         w.add_bytes(data)
     w.stream_frame(stream(obj))
-    w.finish(dict(toc or {}, globals=list(globals_), memo=0))
+    w.finish({"globals": list(globals_), "memo": 0, **(toc or {})})
     w.close()
     return buf.getvalue()

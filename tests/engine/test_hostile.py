@@ -202,3 +202,25 @@ def test_a_few_equal_hashes_are_fine(impl):
     items = [-1, -2] + [k * HASH_MOD for k in range(1, 60)] + list(range(1000))
     assert torpor.loads(torpor.dumps(set(items))) == set(items)
     assert torpor.loads(torpor.dumps(dict.fromkeys(items, 1))) == dict.fromkeys(items, 1)
+
+
+# --- the table of contents' own lists ----------------------------------------------
+
+@pytest.mark.parametrize("toc, what", [
+    ({"globals": [1, "builtins.list"]}, "list of names"),
+    ({"globals": "builtins.list"}, "list of names"),
+    ({"memo": "many"}, "count of shared objects"),
+    ({"memo": -1}, "count of shared objects"),
+])
+def test_a_malformed_toc_is_refused_by_every_reader(impl, tmp_path, toc, what):
+    """``info`` printed these lists as they were (a TypeError in ``torpor info``,
+    found by fuzzing): every reader refuses them as damage."""
+    path = tmp_path / "bad.torpor"
+    path.write_bytes(file_of([1, 2], toc=toc))
+    for call in (torpor.info, torpor.load, torpor.verify, torpor.open):
+        with pytest.raises(torpor.CorruptFileError, match=what):
+            call(str(path))
+    r = subprocess.run([sys.executable, "-m", "torpor", "info", str(path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert what in r.stderr

@@ -278,6 +278,16 @@ def read_toc_block(src, head=None):
     doc = messagepack.unpackb(body, what=f"{src.name}'s table of contents")
     if not isinstance(doc, dict) or not isinstance(doc.get("sections"), list):
         raise CorruptFileError(f"{src.name}: the table of contents is not well formed")
+    # what info and the allow-list check read as they are: the classes the stream
+    # names, and how many shared objects it has
+    names = doc.get("globals", [])
+    if not isinstance(names, list) or not all(type(g) is str for g in names):
+        raise CorruptFileError(f"{src.name}: the table of contents is not well formed: its "
+                               f"list of classes and callables is not a list of names")
+    memo = doc.get("memo", 0)
+    if type(memo) is not int or memo < 0:
+        raise CorruptFileError(f"{src.name}: the table of contents is not well formed: its "
+                               f"count of shared objects is not a count")
     toc = Toc(doc)
     toc["sections"] = [_toc_entry(t, i, src.name) for i, t in enumerate(doc["sections"])]
     return toc
