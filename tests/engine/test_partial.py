@@ -483,8 +483,31 @@ def test_a_path_through_many_shared_references_is_bounded(impl):
     lst.append(lst)
     data = torpor.dumps(lst)
     assert torpor.loads(data, select="[3000][3000][0]") == []
-    with pytest.raises(torpor.FormatError, match="reads of the object stream"):
+    with pytest.raises(torpor.FormatError, match="read its object stream more than 8 times"):
         torpor.loads(data, select="[3000]" * 40 + "[0]")
+
+
+def test_the_walks_of_one_open_file_are_bounded_together(impl):
+    """Each step of a view is a new search: the walks of all of them, together,
+    read at most ``locate.WALKS`` times the stream (a fuzzed file went down eight
+    levels of views, each a walk of a megabyte of small objects, and then three
+    ``select`` loads: 7 s). Opening the file again starts afresh."""
+    from torpor.format import locate
+    data = torpor.dumps({i: list(range(20)) for i in range(20_000)}, compress=None)
+    with torpor.open(io.BytesIO(data)) as v:
+        parts = v._parts
+        size = len(parts.stream)
+        steps = 0
+        with pytest.raises(torpor.FormatError, match="open it again to go on"):
+            for _ in range(100):
+                parts._found.clear()                # (the cache of walks is not what bounds it)
+                v.keys()
+                v._listed = None
+                steps += 1
+        assert locate.WALKS <= steps <= locate.WALKS + 2, steps
+        assert parts.walks.left < 0 and -parts.walks.left <= size
+    with torpor.open(io.BytesIO(data)) as v:
+        assert v[19_999].load() == list(range(20)) and len(v.keys()) == 20_000
 
 
 def test_iterating_a_view_reads_the_list_once(impl, monkeypatch):

@@ -87,6 +87,8 @@ class FileParts:
         # a safe load of parts does at most the work a whole load of the file may
         self.account = WorkAccount(len(self.stream)
                                    + sum(e.stored for e in self.toc["sections"]))
+        # ... and its walks of the stream read at most a few times its length
+        self.walks = locate_.Walks(name, len(self.stream))
         self.closer: Optional[weakref.finalize] = None     # torpor.open: closes the file
 
     def locate(self, steps: tuple[locate_.Step, ...], mode: str = "find",
@@ -104,7 +106,7 @@ class FileParts:
         done, start = within if within is not None and within[1] is not None else (0, None)
         with damaged_as_corrupt(self.name):
             hit = locate_.locate(self.stream, self.toc, self.name, steps, mode,
-                                 self.options.max_depth, start, done)
+                                 self.options.max_depth, start, done, self.walks)
         self._found[key] = hit
         if len(self._found) > CACHED:
             self._found.popitem(last=False)

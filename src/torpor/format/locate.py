@@ -27,10 +27,29 @@ from .outline import _LIST, _MAP, _ROOT, Outliner, _Frame, _key_step
 MAX_PATH = 10_000
 #: How many shared references a path may go through.
 MAX_RESTARTS = 64
-#: ... and how many times the object stream's length their walks may read, together.
+#: How many times the object stream's length the walks of one open file may read,
+#: together (``Walks``): a walk costs about a microsecond per object, in Python.
 WALKS = 8
 
 Step = tuple[bool, Any]         # (is an attribute, the key, name or index)
+
+
+class Walks:
+    """What the walks of one file's partial loads may still read, together: a
+    file can make a path go through many shared references, each a new walk, and
+    a view's every listing and step is one; ``WALKS`` times its stream, plus 64
+    KiB so that small files are never refused, bounds them all."""
+
+    def __init__(self, name: str, stream_size: int) -> None:
+        self.name = name
+        self.left = WALKS * stream_size + (64 << 10)
+
+    def check(self) -> None:
+        if self.left < 0:
+            raise FormatError(
+                f"{self.name}: finding parts of it has read its object stream more than "
+                f"{WALKS} times over (a file of many small objects, or paths through many "
+                f"shared references): load it whole, or open it again to go on")
 
 # what a part is, for ``torpor.open``: these kinds are shown as views, the rest loaded
 _KINDS = {_MAP: "dict", _LIST: "list", EXT_TUPLE: "tuple", EXT_INST: "instance"}
@@ -553,17 +572,20 @@ Start = tuple[Optional["Finder"], int, int, int]
 
 def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], mode: str = "find",
            max_depth: int = MAX_DEPTH, start: Optional[Start] = None,
-           done: int = 0) -> tuple[Finder, Target]:
+           done: int = 0, walks: Optional[Walks] = None) -> tuple[Finder, Target]:
     """Search ``stream`` for the object at ``steps`` (``Finder``'s modes); raises
     NotInFileError when the file has none. ``start``: the first ``done`` steps lead
     to the object or value starting there (a part found before), so the search
     starts there: where ``finder`` passed it, or (None) reading the stream from its
-    start up to it."""
+    start up to it. ``walks``: what the walks may read (the open file's, shared by
+    all its searches; else this search's own)."""
     want = steps[done:]
     parent, anchor, k, ns = start if start is not None else (None, -1, -1, -1)
-    budget = WALKS * len(stream) + (64 << 10)         # bytes all the walks may read
+    if walks is None:
+        walks = Walks(name, len(stream))
     resume = True                   # (not once a resumed walk needed more than it had)
     for _ in range(MAX_RESTARTS + 2):
+        walks.check()
         if parent is not None and resume:
             finder = Finder.resume(parent, anchor, k, ns)
         else:
@@ -571,12 +593,7 @@ def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], mode: st
         try:
             target = finder.search(anchor, want, mode)
         except _Restart as r:
-            budget -= finder.unpacker.tell()
-            if budget < 0:
-                raise FormatError(f"{name}: the path {render_path(steps)} goes through shared "
-                                  f"references that take more than {WALKS} reads of the "
-                                  f"object stream to follow; load the object it starts from "
-                                  f"and follow it there") from None
+            walks.left -= finder.unpacker.tell()
             done += len(want) - len(r.rest)
             parent, k, want = finder, r.memo, r.rest
             anchor, ns = finder.mstart[k], finder.mstrs[k]
@@ -587,8 +604,10 @@ def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], mode: st
             # such a walk can find (a plain value, a REF, a cycle's rewrite)
             if not (0 <= k < len(finder.mstart) and finder.mstart[k] == anchor):
                 anchor, want, done = -1, steps, 0
+            walks.left -= finder.unpacker.tell()
             parent, resume = None, False
             continue
+        walks.left -= finder.unpacker.tell()
         if target is not None:
             return finder, target
         depth, what = finder.missing if finder.missing is not None else (0, "a plain value")
