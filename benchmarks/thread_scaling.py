@@ -1,0 +1,123 @@
+"""Where a save's time goes at 1, 2 and 4 threads (issue 16, "no serial stage
+except the write"):
+
+    python -m benchmarks.thread_scaling [--mb 128] [--repeat 3] [--threads 1 2 4]
+
+For each array workload of ``benchmarks.arrays`` three things are timed, wall and
+CPU (user + system of the whole process, every thread), the order of every
+configuration rotated each round:
+
+- **encode**: ``torpor.dump`` into a file object that drops what it is given: the
+  walk, the checksums, the filter trials and the compression on the pool, and the
+  writer thread's handing of chunks in file order, with no disk;
+- **save**: ``torpor.dump`` to a path (a temporary file, fsynced, renamed);
+- **write**: the finished file's bytes written to a new file and fsynced, one
+  thread: the stage no thread count shortens on this disk.
+
+Then ``expected`` is what a pipeline whose only serial stage is the write would
+take: ``max(encode, write)`` at that thread count (the two overlap). The ratios
+printed are encode and save at n threads over 1 thread, and CPU at n over 1.
+"""
+
+import argparse
+import io
+import os
+import resource
+import statistics
+import tempfile
+import time
+
+import torpor
+from benchmarks.arrays import workloads
+from benchmarks.peers import settle
+
+
+class Drop(io.RawIOBase):
+    """A sink: counts what it is given, keeps nothing."""
+
+    def __init__(self):
+        self.n = 0
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        n = memoryview(b).nbytes
+        self.n += n
+        return n
+
+
+def _cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run(arrs, threads, repeat, folder):
+    """{(stage, threads): ([wall], [cpu])} for one workload."""
+    path = os.path.join(folder, "out.torpor")
+    torpor.dump(arrs, path, threads=max(threads))
+    with open(path, "rb") as f:
+        finished = f.read()
+    os.unlink(path)
+    configs = [("encode", n) for n in threads] + [("save", n) for n in threads] + [("write", 1)]
+    out = {c: ([], []) for c in configs}
+    for r in range(repeat):
+        for stage, n in configs[r % len(configs):] + configs[:r % len(configs)]:
+            settle()
+            os.sync()
+            c0, t0 = _cpu(), time.perf_counter()
+            if stage == "encode":
+                sink = Drop()
+                torpor.dump(arrs, sink, threads=n)
+                assert sink.n == len(finished), (sink.n, len(finished))
+            elif stage == "save":
+                torpor.dump(arrs, path, threads=n)
+            else:
+                _write(path, finished)
+            out[stage, n][0].append(time.perf_counter() - t0)
+            out[stage, n][1].append(_cpu() - c0)
+            if os.path.exists(path):
+                os.unlink(path)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4])
+    a = ap.parse_args()
+    print(f"{os.cpu_count()} cores; best / median of {a.repeat} rounds, configurations rotated")
+    with tempfile.TemporaryDirectory(prefix="torpor-threads-") as d:
+        for wname, arrs in workloads(a.mb).items():
+            gb = sum(x.nbytes for x in arrs) / 1e9
+            res = run(arrs, a.threads, a.repeat, d)
+            best = {c: min(w) for c, (w, _) in res.items()}
+            cpu = {c: min(c_) for c, (_, c_) in res.items()}
+            one = a.threads[0]
+            write = best["write", 1]
+            print(f"\n{wname}: {gb:.3f} GB; write + fsync of the file alone "
+                  f"{write:.3f} / {statistics.median(res['write', 1][0]):.3f} s")
+            for n in a.threads:
+                e, s = res["encode", n], res["save", n]
+                expected = max(best["encode", n], write)
+                print(f"  {n} thread{'s' if n > 1 else ' '}"
+                      f"  encode {min(e[0]):6.3f} / {statistics.median(e[0]):6.3f} s"
+                      f" (x{best['encode', n] / best['encode', one]:4.2f}, cpu x"
+                      f"{cpu['encode', n] / cpu['encode', one]:4.2f})"
+                      f"  save {min(s[0]):6.3f} / {statistics.median(s[0]):6.3f} s"
+                      f" (x{best['save', n] / best['save', one]:4.2f}, cpu x"
+                      f"{cpu['save', n] / cpu['save', one]:4.2f})"
+                      f"  expected {expected:6.3f} s, save / expected "
+                      f"{best['save', n] / expected:4.2f}")
+
+
+if __name__ == "__main__":
+    main()
