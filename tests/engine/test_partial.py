@@ -85,6 +85,9 @@ PATHS = [
     "['keys'][(1, 2)]", "['keys']['a b']", "['keys']['x]y']", "['keys'][None]", "['blob']",
     "['scalar']", "['alias']['points']", "['geoms'][4]['ids']", "['self']['n']",
     "['self']['self']['geoms'][0]['name']", "['atoms'].owner['left'][0]",
+    # from the end: of a list, of a tuple, past a reference to the saved dict, of an object array
+    "['geoms'][-1]['points']", "['geoms'][-5]['name']", "['tuple'][-1]['deep'][-1]['k']",
+    "['self']['geoms'][-2]['name']", "['objects'][-1]",
 ]
 
 
@@ -200,7 +203,7 @@ def test_a_part_needs_only_its_own_classes_allowed(impl, saved):
     ("['nope']", r"the saved object is a dict of \d+ items without \['nope'\]"),
     ("['n']['x']", r"\['n'\] is an int without \['x'\]"),
     ("['atoms'].mass", r"\['atoms'\] is an instance without that attribute"),
-    ("['geoms'][-1]", r"without \[-1\]"),
+    ("['geoms'][-6]", r"\['geoms'\] is a list of 5 items without \[-6\]"),
 ])
 def test_a_missing_part_says_how_far_the_path_goes(impl, saved, path, message):
     _, file = saved

@@ -421,7 +421,11 @@ class Finder(Outliner):
         list, an index past its end, an item of an instance), rather than at its end."""
         attr, key = self.want[self.depth]
         if frame.kind in (_LIST, EXT_TUPLE):
-            if not attr and type(key) is int and 0 <= key < frame.n:
+            if not attr and type(key) is int and -frame.n <= key < frame.n:
+                if key < 0:             # from the end, now that its length is known
+                    want = list(self.want)
+                    want[self.depth] = (False, key + frame.n)
+                    self.want = tuple(want)
                 return
         elif frame.kind != EXT_INST or attr:
             return
