@@ -14,7 +14,8 @@ traceback for a missing file, a damaged one, or a bad argument) and exits with:
     1    the file is damaged (truncated, a checksum does not match): verify failed
     2    usage: a bad argument or option, an input convert cannot tell the format of
     3    a file could not be read or written (missing, a folder, no permission, disk
-         full, a URL whose filesystem package is not installed)
+         full, a URL whose filesystem package is not installed, or whose storage
+         refused the request: no credentials, a wrong endpoint)
     4    not a torpor file, a newer format version, a torpor file of another kind
          than the command reads (dump of a plain file), or one nested deeper than
          ls --max-depth
@@ -99,8 +100,39 @@ def _check_signature(file: str) -> None:
 
 # --- info, verify, dump ------------------------------------------------------------
 
+def _located(args: argparse.Namespace, name: str = "file") -> Any:
+    """The command's file: with ``--storage-option``s, a URL located with them
+    (one line, exit code 2, for options given with a local path)."""
+    options = getattr(args, "storage_option", None)
+    if not options:
+        return getattr(args, name)
+    try:
+        return storage.locate(getattr(args, name), dict(options))
+    except (TypeError, ValueError) as e:
+        raise CommandError(EXIT_USAGE, str(e)) from None
+
+
+def _storage_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``; VALUE is read as JSON when it is JSON (``anon=true``,
+    ``client_kwargs={"endpoint_url": "http://..."}``), else kept as text."""
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
+def _storage_option_argument(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--storage-option", type=_storage_option, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="for a URL: an option passed to fsspec (repeat it for several; a "
+                        "VALUE in JSON is read as JSON), e.g. --storage-option anon=true")
+
+
 def _info(args: argparse.Namespace) -> int:
-    d = api.info(args.file)
+    d = api.info(_located(args))
     if args.json:
         json.dump(d, sys.stdout, indent=2, default=str)
         print()
@@ -139,7 +171,7 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    n = api.verify(args.file, progress=_progress(args))
+    n = api.verify(_located(args), progress=_progress(args))
     print(f"{args.file}: OK ({n} sections, every checksum matches)")
     if not os.path.isfile(args.file):
         return EXIT_OK          # a URL: no folder of temporary files to look at
@@ -154,15 +186,16 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _dump(args: argparse.Namespace) -> int:
-    d = api.info(args.file)
+    file = _located(args)
+    d = api.info(file)
     if d["module_dump"] is not None:
-        return _dump_module(args.file, d)
+        return _dump_module(file, d)
     from .session import sdump
-    sdump(None, args.file)
+    sdump(None, file)
     return EXIT_OK
 
 
-def _dump_module(file: str, d: dict[str, Any]) -> int:
+def _dump_module(file: Any, d: dict[str, Any]) -> int:
     """A module dump's header and variables, read with load_module_asdict: code
     comes back described, never run, and no module outside the stdlib is imported."""
     from .interactive.modules import load_module_asdict
@@ -203,7 +236,7 @@ def _dump_module(file: str, d: dict[str, Any]) -> int:
 # --- ls ----------------------------------------------------------------------------
 
 def _ls(args: argparse.Namespace) -> int:
-    with storage.reading(args.file) as (f, name):
+    with storage.reading(_located(args)) as (f, name):
         result = outline_file(f, name, max_depth=args.max_depth)
     if args.json:
         # one item a line: valid JSON that grep and head still read line by line
@@ -278,12 +311,12 @@ def _convert(args: argparse.Namespace) -> int:
     obj = _read_input(src, fmt, args.trusted, rerun)
     compress = None if args.compress == "none" else args.compress
     try:
-        api.dump(obj, out, compress=compress, progress=_progress(args),
+        api.dump(obj, _located(args, "output"), compress=compress, progress=_progress(args),
                  metadata={"converted_from": {"file": os.path.basename(src), "format": fmt}})
     except TorporError as e:
         raise CommandError(EXIT_CONVERT, f"{src} was read, but its object cannot be saved "
                                          f"as a torpor file: {e}") from None
-    d = api.info(out)
+    d = api.info(_located(args, "output"))
     print(f"{src} ({fmt}) -> {out}: {_human(d['size']['stored'])} "
           f"({len([s for s in d['sections'] if s['kind'] == 'array'])} array sections, "
           f"codec {d['header'].get('codec')})")
@@ -362,16 +395,19 @@ def _parser() -> _Parser:
                 "torpor info results.torpor --json")
     c.add_argument("file")
     c.add_argument("--json", action="store_true", help="print as JSON")
+    _storage_option_argument(c)
     c = command("verify", _verify, "check every checksum without loading anything "
                                    "(exit code 1 if the file is damaged)",
                 "torpor verify results.torpor && echo intact")
     c.add_argument("file")
     _progress_option(c, "reading")
+    _storage_option_argument(c)
     c = command("dump", _dump, "print a session file's managers and named objects, or a "
                                "module dump's variables, without restoring it (nothing "
                                "from the file runs)",
                 "torpor dump viewer-session.torpor")
     c.add_argument("file")
+    _storage_option_argument(c)
     c = command("ls", _ls, "list every array and large bytes object with its path in the "
                            "saved object, dtype, shape, stored size and codec (no class is "
                            "imported, nothing from the file runs)",
@@ -380,11 +416,12 @@ def _parser() -> _Parser:
     c.add_argument("--json", action="store_true", help="print as JSON")
     c.add_argument("--max-depth", type=_positive, default=MAX_DEPTH, metavar="N",
                    help=f"how deep to follow nesting (default {MAX_DEPTH})")
+    _storage_option_argument(c)
     c = command("convert", _convert, "convert a pickle (.pkl, .pickle), joblib (.joblib), "
                                      ".npy or .npz file to a torpor file",
                 "torpor convert --trusted model.pkl model.torpor")
     c.add_argument("input", help="the file to read")
-    c.add_argument("output", help="the torpor file to write (atomically)")
+    c.add_argument("output", help="the torpor file to write (atomically; a URL too)")
     c.add_argument("--trusted", action="store_true",
                    help="read pickle-based input (pickle, joblib, numpy object arrays): "
                         "loading a pickle runs whatever code it names, so only for files "
@@ -395,6 +432,7 @@ def _parser() -> _Parser:
     c.add_argument("--from", dest="source_format", choices=("pickle", "joblib", "npy", "npz"),
                    help="the input's format, when its name does not say it")
     _progress_option(c, "writing")
+    _storage_option_argument(c)
     return p
 
 
@@ -441,7 +479,20 @@ def _failure(e: BaseException) -> tuple[int, str]:
         return EXIT_IO, str(e) or type(e).__name__
     if isinstance(e, ImportError):      # a URL whose filesystem is not installed
         return EXIT_IO, str(e)
+    if _from_storage(e):
+        return EXIT_IO, (f"the storage refused the request: {type(e).__name__}: {e} (pass its "
+                         f"credentials or endpoint with --storage-option KEY=VALUE)")
     return EXIT_DAMAGED, str(e)
+
+
+# the packages behind fsspec URLs, whose errors are not OSErrors (botocore's
+# NoCredentialsError, an aiohttp connection error): reported as I/O failures
+_STORAGE_PACKAGES = frozenset({"fsspec", "s3fs", "botocore", "aiobotocore", "gcsfs", "google",
+                               "adlfs", "azure", "aiohttp", "requests", "urllib3"})
+
+
+def _from_storage(e: BaseException) -> bool:
+    return type(e).__module__.partition(".")[0] in _STORAGE_PACKAGES
 
 
 def _quiet_closed_stdout() -> None:
@@ -468,8 +519,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.cmd != "convert":
                 _check_signature(args.file)
             code = func(args)
-        except (TorporError, OSError, CommandError, ImportError) as e:
-            if isinstance(e, BrokenPipeError):
+        except Exception as e:
+            if isinstance(e, BrokenPipeError) or not (
+                    isinstance(e, (TorporError, OSError, CommandError, ImportError))
+                    or _from_storage(e)):
                 raise
             code, message = _failure(e)
             sys.stdout.flush()

@@ -7,6 +7,7 @@ hooks on the s3fs client torpor uses: every request s3fs sends, and the bytes ea
 response carries."""
 
 import io
+import json
 import os
 import pathlib
 import subprocess
@@ -544,3 +545,51 @@ def test_a_partial_load_fetches_only_the_ranges_it_needs(big_s3_file, s3_server,
         assert wire.received <= 512 << 10, wire.received
         np.testing.assert_array_equal(view["arrays"][0], arrays[0])
     assert wire.received <= arrays[0].nbytes + (1 << 20), wire.received
+
+
+def _torpor(*args):
+    """``python -m torpor ARGS`` in a subprocess (its own s3fs client)."""
+    return subprocess.run([sys.executable, "-m", "torpor", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_command_line_takes_storage_options(s3_server, tmp_path):
+    """``--storage-option KEY=VALUE`` (JSON values read as JSON) reaches fsspec from
+    every command that takes a file: info, verify, ls, dump, and convert's output."""
+    folder = f"s3://{s3_server['bucket']}/cli-{uuid.uuid4().hex}"
+    options = s3_server["storage_options"]
+    flags = [x for k, v in options.items() for x in ("--storage-option", f"{k}={json.dumps(v)}")]
+    url = f"{folder}/g.torpor"
+    torpor.dump({"points": np.arange(4000.0).reshape(1000, 4), "name": "g"}, url,
+                storage_options=options)
+    r = _torpor("info", url, *flags)
+    assert r.returncode == 0 and "torpor format" in r.stdout and "(1000, 4)" in r.stdout, r.stderr
+    r = _torpor("verify", url, *flags)
+    assert r.returncode == 0 and "every checksum matches" in r.stdout, r.stderr
+    r = _torpor("ls", url, *flags)
+    assert r.returncode == 0 and "['points']" in r.stdout and "float64" in r.stdout, r.stderr
+    s = torpor.Session("app")
+    s.notes = Notes("hello")
+    s.save(f"{folder}/s.torpor", storage_options=options)
+    r = _torpor("dump", f"{folder}/s.torpor", *flags)
+    assert r.returncode == 0 and "notes" in r.stdout and "hello" in r.stdout, r.stderr
+    npy = tmp_path / "a.npy"
+    np.save(npy, np.arange(10, dtype=np.int16))
+    r = _torpor("convert", npy, f"{folder}/c.torpor", *flags)
+    assert r.returncode == 0, r.stderr
+    got = torpor.load(f"{folder}/c.torpor", storage_options=options)
+    assert got.dtype == np.int16 and np.array_equal(got, np.arange(10))
+    # without the options, s3fs finds no credentials and no endpoint: an error, one line
+    r = _torpor("info", url)
+    assert r.returncode == 3 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "--storage-option" in r.stderr, r.stderr
+
+
+def test_storage_options_on_the_command_line_are_checked(tmp_path):
+    path = tmp_path / "x.torpor"
+    torpor.dump([1], path)
+    r = _torpor("info", path, "--storage-option", "anon=true")
+    assert r.returncode == 2 and "storage_options= is for URLs" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    r = _torpor("info", path, "--storage-option", "anon")
+    assert r.returncode == 2 and "expected KEY=VALUE, not 'anon'" in r.stderr, r.stderr
