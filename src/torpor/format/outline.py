@@ -119,32 +119,10 @@ class _Opaque:
 
 
 class _Shown(_Opaque):
-    """An object shown as it was read earlier (a key used again by reference). Its
-    text is made only when shown: a walk reads many keys it never shows."""
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    @property
-    def what(self) -> str:  # type: ignore[override]
-        global _showing
-        if self.value is _NO_TEXT:
-            return "<shared object>"
-        if _showing >= 3:           # a key inside a key inside a key ...: not recursed into
-            return "..."
-        _showing += 1
-        try:
-            return _text(self.value)
-        finally:
-            _showing -= 1
+    """An object shown by a text made earlier (a key used again by reference)."""
 
     def __repr__(self) -> str:
         return self.what
-
-
-_NO_TEXT = object()         # a shared object read before, outside a map key
-_showing = 0                # _Shown texts being made, one inside another
 
 
 class _Global(_Opaque):
@@ -251,7 +229,7 @@ class Outliner:
         self.memo_path: list[Any] = []
         self.memo_flags = bytearray()         # _DONE, _CONTENT
         self.memo_name: dict[int, str] = {}   # GLOBALs: "module.qualname"
-        self.memo_text: dict[int, Any] = {}   # objects read inside map keys: their value
+        self.memo_text: dict[int, str] = {}   # objects read inside map keys: their text
         self.used: set[int] = set()           # sections an array or bytes object took
         self.dtypes: dict[str, str] = {}      # typestr -> numpy's name for it
         self.items: list[Any] = []            # Items, and (path, memo index) of refs
@@ -513,7 +491,7 @@ class Outliner:
         if capture:
             if k in self.memo_name:
                 return _Global(self.memo_name[k])
-            return _Shown(self.memo_text.get(k, _NO_TEXT))
+            return _Shown(self.memo_text.get(k, "<shared object>"))
         self.items.append((path, k))
         owner = top.memo if top.memo >= 0 else top.owner
         if self.memo_flags[k] == _DONE | _CONTENT and owner >= 0:
@@ -570,8 +548,8 @@ class Outliner:
         if frame.capture:
             if value is None:
                 value = _key_value(kind, frame.values or [])
-            if frame.memo >= 0:         # a key used again by reference shows this value
-                self.memo_text[frame.memo] = value
+            if frame.memo >= 0:         # a key used again by reference shows this text
+                self.memo_text[frame.memo] = _text(value)
         return value
 
     def _global(self, frame: _Frame) -> _Global:
