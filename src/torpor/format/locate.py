@@ -27,18 +27,23 @@ from .outline import _LIST, _MAP, _ROOT, Outliner, _Frame, _key_step
 MAX_PATH = 10_000
 #: How many shared references a path may go through.
 MAX_RESTARTS = 64
-#: How many times the object stream's length the walks of one open file may read,
-#: together (``Walks``): a walk costs about a microsecond per object, in Python.
+#: How many times the object stream's length the walks that follow paths through
+#: shared references may read, together, in one open file (``Walks``): a walk
+#: costs about a microsecond per object, in Python.
 WALKS = 8
 
 Step = tuple[bool, Any]         # (is an attribute, the key, name or index)
 
 
 class Walks:
-    """What the walks of one file's partial loads may still read, together: a
-    file can make a path go through many shared references, each a new walk, and
-    a view's every listing and step is one; ``WALKS`` times its stream, plus 64
-    KiB so that small files are never refused, bounds them all."""
+    """What the extra walks of one file's partial loads may still read, together.
+    A search's first walk, and its one walk again from the stream's start (an
+    object around where a view's walk started), each read the stream at most once
+    and are not counted: a view's every step, listing and load is a search, as
+    often as the user asks. A file can make a search go on through many shared
+    references, each a new walk: those walks, over all the searches of the file,
+    read at most ``WALKS`` times its stream, plus 64 KiB so that small files are
+    never refused."""
 
     def __init__(self, name: str, stream_size: int) -> None:
         self.name = name
@@ -47,9 +52,9 @@ class Walks:
     def check(self) -> None:
         if self.left < 0:
             raise FormatError(
-                f"{self.name}: finding parts of it has read its object stream more than "
-                f"{WALKS} times over (a file of many small objects, or paths through many "
-                f"shared references): load it whole, or open it again to go on")
+                f"{self.name}: following paths through its shared references has read its "
+                f"object stream more than {WALKS} times over: load the object a path starts "
+                f"from and follow it there, load the file whole, or open it again to go on")
 
 # what a part is, for ``torpor.open``: these kinds are shown as views, the rest loaded
 _KINDS = {_MAP: "dict", _LIST: "list", EXT_TUPLE: "tuple", EXT_INST: "instance"}
@@ -588,8 +593,11 @@ def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], mode: st
     if walks is None:
         walks = Walks(name, len(stream))
     resume = True                   # (not once a resumed walk needed more than it had)
+    counted = False                 # whether this walk counts (see Walks)
     for _ in range(MAX_RESTARTS + 2):
-        walks.check()
+        if counted:
+            walks.check()
+        after = True                # ... and the next one
         if parent is not None and resume:
             finder = Finder.resume(parent, anchor, k, ns)
         else:
@@ -597,7 +605,6 @@ def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], mode: st
         try:
             target = finder.search(anchor, want, mode)
         except _Restart as r:
-            walks.left -= finder.unpacker.tell()
             done += len(want) - len(r.rest)
             parent, k, want = finder, r.memo, r.rest
             anchor, ns = finder.mstart[k], finder.mstrs[k]
@@ -608,10 +615,13 @@ def locate(stream: bytes, toc: Toc, name: str, steps: tuple[Step, ...], mode: st
             # such a walk can find (a plain value, a REF, a cycle's rewrite)
             if not (0 <= k < len(finder.mstart) and finder.mstart[k] == anchor):
                 anchor, want, done = -1, steps, 0
-            walks.left -= finder.unpacker.tell()
             parent, resume = None, False
+            after = counted         # (one per search: a walk from the start never rewalks)
             continue
-        walks.left -= finder.unpacker.tell()
+        finally:
+            if counted:
+                walks.left -= finder.unpacker.tell()
+            counted = after
         if target is not None:
             return finder, target
         depth, what = finder.missing if finder.missing is not None else (0, "a plain value")
