@@ -113,22 +113,29 @@ def _located(args: argparse.Namespace, name: str = "file") -> Any:
 
 
 def _storage_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE``; VALUE is read as JSON when it is JSON (``anon=true``,
-    ``client_kwargs={"endpoint_url": "http://..."}``), else kept as text."""
+    """``KEY=TEXT`` (a str, always: a password of digits stays one), or
+    ``KEY:=JSON`` for any other value (``anon:=true``, ``client_kwargs:={"endpoint_url":
+    "http://..."}``), as httpie writes them."""
     key, eq, value = text.partition("=")
-    if not eq or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    is_json = key.endswith(":")
+    key = key[:-1].strip() if is_json else key.strip()
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=TEXT or KEY:=JSON, not {text!r}")
+    if not is_json:
+        return key, value
     try:
-        return key.strip(), json.loads(value)
-    except ValueError:
-        return key.strip(), value
+        return key, json.loads(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value after := is not JSON ({e}); "
+                                         f"KEY=TEXT passes it as text") from None
 
 
 def _storage_option_argument(c: argparse.ArgumentParser) -> None:
     c.add_argument("--storage-option", type=_storage_option, action="append", default=[],
-                   metavar="KEY=VALUE",
-                   help="for a URL: an option passed to fsspec (repeat it for several; a "
-                        "VALUE in JSON is read as JSON), e.g. --storage-option anon=true")
+                   metavar="KEY=TEXT|KEY:=JSON",
+                   help="for a URL: an option passed to fsspec, as text (KEY=TEXT) or JSON "
+                        "(KEY:=JSON); repeat it for several, e.g. --storage-option anon:=true "
+                        "--storage-option profile=lab")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -189,18 +196,21 @@ def _dump(args: argparse.Namespace) -> int:
     file = _located(args)
     d = api.info(file)
     if d["module_dump"] is not None:
-        return _dump_module(file, d)
+        return _dump_module(file, d, args)
     from .session import sdump
     sdump(None, file)
     return EXIT_OK
 
 
-def _dump_module(file: Any, d: dict[str, Any]) -> int:
+def _dump_module(file: Any, d: dict[str, Any], args: argparse.Namespace) -> int:
     """A module dump's header and variables, read with load_module_asdict: code
     comes back described, never run, and no module outside the stdlib is imported."""
     from .interactive.modules import load_module_asdict
     h, meta = d["header"], d["metadata"]
-    print(f"torpor module dump {file}: module {d['module_dump']!r}, written by "
+    shown = repr(args.file)         # how the user names it, for the hints
+    if args.storage_option:
+        shown += f", storage_options={dict(args.storage_option)!r}"
+    print(f"torpor module dump {args.file}: module {d['module_dump']!r}, written by "
           f"torpor.dump_module (torpor {h.get('torpor')}, Python {meta.get('python')}, "
           f"cloudpickle {meta.get('cloudpickle')}) at {h.get('created')}")
     if meta.get("user"):
@@ -214,7 +224,7 @@ def _dump_module(file: Any, d: dict[str, Any]) -> int:
         raise CommandError(
             EXIT_UNSAFE,
             f"variables not shown: they hold {', '.join(e.names)}, which this command does "
-            f"not import; read them in Python with torpor.load_module_asdict({file!r}, "
+            f"not import; read them in Python with torpor.load_module_asdict({shown}, "
             f"allow=[...]) if you trust the file") from None
     names = [k for k in ns if k != "__name__"]
     print(f"{len(names)} variables:")
@@ -229,7 +239,7 @@ def _dump_module(file: Any, d: dict[str, Any]) -> int:
         else:
             text = short.repr(v)
         print(f"  {k} = {text}")
-    print(f"restore it with torpor.load_module({file!r}) (trusted=True if it holds code)")
+    print(f"restore it with torpor.load_module({shown}) (trusted=True if it holds code)")
     return EXIT_OK
 
 
@@ -300,6 +310,7 @@ def _convert(args: argparse.Namespace) -> int:
                                        f"--from pickle|joblib|npy|npz")
     with open(src, "rb"):
         pass                        # a missing or unreadable input is said so first
+    target = _located(args, "output")       # and options that cannot apply, before reading
     if os.path.exists(out) and os.path.samefile(src, out):
         raise CommandError(EXIT_USAGE, f"{out} is the input file itself: write the torpor file "
                                        f"to another path")
@@ -311,12 +322,12 @@ def _convert(args: argparse.Namespace) -> int:
     obj = _read_input(src, fmt, args.trusted, rerun)
     compress = None if args.compress == "none" else args.compress
     try:
-        api.dump(obj, _located(args, "output"), compress=compress, progress=_progress(args),
+        api.dump(obj, target, compress=compress, progress=_progress(args),
                  metadata={"converted_from": {"file": os.path.basename(src), "format": fmt}})
     except TorporError as e:
         raise CommandError(EXIT_CONVERT, f"{src} was read, but its object cannot be saved "
                                          f"as a torpor file: {e}") from None
-    d = api.info(_located(args, "output"))
+    d = api.info(target)
     print(f"{src} ({fmt}) -> {out}: {_human(d['size']['stored'])} "
           f"({len([s for s in d['sections'] if s['kind'] == 'array'])} array sections, "
           f"codec {d['header'].get('codec')})")
@@ -481,14 +492,15 @@ def _failure(e: BaseException) -> tuple[int, str]:
         return EXIT_IO, str(e)
     if _from_storage(e):
         return EXIT_IO, (f"the storage refused the request: {type(e).__name__}: {e} (pass its "
-                         f"credentials or endpoint with --storage-option KEY=VALUE)")
+                         f"credentials or endpoint with --storage-option KEY=TEXT or KEY:=JSON)")
     return EXIT_DAMAGED, str(e)
 
 
 # the packages behind fsspec URLs, whose errors are not OSErrors (botocore's
 # NoCredentialsError, an aiohttp connection error): reported as I/O failures
 _STORAGE_PACKAGES = frozenset({"fsspec", "s3fs", "botocore", "aiobotocore", "gcsfs", "google",
-                               "adlfs", "azure", "aiohttp", "requests", "urllib3"})
+                               "adlfs", "azure", "aiohttp", "requests", "urllib3", "paramiko",
+                               "asyncssh", "smbprotocol", "webdav4"})
 
 
 def _from_storage(e: BaseException) -> bool:

@@ -554,11 +554,13 @@ def _torpor(*args):
 
 
 def test_the_command_line_takes_storage_options(s3_server, tmp_path):
-    """``--storage-option KEY=VALUE`` (JSON values read as JSON) reaches fsspec from
-    every command that takes a file: info, verify, ls, dump, and convert's output."""
+    """``--storage-option KEY=TEXT`` and ``KEY:=JSON`` reach fsspec from every command
+    that takes a file: info, verify, ls, dump, and convert's output."""
     folder = f"s3://{s3_server['bucket']}/cli-{uuid.uuid4().hex}"
     options = s3_server["storage_options"]
-    flags = [x for k, v in options.items() for x in ("--storage-option", f"{k}={json.dumps(v)}")]
+    flags = [x for k, v in options.items() for x in (
+        "--storage-option", f"{k}={v}" if type(v) is str else f"{k}:={json.dumps(v)}")]
+    assert any(":=" in f for f in flags) and any(":=" not in f and "=" in f for f in flags)
     url = f"{folder}/g.torpor"
     torpor.dump({"points": np.arange(4000.0).reshape(1000, 4), "name": "g"}, url,
                 storage_options=options)
@@ -573,6 +575,14 @@ def test_the_command_line_takes_storage_options(s3_server, tmp_path):
     s.save(f"{folder}/s.torpor", storage_options=options)
     r = _torpor("dump", f"{folder}/s.torpor", *flags)
     assert r.returncode == 0 and "notes" in r.stdout and "hello" in r.stdout, r.stderr
+    mod = types.ModuleType("cli_url_module")
+    mod.x = 41
+    torpor.dump_module(f"{folder}/m.torpor", module=mod, storage_options=options)
+    r = _torpor("dump", f"{folder}/m.torpor", *flags)
+    assert r.returncode == 0 and "x = 41" in r.stdout, r.stderr
+    # the hints name the file as the user did, with its options
+    assert f"torpor.load_module('{folder}/m.torpor', storage_options=" in r.stdout, r.stdout
+    assert "RemoteFile" not in r.stdout
     npy = tmp_path / "a.npy"
     np.save(npy, np.arange(10, dtype=np.int16))
     r = _torpor("convert", npy, f"{folder}/c.torpor", *flags)
@@ -592,4 +602,22 @@ def test_storage_options_on_the_command_line_are_checked(tmp_path):
     assert r.returncode == 2 and "storage_options= is for URLs" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
     r = _torpor("info", path, "--storage-option", "anon")
-    assert r.returncode == 2 and "expected KEY=VALUE, not 'anon'" in r.stderr, r.stderr
+    assert r.returncode == 2 and "expected KEY=TEXT or KEY:=JSON, not 'anon'" in r.stderr
+    r = _torpor("info", path, "--storage-option", "anon:=yes")
+    assert r.returncode == 2 and "not JSON" in r.stderr, r.stderr
+    # convert says so before it reads its input (a pickle it would refuse anyway)
+    src = tmp_path / "in.pkl"
+    src.write_bytes(b"not read")
+    r = _torpor("convert", "--trusted", src, tmp_path / "out.torpor", "--storage-option", "a=b")
+    assert r.returncode == 2 and "storage_options= is for URLs" in r.stderr, r.stderr
+
+
+def test_storage_option_values_are_text_unless_given_as_json():
+    from torpor.cli import _storage_option
+    assert _storage_option("password=123456") == ("password", "123456")
+    assert _storage_option("token=") == ("token", "")
+    assert _storage_option("anon:=true") == ("anon", True)
+    assert _storage_option("block:=5242880") == ("block", 5242880)
+    assert _storage_option('client_kwargs:={"endpoint_url": "http://h:1"}') == (
+        "client_kwargs", {"endpoint_url": "http://h:1"})
+    assert _storage_option("url=http://h:1/?a=b") == ("url", "http://h:1/?a=b")
