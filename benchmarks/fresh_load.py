@@ -7,8 +7,9 @@ The workspace of ``workloads.array_heavy`` is saved once by torpor (default
 settings) and by pickle (protocol 5, to a file). Each round starts one new Python
 process per library, in an order rotated every round, after ``settle()``; the
 process imports what it needs, then times only the load (files in the page cache,
-as right after a save) and prints the time and how many arrays it got, which is
-checked. torpor is timed at its default thread count and at one thread.
+as right after a save) and prints the time and a digest of every array it got
+(dtype, shape, bytes), which must be the saved arrays'. torpor is timed at its
+default thread count and at one thread.
 
 On a virtual machine a fresh process's first touch of new memory may have the host
 back it (seconds for a GiB, then a tenth of that): it falls on both libraries, so
@@ -33,11 +34,22 @@ import sys, time
 sys.path[:0] = {path!r}
 import numpy, pickle, torpor, benchmarks.workloads
 from benchmarks.arrays import _arrays
+from benchmarks.fresh_load import digest
 t = time.perf_counter()
 {call}
 t = time.perf_counter() - t
-print(t, len(_arrays(obj, [])))
+print(t, digest(_arrays(obj, [])))
 """
+
+
+def digest(arrays):
+    """xxh3 of every array's dtype, shape and bytes, in order."""
+    import xxhash
+    h = xxhash.xxh3_64()
+    for a in arrays:
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes(order="A"))
+    return h.hexdigest()
 
 
 def main():
@@ -50,7 +62,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="torpor-fresh-") as d:
         tp, pp = os.path.join(d, "w.torpor"), os.path.join(d, "w.pkl")
         ws = array_heavy(a.mb)
-        n_arrays = len(_arrays(ws, []))
+        want = digest(_arrays(ws, []))
         gb = sum(x.nbytes for x in _arrays(ws, [])) / 1e9
         torpor.dump(ws, tp)
         with open(pp, "wb") as f:
@@ -68,9 +80,12 @@ def main():
             for n in names[r % len(names):] + names[:r % len(names)]:
                 settle()
                 out = subprocess.run([sys.executable, "-c", _TIMED.format(path=path, call=calls[n])],
-                                     capture_output=True, text=True, check=True)
+                                     capture_output=True, text=True)
+                if out.returncode != 0:
+                    sys.exit(f"{n}: the load failed:\n{out.stderr}")
                 seconds, got = out.stdout.split()
-                assert int(got) == n_arrays, (n, got, n_arrays)
+                if got != want:
+                    sys.exit(f"{n}: the arrays loaded are not the arrays saved")
                 times[n].append(float(seconds))
     print(f"array-heavy workspace, {gb:.2f} GB of arrays; load in a fresh process, files in the "
           f"page cache; best / median of {a.repeat}, order rotated")
