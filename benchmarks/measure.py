@@ -114,7 +114,7 @@ def _measure(a, d):
             _evict(tp), _evict(pp)
             _pair(r, (c_load_t, lambda: torpor.load(tp, allow=WORKLOAD_CLASSES)), (c_load_p, lambda: pickle_load(pp)))
         rows.append(("array-heavy load, files not cached", c_load_t, c_load_p))
-    del ws
+    ws = None          # frees the workspace (the lambdas above that use it are done)
     gc.collect()
     live_bytes, save_extra = peak_save_rss(a.mb)
 
