@@ -248,6 +248,7 @@ class Finder(Outliner):
         self.waiting: Optional[_Frame] = None   # the target's frame, until it ends
         self.wait_memo = -1                     # the target's memo index, until it ends
         self.missing: Any = None          # why the path is not there
+        self.deps: Optional[set[int]] = None    # _deps(), once the target's have all ended
 
     @classmethod
     def resume(cls, parent: Finder, base: int, k: int, n_strings: int) -> Finder:
@@ -305,6 +306,7 @@ class Finder(Outliner):
                 raise _Rewalk
             open_ = [k for k in deps if self.mend[k] < 0]
             if not open_:
+                self.deps = deps        # (what parts() rebuilds)
                 return
             self.wait_memo = min(open_)
             try:
@@ -338,7 +340,7 @@ class Finder(Outliner):
         """The stream's bytes to rebuild, in stream order, and whether the target
         is rebuilt inside another part (then it is its memo index's object)."""
         spans = {(target.start, target.end, target.n_memo, target.n_strings)}
-        for k in self._deps():
+        for k in self.deps if self.deps is not None else self._deps():
             spans.add((self.mstart[k], self.mend[k], k, self.mstrs[k]))
         out: list[Part] = []
         for s, e, n0, ns in sorted(spans, key=lambda x: (x[0], -x[1])):
