@@ -98,7 +98,7 @@ class FileParts:
         ``locate.Finder``'s. ``within``: ``(n, start)``, the first ``n`` steps lead
         to the object or value at ``start`` (``locate.Start``), where the search
         starts."""
-        key = (tuple((attr, type(k), k) for attr, k in steps), mode)   # 1 and 1.0 apart
+        key = (_typed(steps), mode)
         hit = self._found.get(key)
         if hit is not None:
             self._found.move_to_end(key)
@@ -118,7 +118,7 @@ class FileParts:
         starts: at it, with the walk that found it if that one is kept."""
         if target.memo < 0:
             return None
-        typed = tuple((attr, type(k), k) for attr, k in steps)
+        typed = _typed(steps)
         finder = next((self._found[k][0] for k in ((typed, m) for m in _MODES)
                        if k in self._found), None)
         return (finder, target.start, target.n_memo, target.n_strings)
@@ -181,6 +181,12 @@ class FileParts:
                 return dec.memo_item(target.memo) if inside else value
         finally:
             self.account.settle()
+
+
+def _typed(steps: tuple[locate_.Step, ...]) -> tuple[Any, ...]:
+    """``steps`` as a key of the cache of walks: 1 and 1.0 are the same dict key
+    but not the same path (one is a list index)."""
+    return tuple((attr, type(k), k) for attr, k in steps)
 
 
 # a class's own attributes, read as the type's slots hold them: no metaclass
