@@ -21,7 +21,10 @@ import numpy as np
 import torpor
 
 
-class _Counting(io.RawIOBase):
+class Counting(io.RawIOBase):
+    """A seekable file object that counts the bytes read from it (the partial-load
+    tests count with it too)."""
+
     def __init__(self, f):
         self.f, self.read_bytes = f, 0
 
@@ -61,14 +64,14 @@ def main():
 
         def select():
             with open(file, "rb") as raw:
-                f = _Counting(raw)
+                f = Counting(raw)
                 got = torpor.load(io.BufferedReader(f, 1 << 16), select=path)
             extra["select"] = f.read_bytes - got.nbytes
             assert np.array_equal(got, arrays[want])
 
         def view():
             with open(file, "rb") as raw:
-                f = _Counting(raw)
+                f = Counting(raw)
                 with torpor.open(io.BufferedReader(f, 1 << 16)) as v:
                     got = v["geoms"][want]["points"]
             extra["open"] = f.read_bytes - got.nbytes

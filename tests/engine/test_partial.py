@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import torpor
+from benchmarks.partial_load import Counting
 from helpers import Pipe, assert_same_array
 from torpor.format import locate
 from torpor.format.locate import parse_path, render_path
@@ -25,31 +26,6 @@ class Atoms:
         self.coords = np.arange(3.0 * n).reshape(n, 3)
         self.names = [f"a{i}" for i in range(n)]
         self.owner = None
-
-
-class Counting(io.RawIOBase):
-    """A seekable file object that counts the bytes read from it."""
-
-    def __init__(self, f):
-        self.f = f
-        self.read_bytes = 0
-
-    def readable(self):
-        return True
-
-    def seekable(self):
-        return True
-
-    def seek(self, pos, whence=0):
-        return self.f.seek(pos, whence)
-
-    def tell(self):
-        return self.f.tell()
-
-    def readinto(self, view):
-        n = self.f.readinto(view)
-        self.read_bytes += n
-        return n
 
 
 def _graph():
