@@ -76,6 +76,10 @@ cdef extern from "Python.h":
     PyObject* PyDict_SetDefault(object, object, object) except NULL
     PyObject* PyList_GET_ITEM_raw "PyList_GET_ITEM"(object, Py_ssize_t)
     unsigned long PyType_GetFlags(object)
+    int PyObject_IS_GC(object)
+    int PyObject_GC_IsTracked(object)
+    void PyObject_GC_UnTrack(void*)
+    int PyObject_GenericSetAttr(object, object, object) except -1
 
 _complex = struct.Struct("<dd")
 cdef object _ndarray = np.ndarray
@@ -83,6 +87,7 @@ cdef object _memmap = np.memmap
 cdef object _npgeneric = np.generic
 cdef object _npdtype = np.dtype
 cdef object _NoneType = type(None)
+cdef object _GetSetDescriptor = type(type.__dict__["__dict__"])
 cdef unsigned long _HEAPTYPE = HEAPTYPE
 cdef object _MAX_NESTING = MAX_NESTING
 
@@ -851,6 +856,54 @@ cdef bint _plain_items(list items):
     return True
 
 
+#: What a map of attributes set one by one on its instance delivers to it
+#: (no stream can produce this object, so no other state passes for it).
+cdef object _SET_ATTRS = object()
+
+
+cdef frozenset _attribute_setting(type cls):
+    """The names an instance of ``cls`` must not have set with
+    PyObject_GenericSetAttr, because a data descriptor of its class holds them
+    (``__dict__`` among them): writing those into ``__dict__``, as pickle's BUILD
+    does, is what restores them. None when the class's instances have no plain
+    ``__dict__`` to set attributes in.
+
+    Why set them at all, rather than fill ``obj.__dict__``: on Python 3.11+ the
+    attributes of an instance live in a values array shared with its class's keys
+    until something asks for ``__dict__``; asking creates a dict per instance. A
+    model of 500,000 atoms then holds 500,000 more dicts, which the cyclic GC
+    traverses after the load, a quarter of the load's time."""
+    holder = None
+    found = set()
+    try:
+        for klass in cls.__mro__:
+            for name, v in vars(klass).items():
+                t = type(v)
+                if hasattr(t, "__set__") or hasattr(t, "__delete__"):
+                    found.add(name)
+                if name == "__dict__" and holder is None:
+                    holder = v
+        if cls.__dictoffset__ == 0 or type(holder) is not _GetSetDescriptor:
+            return None
+    except Exception:
+        return None         # a class too unusual to look into: fill __dict__ as before
+    return frozenset(found)
+
+
+cdef void _untrack_atomic(tuple t) noexcept:
+    """Take a tuple that holds no container out of the cyclic GC's lists, as the
+    collector itself does on its first pass over it (_PyTuple_MaybeUntrack, with
+    the same test): a model's 500,000 coordinate triples would otherwise be
+    traversed by the young collection that follows a load, a fifth of its time."""
+    cdef Py_ssize_t i
+    cdef object o
+    for i in range(PyTuple_GET_SIZE(t)):
+        o = <object>PyTuple_GET_ITEM(t, i)
+        if PyObject_IS_GC(o) and (type(o) is not tuple or PyObject_GC_IsTracked(o)):
+            return
+    PyObject_GC_UnTrack(<void*>t)
+
+
 cdef Py_ssize_t _plain_units(object args) except -2:
     """What the guard charges for a call with ``args`` (a tuple) when every
     argument is a plain value (LoadGuard.argument_units, without the Python
@@ -904,6 +957,8 @@ cdef class _DFrame:
     cdef bint opened         # reduce: the guard holds a provisional cost for its object
     cdef Py_ssize_t fill     # object arrays: the next flat index
     cdef dict hashes         # sets and maps: hash -> count of non-str keys
+    cdef frozenset names     # instances set attribute by attribute (phase 3 maps):
+                             # the names their class's data descriptors hold
 
 
 cdef class Decoder:
@@ -1048,6 +1103,9 @@ cdef class Decoder:
     cdef object _decode(self, data):
         cdef list stack = self.stack
         cdef list memo = self.memo
+        cdef list strtab = self.strtab
+        cdef Py_ssize_t plen
+        cdef bint hit
         cdef _DFrame fr, top
         cdef uint8_t b
         cdef Py_ssize_t n, epos
@@ -1064,6 +1122,34 @@ cdef class Decoder:
             self.pos += 1
             if b <= 0x7F:
                 value = <long>b
+            elif 0xD4 <= b <= 0xD6 and self.pos + (1 << (b - 0xD4)) < self.end and (
+                    self.p[self.pos] == EXT_STRREF or self.p[self.pos] == EXT_REF):
+                # the commonest extensions, a repeated string (every attribute name
+                # after the first) and a shared object, read here rather than
+                # through _ext_value: a model's atoms hold seven each. Anything
+                # this cannot take (an index out of range) goes on to
+                # _ext_value, which says what is wrong.
+                plen = 1 << (b - 0xD4)
+                u = self.p[self.pos + 1]
+                for n in range(2, plen + 1):
+                    u = (u << 8) | self.p[self.pos + n]
+                if self.p[self.pos] == EXT_STRREF:
+                    if u < <uint64_t>PyList_GET_SIZE(strtab):
+                        value = <object>PyList_GET_ITEM(strtab, <Py_ssize_t>u)
+                        self.pos += 1 + plen
+                        hit = True
+                    else:
+                        hit = False
+                elif u < <uint64_t>PyList_GET_SIZE(memo) and \
+                        <object>PyList_GET_ITEM(memo, <Py_ssize_t>u) is not _UNFILLED:
+                    value = <object>PyList_GET_ITEM(memo, <Py_ssize_t>u)
+                    self.pos += 1 + plen
+                    hit = True
+                else:
+                    hit = False
+                if not hit:
+                    code = <int>self._be(1)
+                    value = self._ext_value(code, plen)
             elif 0xA0 <= b <= 0xBF:
                 value = self._str(b & 0x1F)
             elif b >= 0xE0:
@@ -1100,7 +1186,14 @@ cdef class Decoder:
                 top = stack[len(stack) - 1] if stack else None
                 if top is not None and top.kind == D_INST and top.phase == 1:
                     fr.kind = D_ATTRS
-                    fr.target = top.items if top.items is not None else top.target.__dict__
+                    if top.items is not None:
+                        fr.target = top.items
+                    elif top.names is not None:
+                        fr.target = top.target
+                        fr.names = top.names
+                        fr.phase = 3
+                    else:
+                        fr.target = top.target.__dict__
                 else:
                     fr.kind = D_MAP
                     fr.target = {}
@@ -1110,7 +1203,7 @@ cdef class Decoder:
                         self.fail(f"nested deeper than max_depth={self.max_depth}")
                     stack.append(fr)
                     continue
-                value = fr.target
+                value = _SET_ATTRS if fr.phase == 3 else fr.target
             elif b == 0xC0:
                 value = None
             elif b == 0xC2:
@@ -1261,7 +1354,12 @@ cdef class Decoder:
                 fr.has_key = True
             else:
                 try:
-                    PyDict_SetItem(fr.target, fr.key, value)
+                    if fr.phase != 3:
+                        PyDict_SetItem(fr.target, fr.key, value)
+                    elif type(fr.key) is str and fr.key not in fr.names:
+                        PyObject_GenericSetAttr(fr.target, fr.key, value)
+                    else:
+                        PyDict_SetItem(fr.target.__dict__, fr.key, value)
                 except Exception as e:
                     raise insert_error(e, fr.key, "dict", self.path(True)) from e
                 fr.has_key = False
@@ -1281,7 +1379,8 @@ cdef class Decoder:
             if fr.phase == 0:
                 self._inst_class(fr, value)
             elif value is not None:
-                if value is not fr.items and (fr.items is not None or value is not fr.target.__dict__):
+                if value is not fr.items and (fr.items is not None or (
+                        value is not _SET_ATTRS and value is not fr.target.__dict__)):
                     self.fail("an instance's state must be a map of attributes or nil")
                 fr.phase = 2
         elif k == D_REDUCE:
@@ -1312,13 +1411,15 @@ cdef class Decoder:
             self.policy.check_call(cls, (), self.callables)
             if self.guard is not None:
                 self.policy.check_instance(cls)
-            info = self.inst_classes[cls] = (cls.__new__,
-                                             getattr(cls, "__setstate__", None) is not None)
+            setstate = getattr(cls, "__setstate__", None) is not None
+            info = self.inst_classes[cls] = (cls.__new__, setstate,
+                                             None if setstate else _attribute_setting(cls))
         obj = self._call((<tuple>info)[0], (cls,), "__new__ of", cls, True)
         self.memo[fr.slot] = obj
         fr.target = obj
         fr.phase = 1
         fr.items = {} if (<tuple>info)[1] else None
+        fr.names = (<tuple>info)[2]
         return 0
 
     cdef int _reduce_build(self, _DFrame fr) except -1:
@@ -1379,8 +1480,10 @@ cdef class Decoder:
 
     cdef object _finish(self, _DFrame fr):
         cdef int k = fr.kind
-        if k == D_LIST or k == D_MAP or k == D_SET or k == D_ATTRS:
+        if k == D_LIST or k == D_MAP or k == D_SET:
             return fr.target
+        if k == D_ATTRS:
+            return _SET_ATTRS if fr.phase == 3 else fr.target
         guard = self.guard
         if k == D_OBJARRAY:
             if guard is not None:
@@ -1392,6 +1495,7 @@ cdef class Decoder:
                 value = build_frozenset(items, self.path, guard)
             else:
                 value = tuple(items)
+                _untrack_atomic(value)
             if self.memo[fr.slot] is _UNFILLED:
                 self.memo[fr.slot] = value
                 if guard is not None and k == D_TUPLE and not _plain_items(<list>items):
