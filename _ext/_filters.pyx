@@ -651,13 +651,68 @@ cdef int _check_blocks(Py_ssize_t n, Py_ssize_t k, bint delta, Py_ssize_t block,
     return 0
 
 
+cdef inline int _lz4_block(const uint8_t* src, uint8_t* dst, Py_ssize_t n, Py_ssize_t room,
+                           int level) noexcept nogil:
+    if level > 0:
+        return _lz4_hc(<const char*>src, <char*>dst, <int>n, <int>room, level)
+    return _lz4_fast(<const char*>src, <char*>dst, <int>n, <int>room, 1 - level)
+
+
+cdef Py_ssize_t _literals_first(uint8_t* dst, const uint8_t* lit, Py_ssize_t nlit,
+                                const uint8_t* c, Py_ssize_t clen, Py_ssize_t most) noexcept nogil:
+    """Write to ``dst`` the lz4 block of ``nlit`` bytes at ``lit`` followed by the
+    data that ``c`` (an lz4 block of ``clen`` bytes) holds: the same block with its
+    first sequence's literal run made ``nlit`` bytes longer, at its start (its
+    matches point back by distances, which the literals in front leave right).
+    Returns the block's length, or -1 when it would not be under ``most`` bytes."""
+    cdef Py_ssize_t p = 1, run, w, total
+    cdef uint8_t token, x
+    if clen < 1:
+        return -1
+    token = c[0]
+    run = token >> 4
+    if run == 15:
+        while True:
+            if p >= clen:
+                return -1
+            x = c[p]
+            p += 1
+            run += x
+            if x != 255:
+                break
+    run += nlit
+    w = 1 + ((run - 15) // 255 + 1 if run >= 15 else 0)
+    total = w + nlit + clen - p
+    if total >= most:
+        return -1
+    if run >= 15:
+        dst[0] = 0xF0 | (token & 0x0F)
+        run -= 15
+        w = 1
+        while run >= 255:
+            dst[w] = 255
+            w += 1
+            run -= 255
+        dst[w] = <uint8_t>run
+        w += 1
+    else:
+        dst[0] = <uint8_t>((run << 4) | (token & 0x0F))
+        w = 1
+    memcpy(dst + w, lit, nlit)
+    memcpy(dst + w + nlit, c + p, clen - p)
+    return total
+
+
 def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8_t[::1] tmp2,
-               Py_ssize_t itemsize, bint delta, Py_ssize_t block, int level):
+               Py_ssize_t itemsize, bint delta, Py_ssize_t block, int level, Py_ssize_t plain=0):
     """Write ``src`` as one lz4 frame of bit-plane blocks (``delta``: of word
     differences, restarting in every block; the items after the last group of 8
     as they are) into ``out``; ``tmp`` and ``tmp2`` hold at least ``block`` bytes.
+    ``plain``: how many of the first bit planes of every block (the lowest bits of
+    an item first) are noise, which lz4 is not run on: they go into the block as
+    one literal run (``_literals_first``), a standard lz4 block still.
     Returns the frame's length, or -1 when no block shrank."""
-    cdef Py_ssize_t n = src.shape[0], pos = 0, o = 7, b, nblocks
+    cdef Py_ssize_t n = src.shape[0], pos = 0, o = 7, b, nblocks, lit
     cdef int got
     cdef bint shrank = False
     if _lz4_fast == NULL:
@@ -665,8 +720,11 @@ def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8
     if n <= 0:
         raise ValueError("bits_frame needs at least one item")
     _check_blocks(n, itemsize, delta, block)
+    if plain < 0 or plain > 8 * itemsize:
+        raise ValueError(f"bits_frame: {plain} plain planes of {itemsize}-byte items")
     nblocks = (n + block - 1) // block
-    if out.shape[0] < _bound(n) + 4 * nblocks or tmp.shape[0] < block or tmp2.shape[0] < block:
+    if out.shape[0] < _bound(n) + 4 * nblocks or tmp2.shape[0] < block \
+            or tmp.shape[0] < (_lz4_room(block) if plain else block):
         raise ValueError("bits_frame: a buffer is too small")
     cdef const uint8_t* s = &src[0]
     cdef uint8_t* d = &out[0]
@@ -677,10 +735,17 @@ def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8
         while pos < n:
             b = n - pos if n - pos < block else block
             _bits_block(s + pos, t, q, b, itemsize, delta)
-            if level > 0:
-                got = _lz4_hc(<const char*>q, <char*>(d + o + 4), <int>b, <int>_lz4_room(b), level)
+            lit = (b - b % (8 * itemsize)) // (8 * itemsize) * plain
+            if lit == 0:
+                got = _lz4_block(q, d + o + 4, b, _lz4_room(b), level)
+            elif lit >= b:
+                got = 0                     # all noise: stored
             else:
-                got = _lz4_fast(<const char*>q, <char*>(d + o + 4), <int>b, <int>_lz4_room(b), 1 - level)
+                # the rest after the noise planes, compressed into the filter's
+                # scratch (free once the planes are in q)
+                got = _lz4_block(q + lit, t, b - lit, _lz4_room(b - lit), level)
+                if got > 0:
+                    got = <int>_literals_first(d + o + 4, q, lit, t, got, b)
             if 0 < got < b:
                 shrank = True
                 _put32(d + o, <uint32_t>got)
@@ -692,6 +757,34 @@ def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8
             pos += b
         _put32(d + o, 0)
     return o + 4 if shrank else -1
+
+
+def bits_plain(const uint8_t[::1] src, uint8_t[::1] tmp, uint8_t[::1] tmp2, uint8_t[::1] trial,
+               Py_ssize_t itemsize, bint delta, int level, double keep):
+    """How many of the first bit planes of ``src`` (a trial sample: whole groups of
+    8 items) lz4 at ``level`` cannot get below ``keep`` of their size, counted
+    from the lowest bit up to the first plane that compresses: the ``plain`` of
+    ``bits_frame``. The low bits of measured floats are noise."""
+    cdef Py_ssize_t n = src.shape[0], g, j, count = 0
+    cdef int got
+    if _lz4_fast == NULL:
+        raise RuntimeError("liblz4 is not bound")
+    _check_bits(n, itemsize, delta)
+    g = n // (8 * itemsize)
+    if n == 0 or tmp.shape[0] < n or tmp2.shape[0] < n or trial.shape[0] < _lz4_room(g):
+        raise ValueError("bits_plain: a buffer is too small (or the sample is empty)")
+    cdef const uint8_t* s = &src[0]
+    cdef uint8_t* t = &tmp[0]
+    cdef uint8_t* q = &tmp2[0]
+    cdef uint8_t* c = &trial[0]
+    with nogil:
+        _bits_block(s, t, q, n, itemsize, delta)
+        for j in range(8 * itemsize):
+            got = _lz4_block(q + j * g, c, g, _lz4_room(g), level)
+            if 0 < got <= <Py_ssize_t>(g * keep):
+                break
+            count += 1
+    return count
 
 
 def bits_frame_into(const uint8_t[::1] src, uint8_t[::1] dest, Py_ssize_t offset, Py_ssize_t raw,

@@ -56,6 +56,33 @@ def test_lz4_section_decodes_with_the_lz4_tool(tmp_path, shuffle):
         assert r.stdout == a.tobytes()
 
 
+def test_lz4_tool_reads_bit_planes_whose_noise_planes_went_in_as_they_are(tmp_path):
+    """Noisy floats: bit-plane blocks that start with the noise planes as one
+    literal run (format/codec.py, bits_plain). `lz4 -d` gives the documented
+    bit planes of every block."""
+    import shutil
+    from torpor.format import codec
+    from torpor.format.constants import CHUNK_SIZE
+    lz4_tool = shutil.which("lz4")
+    assert lz4_tool, "the lz4 command-line tool is needed (.ci/run installs Debian's lz4)"
+    a = np.random.default_rng(2).standard_normal(1_200_000).astype("<f4")
+    enc = codec.ChunkEncoder(codec.CODEC_LZ4)
+    mode, plain = enc.choose_mode(memoryview(a).cast("B")[:CHUNK_SIZE], 4, *enc._scratch())
+    assert mode == codec.MODE_BITS and plain >= 16      # what this test is about
+    p = tmp_path / "n.torpor"
+    torpor.dump(a, p)
+    sec = torpor.info(p)["sections"][0]
+    assert sec["length"] < 0.97 * a.nbytes
+    payload = p.read_bytes()[sec["payload_offset"]:sec["payload_offset"] + sec["length"]]
+    r = subprocess.run([lz4_tool, "-d", "-c"], input=payload, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    raw, block = a.tobytes(), codec.bits_block(codec.BITS_SHIFT, 4)
+    want = b"".join(codec._py_bits_block(raw[c:c + CHUNK_SIZE][b:b + block], 4, False)
+                    for c in range(0, len(raw), CHUNK_SIZE)
+                    for b in range(0, len(raw[c:c + CHUNK_SIZE]), block))
+    assert r.stdout == want
+
+
 def test_metadata_and_info(tmp_path):
     p = tmp_path / "m.torpor"
     torpor.dump({"a": np.zeros((10, 10000), np.float32)}, p, metadata={"user": "ann", "n": 3})

@@ -5,6 +5,7 @@ pipeline across sections. Native kernels are checked against the pure-Python one
 
 import io
 
+import lz4.block
 import lz4.frame
 import numpy as np
 import pytest
@@ -335,23 +336,119 @@ def test_bit_planes_are_the_documented_layout(filters, k, count):
 @pytest.mark.parametrize("reader", BITS_FRAMERS)
 @pytest.mark.parametrize("k, delta", [(1, False), (2, True), (3, False), (4, False), (4, True), (8, True)])
 @pytest.mark.parametrize("count", [1, 7, 9, 4097, 40_003])
-def test_bit_plane_frames_round_trip_across_kernels(framer, reader, k, delta, count):
-    """Either kernel reads what either writes, tails of fewer than 8 items included."""
+@pytest.mark.parametrize("plain", [0, 3, "all but one", "all"])
+def test_bit_plane_frames_round_trip_across_kernels(framer, reader, k, delta, count, plain):
+    """Either kernel reads what either writes, tails of fewer than 8 items included,
+    and with the first ``plain`` planes of every block put in as one literal run."""
     raw = (np.sin(np.arange(k * count) / 50.0) * 40 + 60).astype(np.uint8).tobytes()
+    if plain != 0:              # noise in the low bits, whose planes go in as they are
+        noisy = np.frombuffer(raw, np.uint8).copy().reshape(count, k)
+        noisy[:, 0] ^= rng.integers(0, 8, count, dtype=np.uint8)
+        raw = noisy.tobytes()
+        plain = {"all": 8 * k, "all but one": 8 * k - 1}.get(plain, plain)
     block = _codec.bits_block(13, k)
     out = bytearray(_codec.lz4_bound(len(raw)))
-    n = framer[0](raw, out, bytearray(1 << 13), bytearray(1 << 13), k, delta, block, 0)
+    n = framer[0](raw, out, bytearray(_codec.lz4_bound(1 << 13)), bytearray(1 << 13), k, delta,
+                  block, 0, plain)
     if n < 0:                   # no block shrank: the caller stores the chunk
-        assert count < 100
+        assert count < 100 or plain >= 8 * k - 1
         return
     assert bytes(out[:7]) == _codec.FRAME_HEAD
     back = bytearray(len(raw))
     reader[1](memoryview(out)[:n], back, 0, len(raw), bytearray(1 << 13), bytearray(1 << 13), k, delta, block)
     assert bytes(back) == raw
     # and the frame is a standard lz4 frame: python-lz4 decodes it to the filtered blocks
-    plain = lz4.frame.decompress(bytes(out[:n]))
-    assert len(plain) == len(raw)
-    assert plain[-(len(raw) % (8 * k)) or len(plain):] == raw[-(len(raw) % (8 * k)) or len(raw):]
+    filtered = lz4.frame.decompress(bytes(out[:n]))
+    assert len(filtered) == len(raw)
+    assert filtered[-(len(raw) % (8 * k)) or len(filtered):] == raw[-(len(raw) % (8 * k)) or len(raw):]
+    # a compressed block starts with the plain planes as one literal run
+    word = int.from_bytes(out[7:11], "little")
+    first = min(block, len(raw))
+    lit = (first - first % (8 * k)) // (8 * k) * plain
+    if not word >> 31 and lit:
+        assert _first_literal_run(bytes(out[11:11 + word])) >= lit
+
+
+def _first_literal_run(block):
+    run, p = block[0] >> 4, 1
+    if run == 15:
+        while True:
+            run += block[p]
+            p += 1
+            if block[p - 1] != 255:
+                return run
+    return run
+
+
+def _lz4_blocks(lit_len, rest):
+    return bytes(rng.integers(0, 256, lit_len, dtype=np.uint8)), lz4.block.compress(
+        rest, mode="fast", store_size=False)
+
+
+@pytest.mark.parametrize("lit_len", [1, 13, 14, 15, 254, 255, 269, 270, 300_000])
+@pytest.mark.parametrize("rest", [b"a", b"abcdefghijklmn" * 40, bytes(range(256)) * 3,
+                                  b"x" * 9 + bytes(range(30)) + b"x" * 500])
+def test_literals_put_in_front_of_an_lz4_block(lit_len, rest):
+    """_literals_first makes a block that any lz4 decoder reads as the literals
+    followed by what the block held: literal runs whose length field grows
+    across 15, 15 + 255 and beyond, and first sequences with a long run already."""
+    lit, c = _lz4_blocks(lit_len, rest)
+    got = _codec._py_literals_first(lit, c, 1 << 30)
+    assert lz4.block.decompress(got, uncompressed_size=lit_len + len(rest)) == lit + rest
+    assert _codec._py_literals_first(lit, c, len(got)) is None          # not under most
+    assert _codec._py_literals_first(lit, c, len(got) + 1) == got
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
+@pytest.mark.parametrize("plain", [-1, 33])
+def test_plain_planes_past_the_item_are_refused(framer, plain):
+    raw = bytes(4 * 64)
+    with pytest.raises(ValueError, match="plain planes"):
+        framer[0](raw, bytearray(_codec.lz4_bound(len(raw))), bytearray(1 << 14),
+                  bytearray(1 << 14), 4, False, 256, 0, plain)
+
+
+BITS_PLAIN = [pytest.param(_codec._py_bits_plain, id="python")]
+if _codec.NATIVE_LZ4:
+    BITS_PLAIN.insert(0, pytest.param(_codec._filters.bits_plain, id="native"))
+
+
+@pytest.mark.parametrize("bits_plain", BITS_PLAIN)
+@pytest.mark.parametrize("kind, low, high", [
+    ("normal float32", 20, 28),      # 23 mantissa bits, the top few of which repeat
+    ("uniform float64", 48, 56),     # 52 mantissa bits, then exponent bits that vary
+    ("arange int32", 0, 0),          # the lowest bit alternates: compressible
+    ("random bytes", 8, 8),          # every plane is noise
+])
+def test_the_noise_planes_are_found_from_the_lowest_bit(bits_plain, kind, low, high):
+    r = np.random.default_rng(3)
+    a = {"normal float32": lambda: r.standard_normal(16384).astype(np.float32),
+         "uniform float64": lambda: r.random(8192),
+         "arange int32": lambda: np.arange(16384, dtype=np.int32),
+         "random bytes": lambda: r.integers(0, 256, 65536, dtype=np.uint8)}[kind]()
+    sample = a.tobytes()
+    got = bits_plain(sample, bytearray(len(sample)), bytearray(len(sample)),
+                     bytearray(_codec.lz4_bound(len(sample))), a.itemsize, False,
+                     1 - _codec.BITS_ACCELERATION, _codec.KEEP)
+    assert low <= got <= high
+
+
+@pytest.mark.parametrize("dtype, low, high", [("<f4", 16, 31), ("<f8", 40, 63),
+                                               (">f4", 0, 7)])   # big-endian: the noise is last
+def test_noisy_floats_keep_their_bit_planes_without_a_search_of_the_noise(impl, dtype, low, high):
+    """Measured floats: bit planes, the noise planes put in as they are (so the
+    chunk costs little more than a copy of them), the file still smaller than the
+    data, every value back exactly, with 1 and 2 threads."""
+    r = np.random.default_rng(5)
+    a = (r.standard_normal(700_000) * 30).astype(dtype)
+    enc = _codec.ChunkEncoder(CODEC_LZ4)
+    view = memoryview(a).cast("B")[:CHUNK_SIZE]
+    mode, plain = enc.choose_mode(view, a.itemsize, *enc._scratch())
+    assert mode == MODE_BITS and low <= plain <= high
+    for threads in (1, 2):
+        data = torpor.dumps(a, threads=threads)
+        assert len(data) < 0.97 * a.nbytes
+        assert_same_array(torpor.loads(data, threads=threads), a)
 
 
 @pytest.mark.parametrize("framer", BITS_FRAMERS)

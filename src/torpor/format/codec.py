@@ -74,6 +74,12 @@ BITS_SHIFT = 18
 #: 1.550 -> 1.52x). An explicit level (level < 0: more acceleration, > 0: lz4hc)
 #: is used as given.
 BITS_ACCELERATION = 5
+#: Noise planes (``bits_plain``) go into a bit-plane block as they are when the
+#: trial's block is then at most this much larger than with lz4 run over every
+#: plane: lz4 finds matches across planes that each plane alone does not show
+#: (a periodic signal's low bits, the differences of noisy words), and then
+#: the planes are not noise after all.
+PLAIN_COST = 1.01
 #: The block shifts a file may give (1 KiB to 4 MiB).
 BITS_SHIFTS = range(10, 23)
 
@@ -193,21 +199,72 @@ def _py_check_blocks(n, itemsize, delta, block):
         raise ValueError(f"bit-plane blocks of {block} bytes are not groups of 8 {itemsize}-byte items")
 
 
-def _py_bits_frame(src, out, tmp, tmp2, itemsize, delta, block, level):
+def _py_bits_frame(src, out, tmp, tmp2, itemsize, delta, block, level, plain=0):
     n = len(src)
     _py_check_blocks(n, itemsize, delta, block)
     if n <= 0 or -(-n // block) > 64:
         raise ValueError(f"bits_frame: {n} bytes in blocks of {block}: 1 to 64 blocks")
+    if not 0 <= plain <= 8 * itemsize:
+        raise ValueError(f"bits_frame: {plain} plain planes of {itemsize}-byte items")
     frame, shrank = [FRAME_HEAD], False
     for pos in range(0, n, block):
         q = _py_bits_block(src[pos:pos + block], itemsize, delta)
-        packed = _py_lz4_block(q, level)
+        b = len(q)
+        lit = (b - b % (8 * itemsize)) // (8 * itemsize) * plain
+        if lit == 0:
+            packed = _py_lz4_block(q, level)
+        elif lit >= b:
+            packed = q                          # all noise: stored
+        else:
+            packed = _py_literals_first(q[:lit], _py_lz4_block(q[lit:], level), b) or q
         if len(packed) < len(q):
             shrank = True
             frame += [_u32.pack(len(packed)), packed]
         else:
             frame += [_u32.pack(len(q) | 0x80000000), q]
     return _py_end_frame(frame, shrank, out)
+
+
+def _py_literals_first(lit, c, most):
+    """As _filters._literals_first: the lz4 block ``c`` with the bytes ``lit`` put
+    in front of its first literal run, or None when it would not be under
+    ``most`` bytes."""
+    if not c:
+        return None
+    token, p = c[0], 1
+    run = token >> 4
+    if run == 15:
+        while True:
+            if p >= len(c):
+                return None
+            x = c[p]
+            p += 1
+            run += x
+            if x != 255:
+                break
+    run += len(lit)
+    if run >= 15:
+        head = bytes([0xF0 | (token & 0x0F)]) + b"\xff" * ((run - 15) // 255) + bytes([(run - 15) % 255])
+    else:
+        head = bytes([(run << 4) | (token & 0x0F)])
+    if len(head) + len(lit) + len(c) - p >= most:
+        return None
+    return head + bytes(lit) + bytes(c[p:])
+
+
+def _py_bits_plain(src, tmp, tmp2, trial, itemsize, delta, level, keep):
+    n = len(src)
+    if not n or n % (8 * itemsize):
+        raise ValueError("bits_plain: the sample must be whole groups of 8 items")
+    q = _py_bits_block(src, itemsize, delta)
+    g = n // (8 * itemsize)
+    count = 0
+    for j in range(8 * itemsize):
+        got = len(_py_lz4_block(q[j * g:(j + 1) * g], level))
+        if 0 < got <= int(g * keep):
+            break
+        count += 1
+    return count
 
 
 def _py_lz4_block(data, level):
@@ -348,9 +405,11 @@ else:
 if NATIVE_LZ4 and _filters is not None:
     lz4_bound, lz4_frame, lz4_frame_into = _filters.lz4_bound, _filters.lz4_frame, _filters.lz4_frame_into
     lz4_trial, bits_frame, bits_frame_into = _filters.lz4_trial, _filters.bits_frame, _filters.bits_frame_into
+    bits_plain = _filters.bits_plain
 else:
     lz4_bound, lz4_frame, lz4_frame_into = _py_lz4_bound, _py_lz4_frame, _py_lz4_frame_into
     lz4_trial, bits_frame, bits_frame_into = _py_lz4_trial, _py_bits_frame, _py_bits_frame_into
+    bits_plain = _py_bits_plain
 
 
 def stored_lz4_parts(view):
@@ -422,12 +481,13 @@ class ChunkEncoder:
         except IndexError:
             return bytearray(lz4_bound(CHUNK_SIZE))
 
-    def _trial(self, view, itemsize, mode, scratch, tmp, trial):
-        """(estimated size, planes to store) of ``view`` under ``mode``."""
+    def _trial(self, view, itemsize, mode, scratch, tmp, trial, plain=0):
+        """(estimated size, planes to store) of ``view`` under ``mode`` (bit planes:
+        the first ``plain`` of them put in as they are)."""
         n = len(view)
         if mode in (MODE_BITS, MODE_DELTA_BITS):       # one block: the whole sample
             got = bits_frame(view, trial, scratch, tmp, itemsize, mode == MODE_DELTA_BITS,
-                             n + (-n) % (8 * itemsize), 1 - BITS_ACCELERATION)
+                             n + (-n) % (8 * itemsize), 1 - BITS_ACCELERATION, plain)
             return (n if got < 0 or got > n * KEEP else got), 0
         if mode in (MODE_SHUFFLED, MODE_DELTA):
             return lz4_trial(filter_into(view, scratch, itemsize, mode == MODE_DELTA), trial,
@@ -440,7 +500,8 @@ class ChunkEncoder:
         costlier one must beat the cheaper by FILTER_GAIN); MODE_STORED when none
         gains MIN_SAVING. A byte-shuffled sample is compressed plane by plane, as
         the chunk will be, and the planes that do not shrink are the ones the
-        chunk stores without a search."""
+        chunk stores without a search (a mask). For bit planes the second item
+        is instead how many of the lowest bit planes are noise (``bits_plain``)."""
         n = len(view)
         size = SAMPLE - SAMPLE % (8 * itemsize if itemsize <= MAX_BITS_ITEM else itemsize)
         if n > size:
@@ -452,7 +513,20 @@ class ChunkEncoder:
             total, store = self._trial(view, itemsize, mode, scratch, tmp, trial)
             if total < best_len * (1.0 if best == MODE_STORED else FILTER_GAIN):
                 best, best_len, best_store = mode, total, store
+        whole = n - n % (8 * itemsize)
+        if best in (MODE_BITS, MODE_DELTA_BITS) and whole:
+            # bit planes: how many of the lowest planes are noise, for bits_frame
+            # to put in as they are rather than run lz4 over them
+            plain = bits_plain(view[:whole], scratch, tmp, trial, itemsize,
+                               best == MODE_DELTA_BITS, 1 - BITS_ACCELERATION, KEEP)
+            if plain and self._trial(view, itemsize, best, scratch, tmp, trial,
+                                     plain)[0] > best_len * PLAIN_COST:
+                plain = 0
+            best_store = plain
         return best, best_store
+
+    def _bits_level(self):
+        return 1 - BITS_ACCELERATION if self.level == 0 else self.level
 
     def _filters_apply(self, view, itemsize, use_filters):
         return (use_filters and self.filters and self.codec != CODEC_RAW
@@ -505,9 +579,8 @@ class ChunkEncoder:
             shift = 0
             if mode in (MODE_BITS, MODE_DELTA_BITS):
                 shift = BITS_SHIFT
-                level = 1 - BITS_ACCELERATION if self.level == 0 else self.level
                 n = bits_frame(view, out, scratch, tmp, itemsize, mode == MODE_DELTA_BITS,
-                               bits_block(shift, itemsize), level)
+                               bits_block(shift, itemsize), self._bits_level(), store)
             elif mode == MODE_PACKED:
                 n = lz4_frame(view, out, self.level, 1, store)
             else:                                   # a block per byte plane
