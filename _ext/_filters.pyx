@@ -707,10 +707,12 @@ def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8
                Py_ssize_t itemsize, bint delta, Py_ssize_t block, int level, Py_ssize_t plain=0):
     """Write ``src`` as one lz4 frame of bit-plane blocks (``delta``: of word
     differences, restarting in every block; the items after the last group of 8
-    as they are) into ``out``; ``tmp`` and ``tmp2`` hold at least ``block`` bytes.
-    ``plain``: how many of the first bit planes of every block (the lowest bits of
-    an item first) are noise, which lz4 is not run on: they go into the block as
-    one literal run (``_literals_first``), a standard lz4 block still.
+    as they are) into ``out``; ``tmp2`` holds at least ``block`` bytes, ``tmp`` as
+    many (``_lz4_room(block)`` with ``plain``: lz4's output goes there then).
+    ``plain``: how many of the first bit planes of every block (bit 0 of an item's
+    first byte first: its lowest bits, for a little-endian item) are noise, which
+    lz4 is not run on: they go into the block as one literal run
+    (``_literals_first``), a standard lz4 block still.
     Returns the frame's length, or -1 when no block shrank."""
     cdef Py_ssize_t n = src.shape[0], pos = 0, o = 7, b, nblocks, lit
     cdef int got

@@ -88,6 +88,9 @@ cdef object _npgeneric = np.generic
 cdef object _npdtype = np.dtype
 cdef object _NoneType = type(None)
 cdef object _GetSetDescriptor = type(type.__dict__["__dict__"])
+cdef object _type_mro = type.__dict__["__mro__"].__get__
+cdef object _type_dict = type.__dict__["__dict__"].__get__
+cdef object _type_dictoffset = type.__dict__["__dictoffset__"].__get__
 cdef unsigned long _HEAPTYPE = HEAPTYPE
 cdef object _MAX_NESTING = MAX_NESTING
 
@@ -873,21 +876,29 @@ cdef frozenset _attribute_setting(type cls):
     until something asks for ``__dict__``; asking creates a dict per instance. A
     model of 500,000 atoms then holds 500,000 more dicts, which the cyclic GC
     traverses after the load, a quarter of the load's time."""
+    # read statically (type's own descriptors, no getattr): no code of the class or
+    # of its metaclass runs here that a load did not run before
     holder = None
     found = set()
     try:
-        for klass in cls.__mro__:
-            for name, v in vars(klass).items():
-                t = type(v)
-                if hasattr(t, "__set__") or hasattr(t, "__delete__"):
+        for klass in _type_mro(cls):
+            for name, v in _type_dict(klass).items():
+                if _static_has(type(v), "__set__") or _static_has(type(v), "__delete__"):
                     found.add(name)
                 if name == "__dict__" and holder is None:
                     holder = v
-        if cls.__dictoffset__ == 0 or type(holder) is not _GetSetDescriptor:
+        if _type_dictoffset(cls) == 0 or type(holder) is not _GetSetDescriptor:
             return None
     except Exception:
         return None         # a class too unusual to look into: fill __dict__ as before
     return frozenset(found)
+
+
+cdef bint _static_has(type t, str name) except -1:
+    for klass in _type_mro(t):
+        if name in _type_dict(klass):
+            return True
+    return False
 
 
 cdef void _untrack_atomic(tuple t) noexcept:
@@ -970,7 +981,8 @@ cdef class Decoder:
     cdef list stack
     cdef set callables
     cdef frozenset producers
-    cdef dict inst_classes    # class -> (its __new__, whether it has __setstate__)
+    cdef dict inst_classes    # class -> (its __new__, whether it has __setstate__,
+                              #           _attribute_setting(class))
     cdef set used             # payload sections already referenced (each may be, once)
     cdef object guard         # engine.guard.LoadGuard of a safe load, or None
     cdef dict nest            # its stack costs (guard.nest), or None
@@ -1419,7 +1431,9 @@ cdef class Decoder:
         fr.target = obj
         fr.phase = 1
         fr.items = {} if (<tuple>info)[1] else None
-        fr.names = (<tuple>info)[2]
+        # the names are those of cls: a __new__ that makes an object of another
+        # class (a factory) has its attributes put into its __dict__
+        fr.names = (<tuple>info)[2] if type(obj) is cls else None
         return 0
 
     cdef int _reduce_build(self, _DFrame fr) except -1:

@@ -400,6 +400,41 @@ def test_literals_put_in_front_of_an_lz4_block(lit_len, rest):
 
 
 @pytest.mark.parametrize("framer", BITS_FRAMERS)
+@pytest.mark.parametrize("plane, plain", [(14, 1), (15, 1), (16, 1), (5, 3), (254, 1), (255, 1),
+                                          (256, 1), (135, 2), (90, 3), (300, 7)])
+def test_literal_runs_across_the_length_fields_steps(framer, plane, plain):
+    """Blocks whose noise planes make literal runs of 14 to 2,100 bytes (the run
+    length's field grows at 15 and every 255 after): every block decodes with
+    python-lz4 to the filtered block, and the chunk round-trips."""
+    k = 1
+    block = 8 * plane                       # planes of ``plane`` bytes
+    r = np.random.default_rng(plane * 8 + plain)
+    smooth = (np.arange(block * 3) // 40 % 7).astype(np.uint8)
+    raw = (smooth | (r.integers(0, 1 << plain, block * 3, dtype=np.uint8))).tobytes()
+    out = bytearray(_codec.lz4_bound(len(raw)))
+    n = framer[0](raw, out, bytearray(_codec.lz4_bound(block)), bytearray(block), k, False,
+                  block, 0, plain)
+    assert n > 0
+    pos, blocks = 7, 0
+    while True:
+        word = int.from_bytes(out[pos:pos + 4], "little")
+        pos += 4
+        if word == 0:
+            break
+        data = bytes(out[pos:pos + (word & 0x7FFFFFFF)])
+        pos += word & 0x7FFFFFFF
+        want = _codec._py_bits_block(raw[blocks * block:(blocks + 1) * block], k, False)
+        if not word >> 31:
+            assert _first_literal_run(data) >= plane * plain
+            assert lz4.block.decompress(data, uncompressed_size=len(want)) == want
+        blocks += 1
+    assert blocks == 3 and pos == n
+    back = bytearray(len(raw))
+    framer[1](memoryview(out)[:n], back, 0, len(raw), bytearray(block), bytearray(block), k, False, block)
+    assert bytes(back) == raw
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
 @pytest.mark.parametrize("plain", [-1, 33])
 def test_plain_planes_past_the_item_are_refused(framer, plain):
     raw = bytes(4 * 64)
@@ -445,10 +480,14 @@ def test_noisy_floats_keep_their_bit_planes_without_a_search_of_the_noise(impl, 
     view = memoryview(a).cast("B")[:CHUNK_SIZE]
     mode, plain = enc.choose_mode(view, a.itemsize, *enc._scratch())
     assert mode == MODE_BITS and low <= plain <= high
+    payloads = []
     for threads in (1, 2):
         data = torpor.dumps(a, threads=threads)
         assert len(data) < 0.97 * a.nbytes
         assert_same_array(torpor.loads(data, threads=threads), a)
+        sec = torpor.info(io.BytesIO(data))["sections"][0]
+        payloads.append(data[sec["payload_offset"]:sec["payload_offset"] + sec["length"]])
+    assert payloads[0] == payloads[1]          # the bytes do not depend on the threads
 
 
 @pytest.mark.parametrize("framer", BITS_FRAMERS)

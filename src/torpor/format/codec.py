@@ -435,7 +435,7 @@ class Plan:
     __slots__ = ("choice", "left")
 
     def __init__(self):
-        self.choice = None        # (mode, store mask)
+        self.choice = None        # (mode, store mask; for bit planes, noise planes)
         self.left = 0             # chunks to encode before the next trial
 
 
