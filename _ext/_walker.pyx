@@ -25,8 +25,9 @@ import struct
 import numpy as np
 
 from torpor.engine.common import (FIXED_COUNT, MARKER_KIND, UNFILLED, InlineBin, ReduceTail,
-                                  build_frozenset, count_hash, cycle_error, decode_path,
-                                  insert_error, path_step, restore_error, unsupported)
+                                  build_frozenset, class_dict, class_mro, count_hash,
+                                  cycle_error, decode_path, insert_error, path_step,
+                                  restore_error, static_attr, unsupported)
 from torpor.engine.byvalue import ByValue
 from torpor.engine.guard import MAX_NESTING, guard_for
 from torpor.engine.reduce import (HEAPTYPE, SAVE_GLOBAL, SAVE_INST, SAVE_REDUCE, apply_state,
@@ -88,9 +89,8 @@ cdef object _npgeneric = np.generic
 cdef object _npdtype = np.dtype
 cdef object _NoneType = type(None)
 cdef object _GetSetDescriptor = type(type.__dict__["__dict__"])
-cdef object _type_mro = type.__dict__["__mro__"].__get__
-cdef object _type_dict = type.__dict__["__dict__"].__get__
 cdef object _type_dictoffset = type.__dict__["__dictoffset__"].__get__
+cdef object _ABSENT = object()
 cdef unsigned long _HEAPTYPE = HEAPTYPE
 cdef object _MAX_NESTING = MAX_NESTING
 
@@ -883,29 +883,21 @@ cdef frozenset _attribute_setting(type cls):
     until something asks for ``__dict__``; asking creates a dict per instance. A
     model of 500,000 atoms then holds 500,000 more dicts, which the cyclic GC
     traverses after the load, a quarter of the load's time."""
-    # read statically (type's own descriptors, no getattr): no code of the class or
-    # of its metaclass runs here that a load did not run before
-    holder = None
+    # read statically (engine.common.static_attr): no code of the class or of its
+    # metaclass runs here that a load did not run before
     found = set()
     try:
-        for klass in _type_mro(cls):
-            for name, v in _type_dict(klass).items():
-                if _static_has(type(v), "__set__") or _static_has(type(v), "__delete__"):
-                    found.add(name)
-                if name == "__dict__" and holder is None:
-                    holder = v
-        if _type_dictoffset(cls) == 0 or type(holder) is not _GetSetDescriptor:
+        if _type_dictoffset(cls) == 0 or type(static_attr(cls, "__dict__")) is not _GetSetDescriptor:
             return None
+        for klass in class_mro(cls):
+            for name, v in class_dict(klass).items():
+                # a data descriptor: its type has __set__ or __delete__ (tp_descr_set)
+                if static_attr(type(v), "__set__", _ABSENT) is not _ABSENT or \
+                        static_attr(type(v), "__delete__", _ABSENT) is not _ABSENT:
+                    found.add(name)
     except Exception:
         return None         # a class too unusual to look into: fill __dict__ as before
     return frozenset(found)
-
-
-cdef bint _static_has(type t, str name) except -1:
-    for klass in _type_mro(t):
-        if name in _type_dict(klass):
-            return True
-    return False
 
 
 cdef void _untrack_atomic(tuple t) noexcept:

@@ -44,6 +44,23 @@ class Unfilled:
 UNFILLED = Unfilled()
 
 
+# A class's own attributes, read as the type's slots hold them: no metaclass
+# __getattr__ or __getattribute__, no descriptor of the class runs (a safe load
+# calls nothing a file did not ask for).
+class_mro = type.__dict__["__mro__"].__get__
+class_dict = type.__dict__["__dict__"].__get__
+
+
+def static_attr(cls, name, default=None):
+    """What ``name`` is in the first class of ``cls``'s MRO whose dict holds it,
+    without running any code of the class: else ``default``."""
+    for c in class_mro(cls):
+        d = class_dict(c)
+        if name in d:
+            return d[name]
+    return default
+
+
 class InlineBin:
     """Bytes a walker writes as a MessagePack bin where they stand, even when they
     are large (a numpy scalar's data after its dtype description)."""

@@ -37,6 +37,7 @@ from ..format.outline import read_stream
 from ..format.reader import ContainerReader
 from . import progress as progress_
 from . import select
+from .common import static_attr
 from .guard import WorkAccount
 from .pipeline import LoadOptions, _name, gc_paused
 
@@ -189,20 +190,6 @@ def _typed(steps: tuple[locate_.Step, ...]) -> tuple[Any, ...]:
     return tuple((attr, type(k), k) for attr, k in steps)
 
 
-# a class's own attributes, read as the type's slots hold them: no metaclass
-# __getattr__, no descriptor of the class runs
-_MRO = type.__dict__["__mro__"].__get__
-_CLASS_DICT = type.__dict__["__dict__"].__get__
-
-
-def _static(cls: type, name: str) -> Any:
-    for c in _MRO(cls):
-        d = _CLASS_DICT(c)
-        if name in d:
-            return d[name]
-    return None
-
-
 def _state_step(obj: Any, attr: bool, key: Any, missing: NotInFileError) -> Any:
     """One step of a path on a loaded object, through its state only: an item of a
     list, tuple (a namedtuple's too), dict or object array, an entry of its
@@ -214,16 +201,16 @@ def _state_step(obj: Any, attr: bool, key: Any, missing: NotInFileError) -> Any:
         if attr:
             if type(key) is not str or key.startswith("_"):
                 raise missing
-            fields = _static(cls, "_fields")
+            fields = static_attr(cls, "_fields")
             if issubclass(cls, tuple) and type(fields) is tuple \
                     and all(type(f) is str for f in fields) and key in fields:
                 return tuple.__getitem__(obj, fields.index(key))
-            getset = _static(cls, "__dict__")
+            getset = static_attr(cls, "__dict__")
             if type(getset) is types.GetSetDescriptorType:
                 state = getset.__get__(obj, cls)
                 if type(state) is dict and key in state:
                     return dict.__getitem__(state, key)
-            member = _static(cls, key)
+            member = static_attr(cls, key)
             if type(member) is types.MemberDescriptorType:
                 return member.__get__(obj, cls)
             raise missing
