@@ -275,20 +275,11 @@ cdef extern from *:
             tw_store8(p + 8 * i, tw_t8(x));
         }
     }
-    /* every byte plane of a shuffled buffer (n bytes, items of k) into its 8 bit planes */
-    static void tw_bitplanes(const uint8_t* a, uint8_t* q, size_t n, size_t k) {
-        size_t plane = n / k;
-        for (size_t j = 0; j < k; j++) tw_bits(a + j * plane, q + j * plane, plane);
-    }
-    static void tw_unbitplanes(const uint8_t* q, uint8_t* a, size_t n, size_t k) {
-        size_t plane = n / k;
-        for (size_t j = 0; j < k; j++) tw_unbits(q + j * plane, a + j * plane, plane);
-    }
     """
     int tw_shuffle(const uint8_t* s, uint8_t* d, size_t n, size_t k, int delta) nogil
     int tw_unshuffle(const uint8_t* s, uint8_t* d, size_t n, size_t k, int delta) nogil
-    void tw_bitplanes(const uint8_t* a, uint8_t* q, size_t n, size_t k) nogil
-    void tw_unbitplanes(const uint8_t* q, uint8_t* a, size_t n, size_t k) nogil
+    void tw_bits(const uint8_t* p, uint8_t* q, size_t n) nogil
+    void tw_unbits(const uint8_t* q, uint8_t* p, size_t n) nogil
 
 # liblz4's block API, bound at import by torpor._codec (see bind_lz4)
 ctypedef int (*lz4_compress_t)(const char* src, char* dst, int src_size, int dst_capacity,
@@ -571,36 +562,6 @@ cdef int _check_bits(Py_ssize_t n, Py_ssize_t itemsize, bint delta) except -1:
     return 0
 
 
-cdef inline void _bits_block(const uint8_t* s, uint8_t* t, uint8_t* q, Py_ssize_t b,
-                             Py_ssize_t k, bint delta) noexcept nogil:
-    # the groups of 8 items become bit planes; the items after the last whole
-    # group (only in an array's last block) follow them as they are
-    cdef Py_ssize_t full = b - b % (8 * k)
-    if full:
-        if k == 1:
-            tw_bitplanes(s, q, full, 1)
-        else:
-            if not tw_shuffle(s, t, full, k, delta):
-                _shuffle(s, t, full, k)
-            tw_bitplanes(t, q, full, k)
-    if b > full:
-        memcpy(q + full, s + full, b - full)
-
-
-cdef inline void _unbits_block(const uint8_t* q, uint8_t* t, uint8_t* d, Py_ssize_t b,
-                               Py_ssize_t k, bint delta) noexcept nogil:
-    cdef Py_ssize_t full = b - b % (8 * k)
-    if full:
-        if k == 1:
-            tw_unbitplanes(q, d, full, 1)
-        else:
-            tw_unbitplanes(q, t, full, k)
-            if not tw_unshuffle(t, d, full, k, delta):
-                _unshuffle(t, d, full, k)
-    if b > full:
-        memcpy(d + full, q + full, b - full)
-
-
 def bitfilter_into(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp,
                    Py_ssize_t itemsize, bint delta):
     """Write the bit planes of ``src`` (``delta``: of its word differences) to the
@@ -612,7 +573,7 @@ def bitfilter_into(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp,
         raise ValueError("bitfilter_into: the output buffers are too small")
     if n:
         with nogil:
-            _bits_block(&src[0], &tmp[0], &out[0], n, itemsize, delta)
+            _split_block(&src[0], &tmp[0], &out[0], n, itemsize, delta, 0)
     return memoryview(out)[:n]
 
 
@@ -627,19 +588,25 @@ def bitunfilter_into(uint8_t[::1] dest, Py_ssize_t offset, const uint8_t[::1] sr
         raise ValueError("bitunfilter_into: the scratch buffer is too small")
     if n:
         with nogil:
-            _unbits_block(&src[0], &tmp[0], &dest[offset], n, itemsize, delta)
+            _unsplit_block(&src[0], &tmp[0], &dest[offset], n, itemsize, delta, 0)
 
 
-# --- bit-plane chunks (modes 4 and 5): filtered and compressed block by block -----
+# --- bit-plane chunks (modes 4 to 7): filtered and compressed block by block -----
 #
 # The chunk is cut into blocks of ``block`` bytes (the last one shorter), and each
 # block goes through the filter into a scratch buffer and straight on to lz4 while
 # it is still in cache (as blosc does), as one lz4 block of the frame. Small blocks
 # also keep all the planes of a block inside lz4's 64 KiB window, where planes that
 # repeat each other (the mantissa bits of decimal numbers) match.
+#
+# ``mask`` (modes 6 and 7; 0 is modes 4 and 5): bit j set, byte j of every item
+# stays a byte plane and is not cut into bit planes. The writer sets it for the
+# bytes that are noise (the low mantissa bytes of measured floats): they go into
+# the block as literals anyway, and the bit transpose of noise was most of the
+# filter's cost.
 
 cdef int _check_blocks(Py_ssize_t n, Py_ssize_t k, bint delta, Py_ssize_t block,
-                       Py_ssize_t most=64) except -1:
+                       Py_ssize_t most=64, unsigned mask=0) except -1:
     if k <= 0 or k > 8 or n % k:
         raise ValueError(f"bit-plane chunks hold whole items of 1 to 8 bytes: {n} bytes are not "
                          f"items of {k}")
@@ -648,6 +615,9 @@ cdef int _check_blocks(Py_ssize_t n, Py_ssize_t k, bint delta, Py_ssize_t block,
     if block <= 0 or block % (8 * k) or block > BLOCK_MAX or (n + block - 1) // block > most:
         raise ValueError(f"bit-plane blocks of {block} bytes do not suit {n} bytes of {k}-byte items "
                          f"(a multiple of 8 items, at most 4 MiB, at most 64 blocks)")
+    if mask >> k or (mask and mask == (1u << k) - 1):
+        raise ValueError(f"byte-plane mask {mask:#x} does not suit {k}-byte items "
+                         f"(bits 0 to {k - 1}, and not all of them)")
     return 0
 
 
@@ -656,6 +626,54 @@ cdef inline int _lz4_block(const uint8_t* src, uint8_t* dst, Py_ssize_t n, Py_ss
     if level > 0:
         return _lz4_hc(<const char*>src, <char*>dst, <int>n, <int>room, level)
     return _lz4_fast(<const char*>src, <char*>dst, <int>n, <int>room, 1 - level)
+
+
+cdef inline Py_ssize_t _split_block(const uint8_t* s, uint8_t* t, uint8_t* q, Py_ssize_t b,
+                                    Py_ssize_t k, bint delta, unsigned mask) noexcept nogil:
+    """Filter one block: its groups of 8 items byte-shuffled into ``t`` (delta
+    first), then the byte planes not in ``mask`` cut into bit planes at ``q``, one
+    after another, and the items after the last group after them. Returns how
+    many bytes of ``q`` that is; the byte planes of ``mask`` stay in ``t`` (for
+    k = 1, mask 0, the bits come straight from ``s``)."""
+    cdef Py_ssize_t full = b - b % (8 * k), m = full // k, nb = 0, j
+    cdef const uint8_t* planes = s
+    if full:
+        if k > 1:
+            if not tw_shuffle(s, t, full, k, delta):
+                _shuffle(s, t, full, k)
+            planes = t
+        for j in range(k):
+            if not (mask >> j) & 1:
+                tw_bits(planes + j * m, q + nb, m)
+                nb += m
+    if b > full:
+        memcpy(q + nb, s + full, b - full)
+    return nb + b - full
+
+
+cdef inline void _unsplit_block(const uint8_t* q, uint8_t* t, uint8_t* d, Py_ssize_t b,
+                                Py_ssize_t k, bint delta, unsigned mask) noexcept nogil:
+    """Undo ``_split_block``: ``q`` holds the bit planes and the tail, and the
+    byte planes of ``mask`` are in their place in ``t`` already."""
+    cdef Py_ssize_t full = b - b % (8 * k), m = full // k, nb = 0, j
+    if full:
+        if k == 1:
+            tw_unbits(q, d, m)
+            nb = m
+        else:
+            for j in range(k):
+                if not (mask >> j) & 1:
+                    tw_unbits(q + nb, t + j * m, m)
+                    nb += m
+            if not tw_unshuffle(t, d, full, k, delta):
+                _unshuffle(t, d, full, k)
+    if b > full:
+        memcpy(d + full, q + nb, b - full)
+
+
+cdef inline bint _low_mask(unsigned mask) noexcept nogil:
+    # the first bytes of an item (its low bytes, for a little-endian one)
+    return (mask & (mask + 1)) == 0
 
 
 cdef Py_ssize_t _literals_first(uint8_t* dst, const uint8_t* lit, Py_ssize_t nlit,
@@ -704,28 +722,35 @@ cdef Py_ssize_t _literals_first(uint8_t* dst, const uint8_t* lit, Py_ssize_t nli
 
 
 def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8_t[::1] tmp2,
-               Py_ssize_t itemsize, bint delta, Py_ssize_t block, int level, Py_ssize_t plain=0):
+               Py_ssize_t itemsize, bint delta, Py_ssize_t block, int level, Py_ssize_t plain=0,
+               unsigned mask=0):
     """Write ``src`` as one lz4 frame of bit-plane blocks (``delta``: of word
     differences, restarting in every block; the items after the last group of 8
     as they are) into ``out``; ``tmp2`` holds at least ``block`` bytes, ``tmp`` as
     many (``_lz4_room(block)`` with ``plain``: lz4's output goes there then).
-    ``plain``: how many of the first bit planes of every block (bit 0 of an item's
-    first byte first: its lowest bits, for a little-endian item) are noise, which
-    lz4 is not run on: they go into the block as one literal run
-    (``_literals_first``), a standard lz4 block still.
+    ``mask`` (modes 6 and 7): the bytes of an item kept as byte planes. They are
+    noise: every block's byte planes are an lz4 block of their own, stored, and
+    its bit planes and tail the next one.
+    ``plain``: how many of the first bit planes of every block (bit 0 of the
+    first byte not in ``mask`` first: its lowest bits, for a little-endian item)
+    are noise too, which lz4 is not run on: they go into the block as one
+    literal run (``_literals_first``), a standard lz4 block still.
     Returns the frame's length, or -1 when no block shrank."""
-    cdef Py_ssize_t n = src.shape[0], pos = 0, o = 7, b, nblocks, lit
+    cdef Py_ssize_t n = src.shape[0], pos = 0, o = 7, b, nblocks, lit, nq, m, j, before, bytes_kept = 0
     cdef int got
-    cdef bint shrank = False
+    cdef bint shrank = False, low = _low_mask(mask)
     if _lz4_fast == NULL:
         raise RuntimeError("liblz4 is not bound")
     if n <= 0:
         raise ValueError("bits_frame needs at least one item")
-    _check_blocks(n, itemsize, delta, block)
-    if plain < 0 or plain > 8 * itemsize:
-        raise ValueError(f"bits_frame: {plain} plain planes of {itemsize}-byte items")
+    _check_blocks(n, itemsize, delta, block, 64, mask)
+    for j in range(itemsize):
+        bytes_kept += (mask >> j) & 1
+    if plain < 0 or plain > 8 * (itemsize - bytes_kept):
+        raise ValueError(f"bits_frame: {plain} plain bit planes of {itemsize}-byte items, "
+                         f"{bytes_kept} of whose bytes are byte planes")
     nblocks = (n + block - 1) // block
-    if out.shape[0] < _bound(n) + 4 * nblocks or tmp2.shape[0] < block \
+    if out.shape[0] < _bound(n) + (8 if mask else 4) * nblocks or tmp2.shape[0] < block \
             or tmp.shape[0] < (_lz4_room(block) if plain else block):
         raise ValueError("bits_frame: a buffer is too small")
     cdef const uint8_t* s = &src[0]
@@ -736,26 +761,43 @@ def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8
         memcpy(d, _frame_head, 7)
         while pos < n:
             b = n - pos if n - pos < block else block
-            _bits_block(s + pos, t, q, b, itemsize, delta)
-            lit = (b - b % (8 * itemsize)) // (8 * itemsize) * plain
+            m = (b - b % (8 * itemsize)) // itemsize
+            before = m * bytes_kept
+            if before:
+                # the byte planes: an lz4 block of their own, stored. When they
+                # are an item's first bytes, the shuffle writes them straight to
+                # their place in ``out`` (the other planes land after them, and
+                # are cut into bit planes before the next block overwrites them)
+                nq = _split_block(s + pos, d + o + 4 if low else t, q, b, itemsize, delta, mask)
+                if not low:
+                    before = 0
+                    for j in range(itemsize):
+                        if (mask >> j) & 1:
+                            memcpy(d + o + 4 + before, t + j * m, m)
+                            before += m
+                _put32(d + o, <uint32_t>before | 0x80000000u)
+                o += 4 + before
+            else:
+                nq = _split_block(s + pos, t, q, b, itemsize, delta, mask)
+            lit = m // 8 * plain
             if lit == 0:
-                got = _lz4_block(q, d + o + 4, b, _lz4_room(b), level)
-            elif lit >= b:
+                got = _lz4_block(q, d + o + 4, nq, _lz4_room(nq), level)
+            elif lit >= nq:
                 got = 0                     # all noise: stored
             else:
                 # the rest after the noise planes, compressed into the filter's
                 # scratch (free once the planes are in q)
-                got = _lz4_block(q + lit, t, b - lit, _lz4_room(b - lit), level)
+                got = _lz4_block(q + lit, t, nq - lit, _lz4_room(nq - lit), level)
                 if got > 0:
-                    got = <int>_literals_first(d + o + 4, q, lit, t, got, b)
-            if 0 < got < b:
+                    got = <int>_literals_first(d + o + 4, q, lit, t, got, nq)
+            if 0 < got < nq:
                 shrank = True
                 _put32(d + o, <uint32_t>got)
                 o += 4 + got
             else:
-                _put32(d + o, <uint32_t>b | 0x80000000u)
-                memcpy(d + o + 4, q, b)
-                o += 4 + b
+                _put32(d + o, <uint32_t>nq | 0x80000000u)
+                memcpy(d + o + 4, q, nq)
+                o += 4 + nq
             pos += b
         _put32(d + o, 0)
     return o + 4 if shrank else -1
@@ -780,7 +822,7 @@ def bits_plain(const uint8_t[::1] src, uint8_t[::1] tmp, uint8_t[::1] tmp2, uint
     cdef uint8_t* q = &tmp2[0]
     cdef uint8_t* c = &trial[0]
     with nogil:
-        _bits_block(s, t, q, n, itemsize, delta)
+        _split_block(s, t, q, n, itemsize, delta, 0)
         for j in range(8 * itemsize):
             got = _lz4_block(q + j * g, c, g, _lz4_room(g), level)
             if 0 < got <= <Py_ssize_t>(g * keep):
@@ -789,24 +831,51 @@ def bits_plain(const uint8_t[::1] src, uint8_t[::1] tmp, uint8_t[::1] tmp2, uint
     return count
 
 
+cdef inline int _next_block(const uint8_t* s, Py_ssize_t n, Py_ssize_t* pos, uint8_t* dst,
+                            Py_ssize_t want) noexcept nogil:
+    """Decode the lz4 block at ``s + pos[0]`` (a frame of ``n`` bytes) into the
+    ``want`` bytes at ``dst`` and move past it; 0, or -1 (it runs past the frame's
+    end), -2 (a stored block of another length), -3 (damaged, or another length)."""
+    cdef Py_ssize_t p = pos[0], size
+    cdef uint32_t word
+    if p + 4 > n:
+        return -1
+    word = _get32(s + p)
+    p += 4
+    size = word & 0x7FFFFFFF
+    if word == 0 or size > n - p:
+        return -1
+    if word >> 31:
+        if size != want:
+            return -2
+        memcpy(dst, s + p, want)
+    elif _lz4_decompress(<const char*>(s + p), <char*>dst, <int>size, <int>want) != want:
+        return -3
+    pos[0] = p + size
+    return 0
+
+
 def bits_frame_into(const uint8_t[::1] src, uint8_t[::1] dest, Py_ssize_t offset, Py_ssize_t raw,
                     uint8_t[::1] tmp, uint8_t[::1] tmp2, Py_ssize_t itemsize, bint delta,
-                    Py_ssize_t block):
+                    Py_ssize_t block, unsigned mask=0):
     """Undo ``bits_frame``: decode the frame in ``src`` into ``dest[offset:offset+raw]``.
-    Every lz4 block must decode to exactly one filter block; raises ValueError
-    saying what is wrong."""
-    cdef Py_ssize_t n = src.shape[0], pos = 7, done = 0, size, b
-    cdef uint32_t word
+    Every lz4 block must decode to exactly its part of one filter block (with
+    ``mask``: the byte planes, then the rest); raises ValueError saying what is
+    wrong."""
+    cdef Py_ssize_t n = src.shape[0], pos = 7, done = 0, b, m, j, before, bytes_kept = 0
     cdef int got = 0
+    cdef bint low = _low_mask(mask)
     if _lz4_decompress == NULL:
         raise RuntimeError("liblz4 is not bound")
     if raw <= 0 or offset < 0 or offset + raw > dest.shape[0]:
         raise ValueError("bits_frame_into: the destination is too small")
-    _check_blocks(raw, itemsize, delta, block, raw)
+    _check_blocks(raw, itemsize, delta, block, raw, mask)
     if tmp.shape[0] < block or tmp2.shape[0] < block:
         raise ValueError("bits_frame_into: a scratch buffer is too small")
     if n < 11 or memcmp(&src[0], _frame_head, 7) != 0:
         raise ValueError("a bit-plane chunk does not start with torpor's lz4 frame header")
+    for j in range(itemsize):
+        bytes_kept += (mask >> j) & 1
     cdef const uint8_t* s = &src[0]
     cdef uint8_t* d = &dest[offset]
     cdef uint8_t* t = &tmp[0]
@@ -814,25 +883,24 @@ def bits_frame_into(const uint8_t[::1] src, uint8_t[::1] dest, Py_ssize_t offset
     with nogil:
         while done < raw:
             b = raw - done if raw - done < block else block
-            if pos + 4 > n:
-                got = -1
-                break
-            word = _get32(s + pos)
-            pos += 4
-            size = word & 0x7FFFFFFF
-            if word == 0 or size > n - pos:
-                got = -1
-                break
-            if word >> 31:
-                if size != b:
-                    got = -2
+            m = (b - b % (8 * itemsize)) // itemsize
+            before = m * bytes_kept
+            if before:
+                # the byte planes' block: straight into place when they are an
+                # item's first bytes, or through q
+                got = _next_block(s, n, &pos, t if low else q, before)
+                if got:
                     break
-                memcpy(q, s + pos, b)
-            elif _lz4_decompress(<const char*>(s + pos), <char*>q, <int>size, <int>b) != b:
-                got = -3
+                if not low:
+                    before = 0
+                    for j in range(itemsize):
+                        if (mask >> j) & 1:
+                            memcpy(t + j * m, q + before, m)
+                            before += m
+            got = _next_block(s, n, &pos, q, b - before)
+            if got:
                 break
-            pos += size
-            _unbits_block(q, t, d + done, b, itemsize, delta)
+            _unsplit_block(q, t, d + done, b, itemsize, delta, mask)
             done += b
     if got == -1:
         raise ValueError("a bit-plane chunk's lz4 blocks run past its end")

@@ -101,11 +101,13 @@ def _undelta(b, k):
     return b"".join(struct.pack(fmt, s) for s in sums)
 
 
-def _unbits(data, k, block, delta):
-    """Undo mode 4 (5: then the running sums) of docs/FORMAT.md, block by block:
-    in a block of n whole groups of 8 items, bit i % 8 of byte i // 8 of plane
-    8j + b is bit b of byte j of item i; items after the last group follow as
-    they are."""
+def _unbits(data, k, block, delta, mask=0):
+    """Undo mode 4 (5: then the running sums; 6 and 7: with the byte planes of
+    ``mask``) of docs/FORMAT.md, block by block: in a block of n whole groups of 8
+    items, byte i of the byte plane of byte j (j in the mask, in order) is byte j
+    of item i; then, for the other bytes j in order, bit i % 8 of byte i // 8 of
+    their plane b is bit b of byte j of item i; items after the last group
+    follow as they are."""
     block -= block % (8 * k)
     out = bytearray()
     for start in range(0, len(data), block):
@@ -114,9 +116,18 @@ def _unbits(data, k, block, delta):
         n = full // k
         items = [bytearray(k) for _ in range(n)]
         plane_len = n // 8
+        at = 0
         for j in range(k):
+            if mask >> j & 1:
+                for i in range(n):
+                    items[i][j] = q[at + i]
+                at += n
+        for j in range(k):
+            if mask >> j & 1:
+                continue
             for b in range(8):
-                plane = q[(8 * j + b) * plane_len:(8 * j + b + 1) * plane_len]
+                plane = q[at:at + plane_len]
+                at += plane_len
                 for i in range(n):
                     if plane[i // 8] >> (i % 8) & 1:
                         items[i][j] |= 1 << b
@@ -140,7 +151,7 @@ def _payload(data, pos, codec, raw, meta, itemsize):
         return out, pos + raw
     out = bytearray()
     while len(out) < raw:
-        magic, size, stored, craw, mode, r1, r2, digest = struct.unpack_from("<IIIIBBHQ", data, pos)
+        magic, size, stored, craw, mode, r1, r2, r3, digest = struct.unpack_from("<IIIIBBBBQ", data, pos)
         if magic != 0x184D2A5B or size != 20:
             raise Damaged("chunk record")
         chunk = data[pos + 28:pos + 28 + stored]
@@ -154,8 +165,8 @@ def _payload(data, pos, codec, raw, meta, itemsize):
             plain = _unshuffle(plain, itemsize)
         elif mode == 3:
             plain = _undelta(_unshuffle(plain, itemsize), itemsize)
-        elif mode in (4, 5):
-            plain = _unbits(plain, itemsize, 1 << r1, mode == 5)
+        elif mode in (4, 5, 6, 7):
+            plain = _unbits(plain, itemsize, 1 << r1, mode in (5, 7), r2)
         if len(plain) != craw or _xxh3(plain) != digest:
             raise Damaged("chunk")
         out += plain
@@ -165,7 +176,7 @@ def _payload(data, pos, codec, raw, meta, itemsize):
 def read_container(data):
     """(header, [section payloads], stream bytes), checking every checksum."""
     magic, version, flags, hlen = struct.unpack_from("<8sHHI", data, 0)
-    if magic != b"\x89TPR\r\n\x1a\n" or version not in (1, 2) or flags:
+    if magic != b"\x89TPR\r\n\x1a\n" or version not in (1, 2, 3) or flags:
         raise Damaged("preamble")
     if _xxh3(data[:16 + hlen]) != struct.unpack_from("<Q", data, 16 + hlen)[0]:
         raise Damaged("header checksum")

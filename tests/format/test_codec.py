@@ -14,7 +14,8 @@ import torpor
 from torpor.format import codec as _codec
 from torpor.errors import CorruptFileError
 from torpor.format.constants import (CHUNK_SIZE, CODEC_LZ4, MODE_BITS, MODE_DELTA_BITS,
-                                    MODE_PACKED, MODE_SHUFFLED, MODE_STORED)
+                                    MODE_DELTA_SPLIT, MODE_PACKED, MODE_SHUFFLED, MODE_SPLIT,
+                                    MODE_STORED)
 
 from helpers import assert_same_array
 
@@ -209,7 +210,7 @@ def test_filter_choice_follows_the_data():
     # coordinates on a 0.1 grid as float64: bit planes that repeat each other
     assert _modes(rng.uniform(0, 500, 500_000).round(1)) == {MODE_BITS}
     assert _modes(rng.integers(0, 256, 1_000_000, dtype=np.uint8)) == {MODE_STORED}
-    assert _modes(rng.standard_normal(300_000)) <= {MODE_STORED, MODE_BITS}
+    assert _modes(rng.standard_normal(300_000)) <= {MODE_STORED, MODE_BITS, MODE_SPLIT}
     # items too wide for bit planes still get the byte shuffle
     wide = np.zeros(200_000, [("a", "<f8"), ("b", "<i4"), ("c", "<i4")])
     wide["a"] = np.arange(200_000) * 0.5
@@ -438,7 +439,7 @@ def test_literal_runs_across_the_length_fields_steps(framer, plane, plain):
 @pytest.mark.parametrize("plain", [-1, 33])
 def test_plain_planes_past_the_item_are_refused(framer, plain):
     raw = bytes(4 * 64)
-    with pytest.raises(ValueError, match="plain planes"):
+    with pytest.raises(ValueError, match="plain bit planes"):
         framer[0](raw, bytearray(_codec.lz4_bound(len(raw))), bytearray(1 << 14),
                   bytearray(1 << 14), 4, False, 256, 0, plain)
 
@@ -472,14 +473,19 @@ def test_the_noise_planes_are_found_from_the_lowest_bit(bits_plain, kind, low, h
                                                (">f4", 0, 7)])   # big-endian: the noise is last
 def test_noisy_floats_keep_their_bit_planes_without_a_search_of_the_noise(impl, dtype, low, high):
     """Measured floats: bit planes, the noise planes put in as they are (so the
-    chunk costs little more than a copy of them), the file still smaller than the
-    data, every value back exactly, with 1 and 2 threads."""
+    chunk costs little more than a copy of them; whole bytes of noise as byte
+    planes, mode 6), the file still smaller than the data, every value back
+    exactly, with 1 and 2 threads."""
     r = np.random.default_rng(5)
     a = (r.standard_normal(700_000) * 30).astype(dtype)
     enc = _codec.ChunkEncoder(CODEC_LZ4)
     view = memoryview(a).cast("B")[:CHUNK_SIZE]
-    mode, plain = enc.choose_mode(view, a.itemsize, *enc._scratch())
-    assert mode == MODE_BITS and low <= plain <= high
+    mode, (mask, plain, level) = enc.choose_mode(view, a.itemsize, *enc._scratch())
+    noise = 8 * bin(mask).count("1") + plain
+    assert low <= noise <= high and mask == (1 << noise // 8) - 1
+    assert mode == (MODE_SPLIT if noise >= 8 else MODE_BITS)
+    mostly = 2 * noise > 8 * a.itemsize
+    assert level == 1 - (_codec.NOISE_ACCELERATION if mostly else _codec.BITS_ACCELERATION)
     payloads = []
     for threads in (1, 2):
         data = torpor.dumps(a, threads=threads)
@@ -535,10 +541,10 @@ def test_chunk_records_with_a_bad_block_shift_are_refused(tmp_path):
         torpor.loads(bytes(bad))
 
 
-def test_files_are_version_2_only_when_they_can_hold_bit_planes():
+def test_files_are_version_3_only_when_they_can_hold_bit_planes():
     import struct
     a = np.arange(100_000, dtype=np.float32)
-    assert struct.unpack_from("<H", torpor.dumps(a), 8)[0] == 2
+    assert struct.unpack_from("<H", torpor.dumps(a), 8)[0] == 3
     assert struct.unpack_from("<H", torpor.dumps(a, compress=None), 8)[0] == 1
     assert struct.unpack_from("<H", torpor.dumps(a, compress="gzip"), 8)[0] == 1
     from torpor.engine import pipeline
@@ -547,7 +553,246 @@ def test_files_are_version_2_only_when_they_can_hold_bit_planes():
     header = pipeline.read_header(io.BytesIO(data))
     head = header_bytes(header)
     assert data.startswith(head)
-    newer = header_bytes(dict(header, format=3))
+    newer = header_bytes(dict(header, format=4))
     assert len(newer) == len(head)
-    with pytest.raises(torpor.FormatError, match="version 3.*Upgrade torpor"):
+    with pytest.raises(torpor.FormatError, match="version 4.*Upgrade torpor"):
         torpor.loads(newer + data[len(head):])
+
+
+# --- byte planes and bit planes (modes 6 and 7) --------------------------------------
+
+def _split_reference(raw, k, mask):
+    """One filter block of mode 6 (docs/FORMAT.md), one byte and one bit at a time:
+    the byte planes of ``mask`` in order, then the bit planes of the other bytes
+    (byte by byte, bit 0 first), then the items after the last group of 8."""
+    n = len(raw) // k
+    m = n - n % 8
+    out = bytearray()
+    for j in range(k):
+        if mask >> j & 1:
+            out += bytes(raw[i * k + j] for i in range(m))
+    for j in range(k):
+        if mask >> j & 1:
+            continue
+        for b in range(8):
+            plane = bytearray(m // 8)
+            for i in range(m):
+                if raw[i * k + j] >> b & 1:
+                    plane[i // 8] |= 1 << (i % 8)
+            out += plane
+    return bytes(out) + bytes(raw[m * k:])
+
+
+def _frame_blocks(frame):
+    """The (stored?, data) of every lz4 block of a frame torpor wrote."""
+    pos, blocks = 7, []
+    while (word := int.from_bytes(frame[pos:pos + 4], "little")):
+        size = word & 0x7FFFFFFF
+        blocks.append((bool(word >> 31), bytes(frame[pos + 4:pos + 4 + size])))
+        pos += 4 + size
+    assert pos + 4 == len(frame)
+    return blocks
+
+
+@pytest.mark.parametrize("k, mask", [(2, 1), (2, 2), (3, 0b101), (4, 0b111), (4, 0b1001),
+                                     (8, 0b111111), (8, 0b10000001)])
+@pytest.mark.parametrize("count", [8, 72, 1029])
+def test_byte_planes_are_the_documented_layout(k, mask, count):
+    """_py_bits_block (the twin that the native kernel is checked against below)
+    lays a block out as the format says, for low and other masks, with tails."""
+    raw = rng.integers(0, 256, k * count, dtype=np.uint8).tobytes()
+    assert _codec._py_bits_block(raw, k, False, mask) == _split_reference(raw, k, mask)
+    assert _codec._py_unbits_block(_split_reference(raw, k, mask), k, False, mask) == raw
+
+
+def _split_cases():
+    r = np.random.default_rng(11)
+    n = 150_003
+    noisy = r.standard_normal(n).astype("<f4")
+    walk = (np.arange(n) * 100_000 + r.integers(0, 1 << 16, n)).astype("<i8")
+    return [("f4 low", noisy, 0b111, False, 2), ("f4 odd mask", noisy, 0b101, False, 0),
+            ("f8 high", r.random(n // 3), 0b111111, False, 7),
+            ("i8 delta", walk, 0b11, True, 3), ("i8 delta odd", walk, 0b10, True, 0),
+            ("u2", (r.integers(0, 256, n) + 256 * (np.arange(n) // 5000 % 3)).astype("<u2"), 0b1,
+             False, 0),
+            ("i4 delta", np.cumsum(r.integers(-300, 300, n)).astype("<i4"), 0b1, True, 1),
+            ("3-byte", _three_byte_items(r, 40_001), 0b011, False, 0)]
+
+
+def _three_byte_items(r, n):
+    """Items of two noise bytes and a slowly changing third."""
+    items = np.empty((n, 3), np.uint8)
+    items[:, :2] = r.integers(0, 256, (n, 2))
+    items[:, 2] = np.arange(n) // 1000 % 4
+    return items.reshape(-1).view("V3")
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
+@pytest.mark.parametrize("case", _split_cases(), ids=lambda c: c[0])
+def test_byte_and_bit_plane_frames_round_trip_on_both_kernels(framer, case):
+    """Each filter block is two lz4 blocks: its byte planes, stored, then the bit
+    planes and the tail (their noise planes in front as literals). python-lz4
+    decodes every block to the documented layout, and both kernels' frames
+    decode on both kernels to the input."""
+    _, a, mask, delta, plain = case
+    k = a.itemsize
+    raw = a.tobytes()
+    block = _codec.bits_block(18, k)
+    out = bytearray(_codec.lz4_bound(len(raw)))
+    n = framer[0](raw, out, bytearray(_codec.lz4_bound(block)), bytearray(block), k, delta,
+                  block, -4, plain, mask)
+    assert n > 0
+    blocks = _frame_blocks(out[:n])
+    starts = range(0, len(raw), block)
+    assert len(blocks) == 2 * len(starts)
+    for i, start in enumerate(starts):
+        part = raw[start:start + block]
+        want = _codec._py_bits_block(part, k, delta, mask)
+        m = len(part) // k // 8 * 8
+        before = m * bin(mask).count("1")
+        (stored, planes), (packed, rest) = blocks[2 * i], blocks[2 * i + 1]
+        assert stored and planes == want[:before]
+        if not delta:
+            assert want == _split_reference(part, k, mask)
+        got = rest if packed else lz4.block.decompress(rest, uncompressed_size=len(want) - before)
+        assert got == want[before:]
+        if plain and not packed:
+            assert _first_literal_run(rest) >= m // 8 * plain
+    for into in {f.values[0][1] for f in BITS_FRAMERS}:
+        back = bytearray(len(raw) + 3)
+        into(memoryview(out)[:n], back, 3, len(raw), bytearray(block), bytearray(block), k, delta,
+             block, mask)
+        assert bytes(back[3:]) == raw
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
+@pytest.mark.parametrize("k, mask", [(4, 0b10000), (4, 0b1111), (2, 0b11), (1, 1), (8, 256)])
+def test_byte_plane_masks_that_do_not_suit_the_items_are_refused(framer, k, mask):
+    raw = bytes(k * 64)
+    with pytest.raises(ValueError, match="mask"):
+        framer[0](raw, bytearray(_codec.lz4_bound(len(raw))), bytearray(1 << 14),
+                  bytearray(1 << 14), k, False, 8 * k * 8, 0, 0, mask)
+    with pytest.raises(ValueError, match="mask"):
+        framer[1](raw, bytearray(len(raw)), 0, len(raw), bytearray(1 << 14), bytearray(1 << 14),
+                  k, False, 8 * k * 8, mask)
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
+def test_plain_bit_planes_past_the_bytes_left_are_refused(framer):
+    """With bytes 0-2 byte planes, a 4-byte item has 8 bit planes left."""
+    raw = bytes(4 * 64)
+    with pytest.raises(ValueError, match="plain"):
+        framer[0](raw, bytearray(_codec.lz4_bound(len(raw))), bytearray(1 << 14),
+                  bytearray(1 << 14), 4, False, 256, 0, 9, 0b111)
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
+def test_damaged_byte_and_bit_plane_frames_are_refused(framer):
+    a = np.random.default_rng(4).standard_normal(50_000).astype("<f4")
+    raw, block = a.tobytes(), _codec.bits_block(14, 4)
+    out = bytearray(_codec.lz4_bound(len(raw)))
+    n = _codec.bits_frame(raw, out, bytearray(_codec.lz4_bound(block)), bytearray(block), 4, False,
+                          block, -4, 2, 0b111)
+    frame = bytes(out[:n])
+
+    def decode(data, mask=0b111):
+        framer[1](data, bytearray(len(raw)), 0, len(raw), bytearray(block), bytearray(block), 4,
+                  False, block, mask)
+    decode(frame)
+    first = int.from_bytes(frame[7:11], "little")
+    assert first >> 31 and first & 0x7FFFFFFF == block // 4 * 3      # the byte planes, stored
+    shorter = frame[:7] + (first - 8).to_bytes(4, "little") + frame[11:]
+    for bad in (frame[:-5], frame[:40], shorter, frame[:7] + frame[11 + (first & 0x7FFFFFFF):]):
+        with pytest.raises((ValueError, RuntimeError)):
+            decode(bad)
+    if framer[1] is not _codec._py_bits_frame_into:
+        # the native decoder checks every block against its part of a filter
+        # block; the twin decodes the whole frame and checks its length
+        with pytest.raises(ValueError):
+            decode(frame, mask=0b11)        # other byte planes: the blocks do not fit
+
+
+def _payloads(data):
+    """Every section's stored payload (a file's bytes but for its header's time)."""
+    return [data[s["payload_offset"]:s["payload_offset"] + s["length"]]
+            for s in torpor.info(io.BytesIO(data))["sections"]]
+
+
+def _first_record(data):
+    import struct
+    pos = data.find(struct.pack("<II", _codec.CHUNK_MAGIC, 20))
+    return pos, list(_codec.CHUNK_RECORD.unpack_from(data, pos))
+
+
+@pytest.mark.parametrize("mode, shift, mask, z", [
+    (MODE_SPLIT, 18, 0, 0),            # mode 6 needs a mask
+    (MODE_BITS, 18, 0b111, 0),         # mode 4 has none
+    (MODE_SPLIT, 18, 0b1111, 0),       # every byte of a 4-byte item
+    (MODE_SPLIT, 18, 0b10000, 0),      # a byte the items do not have
+    (MODE_SPLIT, 9, 0b111, 0),         # no block size
+    (MODE_SPLIT, 18, 0b111, 1),        # the reserved byte
+    (MODE_DELTA_SPLIT, 18, 0b11, 0),   # another mask than the one the data was written with
+])
+def test_chunk_records_of_byte_and_bit_planes_are_checked(impl, mode, shift, mask, z):
+    """A mode 6 or 7 record whose mask or block size does not suit its chunk is a
+    damaged file, never a wrong array."""
+    a = np.random.default_rng(9).standard_normal(300_000).astype("<f4")
+    good = torpor.dumps(a)
+    pos, rec = _first_record(good)
+    assert rec[4:8] == [MODE_SPLIT, 18, 0b111, 0]
+    bad = bytearray(good)
+    _codec.CHUNK_RECORD.pack_into(bad, pos, *rec[:4], mode, shift, mask, z, rec[8])
+    with pytest.raises(torpor.CorruptFileError):
+        torpor.loads(bytes(bad))
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f8", "<u2", "<i8"])
+def test_noise_bytes_round_trip_through_files_on_both_walkers(impl, dtype):
+    """Whole arrays whose chunks take mode 6 or 7, with a tail and shared: values,
+    dtype, shape and identity back, on 1 and 2 threads, bytes not depending on
+    the threads."""
+    r = np.random.default_rng(12)
+    n = 700_005
+    a = {"<f4": lambda: r.standard_normal(n).astype("<f4"), "<f8": lambda: r.random(n),
+         "<u2": lambda: (r.integers(0, 256, n) + 256 * (np.arange(n) // 5000 % 3)).astype("<u2"),
+         "<i8": lambda: (np.arange(n) * 100_000 + r.integers(0, 1 << 16, n)).astype("<i8")}[dtype]()
+    outs = []
+    for threads in (1, 2):
+        data = torpor.dumps({"a": a, "again": a, "view": a[::2]}, threads=threads)
+        outs.append(data)
+        got = torpor.loads(data, threads=threads)
+        assert got["a"] is got["again"]
+        assert_same_array(a, got["a"])
+        assert_same_array(a[::2], got["view"])
+    _, rec = _first_record(outs[0])
+    assert rec[4] in (MODE_SPLIT, MODE_DELTA_SPLIT) and rec[6]
+    assert _payloads(outs[0]) == _payloads(outs[1])
+
+
+def test_encoder_buffers_are_handed_on_to_the_next_save():
+    """A save's scratch and output buffers go to the next one (they are fresh
+    pages otherwise), at most SPARE_BYTES of them; release_spares frees them.
+    Files stay right whatever the reused buffers held."""
+    _codec.release_spares()
+    a = np.random.default_rng(13).standard_normal(3_000_000).astype("<f4")
+    first = torpor.dumps(a, threads=2)
+    kept = _codec._SPARES.nbytes
+    assert 0 < kept <= _codec.SPARE_BYTES
+    ids = {id(b) for b in _codec._SPARES._bufs}
+    b = np.arange(3_000_000, dtype="<f4")           # other data in the same buffers
+    second = torpor.dumps(b, threads=2)
+    assert {id(x) for x in _codec._SPARES._bufs} & ids     # the same buffers again
+    assert_same_array(b, torpor.loads(second))
+    assert _payloads(torpor.dumps(a, threads=2)) == _payloads(first)
+    _codec.release_spares()
+    assert _codec._SPARES.nbytes == 0 and not _codec._SPARES._bufs
+
+
+def test_concurrent_saves_share_the_spare_buffers_safely():
+    import concurrent.futures
+    r = np.random.default_rng(14)
+    arrays = [r.standard_normal(1_500_000).astype("<f4") * i for i in range(6)]
+    want = [_payloads(torpor.dumps(x, threads=1)) for x in arrays]
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        got = list(ex.map(lambda x: _payloads(torpor.dumps(x, threads=2)), arrays))
+    assert got == want

@@ -8,7 +8,7 @@ import pytest
 
 import torpor
 from golden.make_golden import (golden_bits, golden_dtypes, golden_extras, golden_object,
-                                golden_records, legacy_scalars)
+                                golden_records, golden_split, legacy_scalars)
 from helpers import assert_same_array
 
 GOLDEN = pathlib.Path(__file__).parent.parent / "golden"
@@ -53,6 +53,9 @@ def test_golden_file_loads(impl, path):
             assert got_d[k].tobytes() == want_d[k].tobytes()
     if meta.get("records"):
         _check_records(got["records"])
+    if meta.get("split"):
+        for k, v in golden_split().items():
+            assert_same_array(v, got["split"][k])
     if meta.get("legacy_scalars"):
         for a, b in zip(got["legacy_scalars"], legacy_scalars()):
             assert type(a) is np.void and a.dtype == b.dtype and a.tobytes() == b.tobytes()
@@ -150,3 +153,34 @@ def test_golden_files_of_version_2_hold_bit_plane_chunks(impl):
     assert torpor.info(path)["metadata"]["bits"] is True
     for k, v in golden_bits().items():
         assert_same_array(v, got["bits"][k])
+
+
+def test_golden_file_of_version_3_holds_byte_and_bit_plane_chunks(impl):
+    """v3_lz4_split holds chunks of modes 6 and 7 (2, 4 and 8-byte items) whose
+    records give the block shift and the byte-plane mask, and whose frames have
+    two lz4 blocks per filter block: the byte planes stored, then the rest."""
+    import struct
+    from torpor.format import codec as _codec
+    from torpor.format.constants import MODE_DELTA_SPLIT, MODE_SPLIT
+    path = GOLDEN / "v3_lz4_split.torpor"
+    data = path.read_bytes()
+    assert struct.unpack_from("<H", data, 8)[0] == 3
+    seen = set()
+    for s in torpor.info(path)["sections"]:
+        pos, end = s["payload_offset"], s["payload_offset"] + s["length"]
+        while s["codec"] == "lz4" and pos < end:
+            _, _, stored, raw, mode, shift, mask, z, _ = _codec.CHUNK_RECORD.unpack_from(data, pos)
+            assert z == 0
+            if mode in (MODE_SPLIT, MODE_DELTA_SPLIT):
+                seen.add((mode, mask))
+                assert shift == 18
+                k = np.dtype(s["dtype"]).itemsize
+                m = min(raw, _codec.bits_block(shift, k)) // k // 8 * 8   # the first block's groups
+                word = int.from_bytes(data[pos + 35:pos + 39], "little")
+                assert word == (m * bin(mask).count("1")) | 0x80000000     # the stored byte planes
+            pos += _codec.CHUNK_RECORD_SIZE + stored
+    assert seen == {(MODE_SPLIT, 7), (MODE_SPLIT, 63), (MODE_SPLIT, 1), (MODE_DELTA_SPLIT, 3)}
+    got = torpor.load(path)
+    assert torpor.info(path)["metadata"]["split"] is True
+    for k, v in golden_split().items():
+        assert_same_array(v, got["split"][k])

@@ -27,6 +27,11 @@ The files of v2 (lz4 only; raw and gzip files are still written as v1):
 - ``v2_lz4_bits``: bit-plane chunks in 256 KiB blocks (modes 4 and 5), chosen
   by a trial shared by the chunks of an array and by small arrays of one kind.
 - ``v2_lz4_dtypes``, ``v2_lz4_records``: the same contents as their v1 files.
+
+The file of v3 (lz4 only; what else a v3 writer writes is as v2's files hold it):
+- ``v3_lz4_split``: chunks of modes 6 and 7, whose noise bytes are byte planes
+  (an lz4 block of their own) and whose other bytes are bit planes, of 2, 4 and
+  8-byte items, with tails; ``golden_split()``.
 """
 
 import collections
@@ -94,6 +99,25 @@ def golden_bits():
     }
 
 
+def golden_split():
+    """What ``v3_lz4_split`` holds besides (must stay as it is): arrays whose chunks
+    keep their noise bytes as byte planes, with and without delta, with a tail
+    of items after the last group of 8."""
+    rng = np.random.default_rng(2027)
+    # rows of their own widths: small arrays of one dtype and row shape share a
+    # trial, and each of these must have its own
+    return {
+        "noisy": rng.standard_normal((33_335, 3)).astype(np.float32),         # mode 6, bytes 0-2
+        "uniform": rng.random((10_001, 4)),                                     # mode 6, bytes 0-5
+        "levels": (rng.integers(0, 256, 90_005)
+                   + 256 * (np.arange(90_005) // 5000 % 3)).astype(np.uint16),  # mode 6, byte 0
+        "stamps": (np.arange(60_006) * 100_000
+                   + rng.integers(0, 1 << 16, 60_006)).astype(np.int64).reshape(-1, 6),  # mode 7
+        "sorted": np.sort(rng.integers(0, 1 << 32, 100_001,
+                                       dtype=np.uint64)).astype(np.uint32),     # mode 7, 4-byte
+    }
+
+
 def golden_object():
     """The object every golden file holds (must stay exactly as it is)."""
     shared = [1, "shared"]
@@ -125,16 +149,20 @@ def main():
     obj = golden_object()
     files = {"lz4": "lz4", "gzip": "gzip", "raw": None, "lz4_filters": "lz4", "lz4_planes": "lz4",
              "lz4_dtypes": "lz4", "lz4_records": "lz4"}
-    if version >= 2:
+    if version == 2:
         # raw and gzip files are still written as version 1; lz4 files of
         # version 2 add the bit-plane chunks (modes 4 and 5)
         files = {"lz4_bits": "lz4", "lz4_dtypes": "lz4", "lz4_records": "lz4"}
+    elif version >= 3:
+        # version 3 adds modes 6 and 7 (byte planes and bit planes)
+        files = {"lz4_split": "lz4"}
     for suffix, compress in files.items():
         name = HERE / f"v{version}_{suffix}.torpor"
         if name.exists():
             print("kept", name)
             continue
-        extras = suffix in ("lz4_filters", "lz4_planes", "lz4_dtypes", "lz4_records", "lz4_bits")
+        extras = suffix in ("lz4_filters", "lz4_planes", "lz4_dtypes", "lz4_records", "lz4_bits",
+                            "lz4_split")
         dtypes = suffix == "lz4_dtypes"
         content = dict(obj, extras=golden_extras()) if extras else obj
         metadata = {"golden": True, "version": version, "extras": extras}
@@ -144,6 +172,9 @@ def main():
         if suffix == "lz4_bits":
             content = dict(content, bits=golden_bits())
             metadata["bits"] = True
+        if suffix == "lz4_split":
+            content = dict(content, split=golden_split())
+            metadata["split"] = True
         if suffix == "lz4_records":
             content = dict(content, records=golden_records())
             metadata["records"] = True

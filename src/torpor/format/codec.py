@@ -29,8 +29,8 @@ import xxhash
 
 from ..errors import CorruptFileError
 from .constants import (CHUNK_SIZE, CODEC_GZIP, CODEC_LZ4, CODEC_RAW, MAX_CHUNK_RAW, MAX_RATIO,
-                        MIN_SAVING, MODE_BITS, MODE_DELTA, MODE_DELTA_BITS, MODE_PACKED,
-                        MODE_SHUFFLED, MODE_STORED)
+                        MIN_SAVING, MODE_BITS, MODE_DELTA, MODE_DELTA_BITS, MODE_DELTA_SPLIT,
+                        MODE_PACKED, MODE_SHUFFLED, MODE_SPLIT, MODE_STORED)
 
 checksum = xxhash.xxh3_64_intdigest
 
@@ -49,7 +49,7 @@ _u32 = struct.Struct("<I")
 #: Skippable lz4 frame that carries one chunk's record (see docs/FORMAT.md). The
 #: lz4 tool skips it, so a section's payload decompresses with ``lz4 -d`` as is.
 CHUNK_MAGIC = 0x184D2A5B
-CHUNK_RECORD = struct.Struct("<IIIIBBHQ")   # magic, 20, stored, raw, mode, 0, 0, checksum
+CHUNK_RECORD = struct.Struct("<IIIIBBBBQ")  # magic, 20, stored, raw, mode, shift, mask, 0, checksum
 CHUNK_RECORD_SIZE = CHUNK_RECORD.size
 
 #: Bytes of a chunk compressed on trial with each filter to choose the chunk's mode
@@ -64,7 +64,7 @@ FILTER_GAIN = 0.98
 MAX_FILTER_ITEM = 64
 #: Bit planes are tried for items of at most this many bytes (at most 64 planes).
 MAX_BITS_ITEM = 8
-#: log2 of the block size of bit-plane chunks (modes 4 and 5) that this torpor
+#: log2 of the block size of bit-plane chunks (modes 4 to 7) that this torpor
 #: writes: 256 KiB blocks stay in a core's L2 cache through the filter and lz4,
 #: and the planes of one byte of an item stay inside lz4's 64 KiB window.
 BITS_SHIFT = 18
@@ -74,6 +74,13 @@ BITS_SHIFT = 18
 #: 1.550 -> 1.52x). An explicit level (level < 0: more acceleration, > 0: lz4hc)
 #: is used as given.
 BITS_ACCELERATION = 5
+#: lz4's acceleration at the default level for the bit planes of chunks that are
+#: mostly noise (more than half their planes, as measured floats of full
+#: precision are): what is left to compress is a few exponent planes, which lz4
+#: at acceleration 5 searches at under 1 GB/s for little gain. Measured on
+#: noisy float32 (benchmarks/README.md, session 9): lz4 on those planes 0.86 ->
+#: 1.37 GB/s, the file 1.4% larger (still within 1% of blosc2's).
+NOISE_ACCELERATION = 20
 #: Noise planes (``bits_plain``) go into a bit-plane block as they are when the
 #: trial's block is then at most this much larger than with lz4 run over every
 #: plane: lz4 finds matches across planes that each plane alone does not show
@@ -183,34 +190,80 @@ def _py_bitunfilter_into(dest, offset, src, tmp, itemsize, delta):
         np.cumsum(w, dtype=w.dtype, out=w)
 
 
-def _py_bits_block(src, itemsize, delta):
-    """One block of a bit-plane chunk (see ``_filters.bits_frame``), as bytes."""
+def _mask_bytes(mask, itemsize):
+    """The bytes of an item kept as byte planes under ``mask`` (modes 6 and 7), and
+    the others, in order."""
+    kept = [j for j in range(itemsize) if (mask >> j) & 1]
+    return kept, [j for j in range(itemsize) if not (mask >> j) & 1]
+
+
+def _py_bits_block(src, itemsize, delta, mask=0):
+    """One block of a bit-plane chunk (see ``_filters.bits_frame``), as bytes: the
+    byte planes of ``mask``, the bit planes of the other bytes, the tail."""
     n = len(src)
     full = n - n % (8 * itemsize)
-    head = bytes(_py_bitfilter_into(src[:full], bytearray(full), None, itemsize, delta)) if full else b""
-    return head + bytes(src[full:])
+    if not full:
+        return bytes(src)
+    a = _py_delta(src[:full], itemsize) if delta else np.frombuffer(src, np.uint8, count=full)
+    items = a.reshape(-1, itemsize)
+    kept, cut = _mask_bytes(mask, itemsize)
+    parts = [np.ascontiguousarray(items[:, kept].T).tobytes()] if kept else []
+    if cut:
+        parts.append(_bit_planes(np.ascontiguousarray(items[:, cut]), len(cut)).tobytes())
+    return b"".join(parts) + bytes(src[full:])
 
 
-def _py_check_blocks(n, itemsize, delta, block):
+def _py_unbits_block(q, itemsize, delta, mask=0):
+    """Undo ``_py_bits_block`` on the block ``q``: the items' bytes."""
+    n = len(q)
+    full = n - n % (8 * itemsize)
+    if not full:
+        return bytes(q)
+    m = full // itemsize
+    kept, cut = _mask_bytes(mask, itemsize)
+    planes = np.frombuffer(q, np.uint8, count=full)
+    items = np.empty((m, itemsize), np.uint8)
+    if kept:
+        items[:, kept] = planes[:m * len(kept)].reshape(len(kept), m).T
+    if cut:
+        bits = np.unpackbits(planes[m * len(kept):].reshape(8 * len(cut), -1), axis=1, bitorder="little")
+        items[:, cut] = np.packbits(bits.T, axis=1, bitorder="little")
+    if delta:
+        w = items.reshape(-1).view(f"<u{itemsize}")
+        np.cumsum(w, dtype=w.dtype, out=w)
+    return items.tobytes() + bytes(q[full:])
+
+
+def _py_check_blocks(n, itemsize, delta, block, mask=0):
     if itemsize <= 0 or itemsize > MAX_BITS_ITEM or n % itemsize or (delta and itemsize not in (2, 4, 8)):
         raise ValueError(f"bit-plane chunks hold whole items of 1 to 8 bytes (2, 4 or 8 for delta), "
                          f"not {n} bytes of {itemsize}")
     if block <= 0 or block % (8 * itemsize):
         raise ValueError(f"bit-plane blocks of {block} bytes are not groups of 8 {itemsize}-byte items")
+    if mask < 0 or mask >> itemsize or (mask and mask == (1 << itemsize) - 1):
+        raise ValueError(f"byte-plane mask {mask:#x} does not suit {itemsize}-byte items "
+                         f"(bits 0 to {itemsize - 1}, and not all of them)")
 
 
-def _py_bits_frame(src, out, tmp, tmp2, itemsize, delta, block, level, plain=0):
+def _py_bits_frame(src, out, tmp, tmp2, itemsize, delta, block, level, plain=0, mask=0):
     n = len(src)
-    _py_check_blocks(n, itemsize, delta, block)
+    _py_check_blocks(n, itemsize, delta, block, mask)
     if n <= 0 or -(-n // block) > 64:
         raise ValueError(f"bits_frame: {n} bytes in blocks of {block}: 1 to 64 blocks")
-    if not 0 <= plain <= 8 * itemsize:
-        raise ValueError(f"bits_frame: {plain} plain planes of {itemsize}-byte items")
+    before = bin(mask).count("1")
+    if not 0 <= plain <= 8 * (itemsize - before):
+        raise ValueError(f"bits_frame: {plain} plain bit planes of {itemsize}-byte items, "
+                         f"{before} of whose bytes are byte planes")
     frame, shrank = [FRAME_HEAD], False
     for pos in range(0, n, block):
-        q = _py_bits_block(src[pos:pos + block], itemsize, delta)
+        q = _py_bits_block(src[pos:pos + block], itemsize, delta, mask)
+        m = (len(q) - len(q) % (8 * itemsize)) // itemsize
+        if m * before:
+            # the byte planes (noise): an lz4 block of their own, stored
+            frame += [_u32.pack(m * before | 0x80000000), q[:m * before]]
+            q = q[m * before:]
         b = len(q)
-        lit = (b - b % (8 * itemsize)) // (8 * itemsize) * plain
+        lit = min(m // 8 * plain, b)
         if lit == 0:
             packed = _py_lz4_block(q, level)
         elif lit >= b:
@@ -287,8 +340,8 @@ def _py_end_frame(frame, shrank, out):
     return len(data)
 
 
-def _py_bits_frame_into(data, dest, offset, raw, tmp, tmp2, itemsize, delta, block):
-    _py_check_blocks(raw, itemsize, delta, block)
+def _py_bits_frame_into(data, dest, offset, raw, tmp, tmp2, itemsize, delta, block, mask=0):
+    _py_check_blocks(raw, itemsize, delta, block, mask)
     if raw <= 0 or offset < 0 or offset + raw > len(dest):
         raise ValueError("bits_frame_into: the destination is too small")
     if bytes(data[:7]) != FRAME_HEAD:
@@ -297,10 +350,7 @@ def _py_bits_frame_into(data, dest, offset, raw, tmp, tmp2, itemsize, delta, blo
     _py_lz4_frame_into(data, filtered, 0, raw)
     for pos in range(0, raw, block):
         q = memoryview(filtered)[pos:pos + block]
-        full = len(q) - len(q) % (8 * itemsize)
-        if full:
-            _py_bitunfilter_into(dest, offset + pos, q[:full], None, itemsize, delta)
-        _py_copy_into(dest, offset + pos + full, q[full:])
+        _py_copy_into(dest, offset + pos, _py_unbits_block(q, itemsize, delta, mask))
 
 
 def _py_copy_into(dest, offset, src):
@@ -426,16 +476,18 @@ class EncodedChunk(NamedTuple):
     checksum: int             # xxh3-64 of the raw bytes
     buffer: Optional[bytearray]   # output buffer to hand back with release(), or None
     shift: int = 0            # bit-plane chunks: log2 of their block size
+    mask: int = 0             # modes 6 and 7: the bytes of an item kept as byte planes
 
 
 class Plan:
     """How the chunks of one array (or of small arrays of one kind) are encoded:
-    the mode and the planes to store that the last trial chose, and how many
-    chunks may still use it. Only the writer's thread uses it."""
+    the mode and the planes to store that the last trial chose (for bit planes,
+    the byte-plane mask and the noise bit planes), and how many chunks may still
+    use it. Only the writer's thread uses it."""
     __slots__ = ("choice", "left")
 
     def __init__(self):
-        self.choice = None        # (mode, store mask; for bit planes, noise planes)
+        self.choice = None        # (mode, store): see ChunkEncoder.choose_mode
         self.left = 0             # chunks to encode before the next trial
 
 
@@ -453,10 +505,58 @@ def _candidates(itemsize, n):
         yield MODE_SHUFFLED
 
 
+#: Bytes of encoder buffers (scratch and output) kept from one save for the next.
+#: A fresh multi-MiB bytearray is fresh pages, and a save's encoders use about
+#: 20 MiB of them: measured on a 256 MiB save at 2 threads, its first chunks took
+#: 10 ms each instead of 0.9 ms, a tenth of the save, and compress=None pays
+#: nothing of the kind. ``release_spares()`` gives them back.
+SPARE_BYTES = 32 << 20
+
+
+class _Spares:
+    """The buffers finished encoders leave for the next ones (at most SPARE_BYTES)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._bufs = []
+        self.nbytes = 0
+
+    def take(self, size):
+        """A spare buffer of ``size`` bytes (its contents are old data), or a new one."""
+        with self._lock:
+            for i, b in enumerate(self._bufs):
+                if len(b) == size:
+                    del self._bufs[i]
+                    self.nbytes -= size
+                    return b
+        return bytearray(size)
+
+    def give(self, bufs):
+        with self._lock:
+            for b in bufs:
+                if self.nbytes + len(b) <= SPARE_BYTES:
+                    self._bufs.append(b)
+                    self.nbytes += len(b)
+
+    def clear(self):
+        with self._lock:
+            self._bufs.clear()
+            self.nbytes = 0
+
+
+_SPARES = _Spares()
+
+
+def release_spares():
+    """Free the encoder buffers kept for the next save (at most SPARE_BYTES)."""
+    _SPARES.clear()
+
+
 class ChunkEncoder:
     """Encodes chunks for one writer. ``encode`` runs on worker threads and returns
     an ``EncodedChunk``; the writer writes its ``parts`` in order, then gives its
-    ``buffer`` back with ``release``."""
+    ``buffer`` back with ``release``, and ``close``s the encoder once no thread
+    uses it (its buffers then go to the next encoder)."""
 
     def __init__(self, codec, filters=True, level=0):
         self.codec = codec
@@ -464,22 +564,33 @@ class ChunkEncoder:
         self.level = level
         self._free = []                      # output buffers ready for reuse
         self._local = threading.local()      # per thread: filter scratch, trial output
+        self._scratches = []                 # every thread's scratch, for close()
 
     def release(self, buf):
         if buf is not None:
             self._free.append(buf)
 
+    def close(self):
+        """Hand the buffers on to the next encoder (``_Spares``); the output buffers
+        not given back with ``release`` (a save that failed) are dropped."""
+        _SPARES.give(self._free + [b for s in self._scratches for b in s])
+        self._free = []
+        self._scratches = []
+        self._local = threading.local()
+
     def _scratch(self):
         s = getattr(self._local, "s", None)
         if s is None:
-            s = self._local.s = (bytearray(CHUNK_SIZE), bytearray(CHUNK_SIZE), bytearray(lz4_bound(SAMPLE)))
+            s = self._local.s = (_SPARES.take(CHUNK_SIZE), _SPARES.take(CHUNK_SIZE),
+                                 _SPARES.take(lz4_bound(SAMPLE)))
+            self._scratches.append(s)
         return s
 
     def _out(self):
         try:
             return self._free.pop()
         except IndexError:
-            return bytearray(lz4_bound(CHUNK_SIZE))
+            return _SPARES.take(lz4_bound(CHUNK_SIZE))
 
     def _trial(self, view, itemsize, mode, scratch, tmp, trial, plain=0):
         """(estimated size, planes to store) of ``view`` under ``mode`` (bit planes:
@@ -501,7 +612,12 @@ class ChunkEncoder:
         gains MIN_SAVING. A byte-shuffled sample is compressed plane by plane, as
         the chunk will be, and the planes that do not shrink are the ones the
         chunk stores without a search (a mask). For bit planes the second item
-        is instead how many of the lowest bit planes are noise (``bits_plain``)."""
+        is instead (byte-plane mask, noise bit planes, lz4 level): the lowest
+        planes that are noise (``bits_plain``); whole bytes of them make the chunk
+        a mode 6 or 7 one, with those bytes byte planes rather than bit planes
+        (noise goes in as literals either way, and the bit transpose of noise was
+        most of the filter's cost); a chunk that is mostly noise gets a faster
+        lz4 (NOISE_ACCELERATION)."""
         n = len(view)
         size = SAMPLE - SAMPLE % (8 * itemsize if itemsize <= MAX_BITS_ITEM else itemsize)
         if n > size:
@@ -522,7 +638,14 @@ class ChunkEncoder:
             if plain and self._trial(view, itemsize, best, scratch, tmp, trial,
                                      plain)[0] > best_len * PLAIN_COST:
                 plain = 0
-            best_store = plain
+            mask = 0
+            if 8 <= plain < 8 * itemsize:
+                mask = (1 << (plain // 8)) - 1
+                best = MODE_SPLIT if best == MODE_BITS else MODE_DELTA_SPLIT
+            level = self._bits_level()
+            if self.level == 0 and 2 * plain > 8 * itemsize:
+                level = 1 - NOISE_ACCELERATION
+            best_store = (mask, plain - 8 * bin(mask).count("1"), level)
         return best, best_store
 
     def _bits_level(self):
@@ -576,11 +699,12 @@ class ChunkEncoder:
                 return self._stored(view, digest)
         if self.codec == CODEC_LZ4:
             out = self._out()
-            shift = 0
-            if mode in (MODE_BITS, MODE_DELTA_BITS):
+            shift = mask = 0
+            if mode in _BIT_MODES:
                 shift = BITS_SHIFT
-                n = bits_frame(view, out, scratch, tmp, itemsize, mode == MODE_DELTA_BITS,
-                               bits_block(shift, itemsize), self._bits_level(), store)
+                mask, plain, level = store
+                n = bits_frame(view, out, scratch, tmp, itemsize, mode in _DELTA_MODES,
+                               bits_block(shift, itemsize), level, plain, mask)
             elif mode == MODE_PACKED:
                 n = lz4_frame(view, out, self.level, 1, store)
             else:                                   # a block per byte plane
@@ -589,11 +713,11 @@ class ChunkEncoder:
             if n < 0 or n > raw * (1.0 - MIN_SAVING):
                 self._free.append(out)
                 return self._stored(view, digest)
-            return EncodedChunk(mode, [memoryview(out)[:n]], n, raw, digest, out, shift)
+            return EncodedChunk(mode, [memoryview(out)[:n]], n, raw, digest, out, shift, mask)
         # gzip: the bit planes are for lz4 (a gzip chunk takes the byte shuffle)
-        if mode == MODE_BITS:
+        if mode in (MODE_BITS, MODE_SPLIT):
             mode = MODE_SHUFFLED if itemsize > 1 else MODE_PACKED
-        elif mode == MODE_DELTA_BITS:
+        elif mode in (MODE_DELTA_BITS, MODE_DELTA_SPLIT):
             mode = MODE_DELTA
         src = filter_into(view, scratch, itemsize, mode == MODE_DELTA) if mode != MODE_PACKED else view
         return self._gzip(src, mode, raw, digest)
@@ -615,9 +739,10 @@ class ChunkDecoder:
             setattr(self._local, name, s)
         return s
 
-    def decode_into(self, dest, offset, data, codec, mode, raw, itemsize, digest, shift=0):
+    def decode_into(self, dest, offset, data, codec, mode, raw, itemsize, digest, layout=(0, 0)):
         """Decode ``data`` (a whole chunk) into ``dest[offset:offset+raw]`` and verify
-        the checksum of what landed there. ``shift``: a bit-plane chunk's block size."""
+        the checksum of what landed there. ``layout``: a bit-plane chunk's block
+        shift and byte-plane mask (``read_chunk_record``)."""
         try:
             if mode == MODE_STORED:
                 if codec != CODEC_LZ4:
@@ -629,14 +754,15 @@ class ChunkDecoder:
             elif mode not in _MODES:
                 raise CorruptFileError(f"unknown chunk mode {mode}")
             else:
-                _check_filtered(mode, raw, itemsize, codec)
+                shift, mask = layout
+                _check_filtered(mode, raw, itemsize, codec, mask)
                 if codec == CODEC_LZ4:
                     if mode == MODE_PACKED:
                         lz4_frame_into(data, dest, offset, raw)
-                    elif mode in (MODE_BITS, MODE_DELTA_BITS):
+                    elif mode in _BIT_MODES:
                         bits_frame_into(data, dest, offset, raw, self._scratch(CHUNK_SIZE),
-                                        self._scratch(CHUNK_SIZE, "t"), itemsize, mode == MODE_DELTA_BITS,
-                                        bits_block(shift, itemsize))
+                                        self._scratch(CHUNK_SIZE, "t"), itemsize, mode in _DELTA_MODES,
+                                        bits_block(shift, itemsize), mask)
                     else:
                         scratch = self._scratch(raw)
                         lz4_frame_into(data, scratch, 0, raw)
@@ -662,21 +788,30 @@ class ChunkDecoder:
         verify(memoryview(dest)[offset:offset + raw], digest)
 
 
-_MODES = (MODE_PACKED, MODE_SHUFFLED, MODE_DELTA, MODE_BITS, MODE_DELTA_BITS)
+_MODES = (MODE_PACKED, MODE_SHUFFLED, MODE_DELTA, MODE_BITS, MODE_DELTA_BITS, MODE_SPLIT,
+          MODE_DELTA_SPLIT)
+#: The modes whose chunks are lz4 frames of filter blocks (``bits_frame``), those
+#: that hold byte planes too, and those with the delta filter first.
+_BIT_MODES = (MODE_BITS, MODE_DELTA_BITS, MODE_SPLIT, MODE_DELTA_SPLIT)
+_SPLIT_MODES = (MODE_SPLIT, MODE_DELTA_SPLIT)
+_DELTA_MODES = (MODE_DELTA, MODE_DELTA_BITS, MODE_DELTA_SPLIT)
 
 
-def _check_filtered(mode, raw, itemsize, codec):
+def _check_filtered(mode, raw, itemsize, codec, mask=0):
     """A filtered chunk must hold what its filter works on (docs/FORMAT.md)."""
     if mode == MODE_PACKED:
         return
-    if mode in (MODE_BITS, MODE_DELTA_BITS):
+    if mode in _BIT_MODES:
         if itemsize < 1 or itemsize > MAX_BITS_ITEM or raw % itemsize:
             raise CorruptFileError(f"a bit-plane chunk does not hold whole {itemsize}-byte items")
         if codec != CODEC_LZ4:
             raise CorruptFileError("bit-plane chunks are lz4 chunks only")
+        if mode in _SPLIT_MODES and (mask >> itemsize or mask == (1 << itemsize) - 1):
+            raise CorruptFileError(f"a chunk's byte-plane mask {mask:#04x} does not suit its "
+                                   f"{itemsize}-byte items (it names bytes they do not have, or all)")
     elif itemsize <= 1 or raw % itemsize:
         raise CorruptFileError(f"a filtered chunk does not hold whole {itemsize}-byte items")
-    if mode in (MODE_DELTA, MODE_DELTA_BITS) and itemsize not in (2, 4, 8):
+    if mode in _DELTA_MODES and itemsize not in (2, 4, 8):
         raise CorruptFileError(f"a delta chunk holds {itemsize}-byte items, not 2, 4 or 8")
 
 
@@ -692,17 +827,19 @@ def read_chunk_record(src, raw, done, codec_id, index):
     """The next chunk record of a compressed section from ``src`` (a
     container.Source), checked against what the section can hold: ``raw`` bytes
     in all, ``done`` of them decoded already. Returns (stored, raw, mode,
-    checksum, shift); CorruptFileError naming section ``index`` and the byte."""
+    checksum, layout): layout is (block shift, byte-plane mask), (0, 0) but for
+    bit-plane chunks. CorruptFileError naming section ``index`` and the byte."""
     rec = src.read(CHUNK_RECORD_SIZE, "a chunk record")
-    magic, size, stored, craw, mode, shift, z2, digest = CHUNK_RECORD.unpack(rec)
-    # a bit-plane chunk's block size, nothing for the other modes
-    bad_shift = shift not in BITS_SHIFTS if mode in (MODE_BITS, MODE_DELTA_BITS) else shift
-    if magic != CHUNK_MAGIC or size != 20 or bad_shift or z2 or craw == 0 \
+    magic, size, stored, craw, mode, shift, mask, z2, digest = CHUNK_RECORD.unpack(rec)
+    # a bit-plane chunk's block size, and modes 6 and 7's mask; nothing elsewhere
+    bad_layout = (shift not in BITS_SHIFTS or (mask == 0) != (mode in (MODE_BITS, MODE_DELTA_BITS))
+                  if mode in _BIT_MODES else shift or mask)
+    if magic != CHUNK_MAGIC or size != 20 or bad_layout or z2 or craw == 0 \
             or craw > MAX_CHUNK_RAW or craw > raw - done \
             or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec_id] + 64):
         raise CorruptFileError(f"{src.name}: damaged chunk record in section {index} "
                                f"at byte {src.pos - len(rec)}")
-    return stored, craw, mode, digest, shift
+    return stored, craw, mode, digest, (shift, mask)
 
 
 def verify(view, digest):

@@ -6,10 +6,12 @@ add a new one and bump FORMAT_VERSION instead.
 setup.py executes this file on its own to give the Cython walker the stream's
 type codes (``_ext/_codes.pxd``, generated): it must import nothing."""
 
-FORMAT_VERSION = 2
-#: Versions this torpor reads: 2 added chunk modes 4 and 5 (bit planes), and
-#: nothing else; a version 1 file is a version 2 file without them.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: Versions this torpor reads: 2 added chunk modes 4 and 5 (bit planes), 3 added
+#: modes 6 and 7 (byte planes and bit planes), and nothing else: a version 1 file
+#: is a version 2 file without them, a version 2 file a version 3 file without 6
+#: and 7.
+READABLE_VERSIONS = (1, 2, 3)
 
 #: First 8 bytes of every file. The high-bit byte and the CR LF / ^Z / LF tail catch
 #: a file mangled by a text-mode transfer, as PNG's signature does.
@@ -45,6 +47,8 @@ MODE_SHUFFLED = 2         # byte-shuffled, then compressed
 MODE_DELTA = 3            # delta of little-endian words, byte-shuffled, then compressed
 MODE_BITS = 4             # bit planes (format 2), then compressed
 MODE_DELTA_BITS = 5       # delta of little-endian words, bit planes (format 2), then compressed
+MODE_SPLIT = 6            # some bytes of an item byte planes, the others bit planes (format 3), then compressed
+MODE_DELTA_SPLIT = 7      # delta of little-endian words, then as mode 6 (format 3)
 
 #: Raw size of the chunks a payload is cut into. 4 MiB is the largest lz4 block, so
 #: every lz4 chunk is one frame holding one block.

@@ -266,26 +266,26 @@ class ContainerReader:
         itemsize = _itemsize(kind, meta)
         done = received = 0
         while done < raw:
-            stored, craw, mode, digest, shift = codec.read_chunk_record(src, raw, done, codec_id,
+            stored, craw, mode, digest, layout = codec.read_chunk_record(src, raw, done, codec_id,
                                                                          index)
             received += codec.CHUNK_RECORD_SIZE + stored
             if dest_view is None:
-                records.append((src.read(stored, "chunk data"), done, mode, craw, digest, shift))
+                records.append((src.read(stored, "chunk data"), done, mode, craw, digest, layout))
                 if received * MAX_RATIO[codec_id] + 64 >= raw:
                     dest, value = self._allocate(kind, raw, meta, index)
                     dest_view = memoryview(dest)
-                    for data, at, m, n, d, sh in records:
-                        self._dispatch((dest_view, at, data, codec_id, m, n, itemsize, d, sh), None, where)
+                    for data, at, m, n, d, lay in records:
+                        self._dispatch((dest_view, at, data, codec_id, m, n, itemsize, d, lay), None, where)
                     records = []
             else:
                 buf, data = self._read_input(stored)
-                self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest, shift), buf, where)
+                self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest, layout), buf, where)
             done += craw
         if dest_view is None:      # every chunk is here and still short of the ratio
             dest, value = self._allocate(kind, raw, meta, index)
             dest_view = memoryview(dest)
-            for data, at, m, n, d, sh in records:
-                self._dispatch((dest_view, at, data, codec_id, m, n, itemsize, d, sh), None, where)
+            for data, at, m, n, d, lay in records:
+                self._dispatch((dest_view, at, data, codec_id, m, n, itemsize, d, lay), None, where)
         self._wait_all()
         return dest, value
 
@@ -352,10 +352,10 @@ class ContainerReader:
         dest_view = memoryview(dest)
         done = 0
         while done < raw:
-            stored, craw, mode, digest, shift = codec.read_chunk_record(self.src, raw, done,
+            stored, craw, mode, digest, layout = codec.read_chunk_record(self.src, raw, done,
                                                                          codec_id, where[2])
             buf, data = self._read_input(stored)
-            self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest, shift), buf, where)
+            self._dispatch((dest_view, done, data, codec_id, mode, craw, itemsize, digest, layout), buf, where)
             done += craw
         if wait:
             self._wait_all()

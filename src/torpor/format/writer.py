@@ -75,6 +75,7 @@ class ContainerWriter:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self.encoder.close()
 
     def _write(self, buf):
         n = len(buf) if not isinstance(buf, memoryview) else buf.nbytes
@@ -178,7 +179,7 @@ class ContainerWriter:
 
     def _write_chunk(self, chunk):
         self._write(codec.CHUNK_RECORD.pack(codec.CHUNK_MAGIC, 20, chunk.stored, chunk.raw,
-                                            chunk.mode, chunk.shift, 0, chunk.checksum))
+                                            chunk.mode, chunk.shift, chunk.mask, 0, chunk.checksum))
         for p in chunk.parts:
             self._write(p)
         self.encoder.release(chunk.buffer)
