@@ -316,16 +316,15 @@ cdef inline Py_ssize_t _bound(Py_ssize_t n) noexcept nogil:
 
 cdef inline Py_ssize_t _lz4_room(Py_ssize_t n) noexcept nogil:
     # LZ4_compressBound: lz4 is given the room it can always fill, as python-lz4
-    # gives it, so that both write the same bytes (with less room liblz4 ends a
-    # block differently); the frame's room covers it, since every block before
-    # took at most its own size
+    # gives it (with less room liblz4 ends a block differently); the frame's room
+    # covers it, since every block before took at most its own size
     return n + n // 255 + 16
 
 
 def lz4_bound(Py_ssize_t n):
     """Room an output buffer needs for the frame of an ``n``-byte chunk, in up to
-    64 blocks."""
-    return _bound(n) + 4 * 64
+    64 blocks (64 filter blocks of two lz4 blocks, with byte planes)."""
+    return _bound(n) + 8 * 64
 
 
 cdef inline void _put32(uint8_t* p, uint32_t v) noexcept nogil:

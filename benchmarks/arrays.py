@@ -162,6 +162,11 @@ def main():
                           f"  cpu/GB {min(c) / gb:5.2f} / {statistics.median(c) / gb:5.2f}"
                           f"  size {sizes[name] / 1e6:8.1f} MB"
                           f"  wall/blosc2-best {min(w) / ref:5.2f}  cpu/blosc2-best {min(c) / ref_cpu:5.2f}")
+                tw, nw = res["torpor"][0], res["torpor compress=None"][0]
+                print(f"  default save / compress=None: best {min(tw) / min(nw):4.2f}"
+                      f"  median {statistics.median(tw) / statistics.median(nw):4.2f}"
+                      f"  median of the rounds' ratios"
+                      f" {statistics.median(t / n for t, n in zip(tw, nw)):4.2f}")
                 lref = min(min(loads["blosc2 lz4+shuffle"][0]), min(loads["blosc2 lz4+bitshuffle"][0]))
                 pref = min(loads["pickle + fsync"][0])
                 print("  load (file in the page cache):")

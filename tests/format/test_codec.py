@@ -778,10 +778,10 @@ def test_encoder_buffers_are_handed_on_to_the_next_save():
     first = torpor.dumps(a, threads=2)
     kept = _codec._SPARES.nbytes
     assert 0 < kept <= _codec.SPARE_BYTES
-    ids = {id(b) for b in _codec._SPARES._bufs}
+    reused = _codec._SPARES.reused
     b = np.arange(3_000_000, dtype="<f4")           # other data in the same buffers
     second = torpor.dumps(b, threads=2)
-    assert {id(x) for x in _codec._SPARES._bufs} & ids     # the same buffers again
+    assert _codec._SPARES.reused >= reused + 4      # 2 threads' scratch, outputs
     assert_same_array(b, torpor.loads(second))
     assert _payloads(torpor.dumps(a, threads=2)) == _payloads(first)
     _codec.release_spares()
@@ -796,3 +796,48 @@ def test_concurrent_saves_share_the_spare_buffers_safely():
     with concurrent.futures.ThreadPoolExecutor(3) as ex:
         got = list(ex.map(lambda x: _payloads(torpor.dumps(x, threads=2)), arrays))
     assert got == want
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
+def test_both_kernels_refuse_frames_whose_blocks_do_not_match_the_layout(framer):
+    """A mode 6 frame whose filter blocks are one lz4 block each (the bytes all
+    there, in order), or with bytes after its end mark, is refused by the native
+    decoder and the twin alike: both walk the blocks the format lays out."""
+    a = np.random.default_rng(15).standard_normal(40_000).astype("<f4")
+    raw, block = a.tobytes(), _codec.bits_block(14, 4)
+    out = bytearray(_codec.lz4_bound(len(raw)))
+    n = _codec.bits_frame(raw, out, bytearray(_codec.lz4_bound(block)), bytearray(block), 4, False,
+                          block, -4, 0, 0b111)
+    frame = bytes(out[:n])
+    one_block = [_codec.FRAME_HEAD]
+    for start in range(0, len(raw), block):
+        q = _codec._py_bits_block(raw[start:start + block], 4, False, 0b111)
+        one_block += [(len(q) | 0x80000000).to_bytes(4, "little"), q]
+    one_block.append(_codec.END_MARK)
+
+    def decode(data):
+        framer[1](data, bytearray(len(raw)), 0, len(raw), bytearray(block), bytearray(block), 4,
+                  False, block, 0b111)
+    decode(frame)
+    for bad in (b"".join(one_block), frame + b"\0"):
+        with pytest.raises(ValueError):
+            decode(bad)
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
+def test_lz4_bound_holds_64_filter_blocks_of_noise(framer):
+    """The worst case a frame can take: 64 filter blocks of incompressible data,
+    each two lz4 blocks, in lz4_bound's room."""
+    k = 8
+    block = _codec.bits_block(12, k)
+    raw = np.random.default_rng(16).integers(0, 256, 64 * block, dtype=np.uint8)
+    raw[::k] = 0                                 # one byte that compresses: a frame, not -1
+    raw = raw.tobytes()
+    out = bytearray(_codec.lz4_bound(len(raw)))
+    n = framer[0](raw, out, bytearray(_codec.lz4_bound(block)), bytearray(block), k, False, block,
+                  -4, 0, 0b01111110)
+    assert 0 < n <= len(out) and len(_frame_blocks(out[:n])) == 128
+    back = bytearray(len(raw))
+    framer[1](memoryview(out)[:n], back, 0, len(raw), bytearray(block), bytearray(block), k, False,
+              block, 0b01111110)
+    assert bytes(back) == raw

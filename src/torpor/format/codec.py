@@ -336,20 +336,59 @@ def _py_end_frame(frame, shrank, out):
         return -1
     frame.append(END_MARK)
     data = b"".join(frame)
+    if len(data) > len(out):
+        raise ValueError("the lz4 frame's output buffer is too small")
     out[:len(data)] = data
     return len(data)
+
+
+def _py_frame_blocks(data, sizes):
+    """The lz4 blocks of the frame ``data`` decoded, each of which must decode to
+    the next of ``sizes`` (the checks of ``_filters.bits_frame_into``)."""
+    data = memoryview(data)
+    n, pos, out = len(data), 7, []
+    for want in sizes:
+        if pos + 4 > n:
+            raise ValueError("a bit-plane chunk's lz4 blocks run past its end")
+        word = _u32.unpack_from(data, pos)[0]
+        pos += 4
+        size = word & 0x7FFFFFFF
+        if word == 0 or size > n - pos:
+            raise ValueError("a bit-plane chunk's lz4 blocks run past its end")
+        if word >> 31:
+            if size != want:
+                raise ValueError("a stored block of a bit-plane chunk has the wrong length")
+            out.append(bytes(data[pos:pos + size]))
+        else:
+            try:
+                got = lz4.block.decompress(data[pos:pos + size], uncompressed_size=want)
+            except lz4.block.LZ4BlockError:
+                got = b""
+            if len(got) != want:
+                raise ValueError("an lz4 block of a bit-plane chunk is damaged or the wrong length")
+            out.append(got)
+        pos += size
+    if pos + 4 != n or bytes(data[pos:]) != END_MARK:
+        raise ValueError("a bit-plane chunk's lz4 frame does not end where its chunk record says")
+    return out
 
 
 def _py_bits_frame_into(data, dest, offset, raw, tmp, tmp2, itemsize, delta, block, mask=0):
     _py_check_blocks(raw, itemsize, delta, block, mask)
     if raw <= 0 or offset < 0 or offset + raw > len(dest):
         raise ValueError("bits_frame_into: the destination is too small")
-    if bytes(data[:7]) != FRAME_HEAD:
+    if bytes(data[:7]) != FRAME_HEAD or len(data) < 11:
         raise ValueError("a bit-plane chunk does not start with torpor's lz4 frame header")
-    filtered = bytearray(raw)
-    _py_lz4_frame_into(data, filtered, 0, raw)
+    kept = bin(mask).count("1")
+    spans, sizes = [], []
     for pos in range(0, raw, block):
-        q = memoryview(filtered)[pos:pos + block]
+        b = min(block, raw - pos)
+        before = (b - b % (8 * itemsize)) // itemsize * kept
+        spans.append((pos, 2 if before else 1))
+        sizes += [before, b - before] if before else [b]
+    blocks = iter(_py_frame_blocks(data, sizes))
+    for pos, parts in spans:
+        q = b"".join(next(blocks) for _ in range(parts))
         _py_copy_into(dest, offset + pos, _py_unbits_block(q, itemsize, delta, mask))
 
 
@@ -359,7 +398,7 @@ def _py_copy_into(dest, offset, src):
 
 
 def _py_lz4_bound(n):
-    return n + n // 255 + 16 + STORED_OVERHEAD + 4 * 64
+    return n + n // 255 + 16 + STORED_OVERHEAD + 8 * 64
 
 
 def _py_lz4_frame(src, out, level, parts=1, store=0):
@@ -517,9 +556,13 @@ class _Spares:
     """The buffers finished encoders leave for the next ones (at most SPARE_BYTES)."""
 
     def __init__(self):
-        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self):
+        self._lock = threading.Lock()      # new in a forked child: the parent's may be held
         self._bufs = []
         self.nbytes = 0
+        self.reused = 0                    # buffers taken from the spares (for tests)
 
     def take(self, size):
         """A spare buffer of ``size`` bytes (its contents are old data), or a new one."""
@@ -528,6 +571,7 @@ class _Spares:
                 if len(b) == size:
                     del self._bufs[i]
                     self.nbytes -= size
+                    self.reused += 1
                     return b
         return bytearray(size)
 
@@ -545,10 +589,17 @@ class _Spares:
 
 
 _SPARES = _Spares()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_SPARES._reset)
 
 
 def release_spares():
-    """Free the encoder buffers kept for the next save (at most SPARE_BYTES)."""
+    """Free the encoder buffers kept for the next save (at most SPARE_BYTES).
+
+    A save hands its output buffers to its file's ``write`` and, once written,
+    on to later saves (on any thread), as the io contract allows: a file object
+    must not keep a reference to what ``write`` was given. Every sink in torpor
+    copies (the page cache, O_DIRECT staging, memory, fsspec, Redis)."""
     _SPARES.clear()
 
 
@@ -630,11 +681,11 @@ class ChunkEncoder:
             if total < best_len * (1.0 if best == MODE_STORED else FILTER_GAIN):
                 best, best_len, best_store = mode, total, store
         whole = n - n % (8 * itemsize)
-        if best in (MODE_BITS, MODE_DELTA_BITS) and whole:
+        if best in (MODE_BITS, MODE_DELTA_BITS):
             # bit planes: how many of the lowest planes are noise, for bits_frame
             # to put in as they are rather than run lz4 over them
             plain = bits_plain(view[:whole], scratch, tmp, trial, itemsize,
-                               best == MODE_DELTA_BITS, 1 - BITS_ACCELERATION, KEEP)
+                               best == MODE_DELTA_BITS, 1 - BITS_ACCELERATION, KEEP) if whole else 0
             if plain and self._trial(view, itemsize, best, scratch, tmp, trial,
                                      plain)[0] > best_len * PLAIN_COST:
                 plain = 0
