@@ -484,7 +484,7 @@ def test_noisy_floats_keep_their_bit_planes_without_a_search_of_the_noise(impl, 
     noise = 8 * bin(mask).count("1") + plain
     assert low <= noise <= high and mask == (1 << noise // 8) - 1
     assert mode == (MODE_SPLIT if noise >= 8 else MODE_BITS)
-    mostly = 2 * noise > 8 * a.itemsize
+    mostly = 4 * noise >= 3 * 8 * a.itemsize
     assert level == 1 - (_codec.NOISE_ACCELERATION if mostly else _codec.BITS_ACCELERATION)
     payloads = []
     for threads in (1, 2):
