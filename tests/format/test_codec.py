@@ -686,18 +686,30 @@ def test_plain_bit_planes_past_the_bytes_left_are_refused(framer):
                   bytearray(1 << 14), 4, False, 256, 0, 9, 0b111)
 
 
-@pytest.mark.parametrize("framer", BITS_FRAMERS)
-def test_damaged_byte_and_bit_plane_frames_are_refused(framer):
-    a = np.random.default_rng(4).standard_normal(50_000).astype("<f4")
-    raw, block = a.tobytes(), _codec.bits_block(14, 4)
+def _noisy_split_frame(seed, count, plain):
+    """(raw bytes, block size, mode 6 frame) of ``count`` noisy float32 values, bytes
+    0-2 byte planes, in 16 KiB blocks (the native kernel writes it)."""
+    raw = np.random.default_rng(seed).standard_normal(count).astype("<f4").tobytes()
+    block = _codec.bits_block(14, 4)
     out = bytearray(_codec.lz4_bound(len(raw)))
     n = _codec.bits_frame(raw, out, bytearray(_codec.lz4_bound(block)), bytearray(block), 4, False,
-                          block, -4, 2, 0b111)
-    frame = bytes(out[:n])
+                          block, -4, plain, 0b111)
+    return raw, block, bytes(out[:n])
 
+
+def _split_decoder(framer, raw, block):
+    """Decode a frame of ``_noisy_split_frame`` with ``framer``'s decoder (``mask``:
+    the byte-plane mask it is told)."""
     def decode(data, mask=0b111):
         framer[1](data, bytearray(len(raw)), 0, len(raw), bytearray(block), bytearray(block), 4,
                   False, block, mask)
+    return decode
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
+def test_damaged_byte_and_bit_plane_frames_are_refused(framer):
+    raw, block, frame = _noisy_split_frame(4, 50_000, 2)
+    decode = _split_decoder(framer, raw, block)
     decode(frame)
     first = int.from_bytes(frame[7:11], "little")
     assert first >> 31 and first & 0x7FFFFFFF == block // 4 * 3      # the byte planes, stored
@@ -803,21 +815,13 @@ def test_both_kernels_refuse_frames_whose_blocks_do_not_match_the_layout(framer)
     """A mode 6 frame whose filter blocks are one lz4 block each (the bytes all
     there, in order), or with bytes after its end mark, is refused by the native
     decoder and the twin alike: both walk the blocks the format lays out."""
-    a = np.random.default_rng(15).standard_normal(40_000).astype("<f4")
-    raw, block = a.tobytes(), _codec.bits_block(14, 4)
-    out = bytearray(_codec.lz4_bound(len(raw)))
-    n = _codec.bits_frame(raw, out, bytearray(_codec.lz4_bound(block)), bytearray(block), 4, False,
-                          block, -4, 0, 0b111)
-    frame = bytes(out[:n])
+    raw, block, frame = _noisy_split_frame(15, 40_000, 0)
     one_block = [_codec.FRAME_HEAD]
     for start in range(0, len(raw), block):
         q = _codec._py_bits_block(raw[start:start + block], 4, False, 0b111)
         one_block += [(len(q) | 0x80000000).to_bytes(4, "little"), q]
     one_block.append(_codec.END_MARK)
-
-    def decode(data):
-        framer[1](data, bytearray(len(raw)), 0, len(raw), bytearray(block), bytearray(block), 4,
-                  False, block, 0b111)
+    decode = _split_decoder(framer, raw, block)
     decode(frame)
     for bad in (b"".join(one_block), frame + b"\0"):
         with pytest.raises(ValueError):
