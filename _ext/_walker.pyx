@@ -88,10 +88,15 @@ cdef object _memmap = np.memmap
 cdef object _npgeneric = np.generic
 cdef object _npdtype = np.dtype
 cdef object _NoneType = type(None)
+cdef object _ReduceTail = ReduceTail
+cdef object _InlineBin = InlineBin
 cdef object _GetSetDescriptor = type(type.__dict__["__dict__"])
 cdef object _type_dictoffset = type.__dict__["__dictoffset__"].__get__
 cdef object _ABSENT = object()
 cdef unsigned long _HEAPTYPE = HEAPTYPE
+cdef int _SAVE_INST = SAVE_INST
+cdef Py_ssize_t _FRAME_SIZE = FRAME_SIZE    # a C constant: the walk compares it per item
+cdef int _SAVE_GLOBAL = SAVE_GLOBAL
 cdef object _MAX_NESTING = MAX_NESTING
 
 # --- a hash table from object address to memo index ------------------------------
@@ -169,6 +174,24 @@ cdef int _pm_grow(_PtrMap* m) except -1:
     return 0
 
 
+cdef inline int _pm_put(_PtrMap* m, void* key, Py_ssize_t value) except -1:
+    """Store ``value`` for ``key``, over any value stored before."""
+    cdef size_t i = _ptr_hash(key) & m.mask
+    while True:
+        if m.slots[i].key == key:
+            m.slots[i].value = value
+            return 0
+        if m.slots[i].key == NULL:
+            break
+        i = (i + 1) & m.mask
+    m.slots[i].key = key
+    m.slots[i].value = value
+    m.used += 1
+    if m.used * 2 > m.mask:
+        _pm_grow(m)
+    return 0
+
+
 cdef inline Py_ssize_t _pm_setdefault(_PtrMap* m, void* key, Py_ssize_t value) except -2:
     """The value stored for ``key``; or -1 after storing ``value`` for it."""
     cdef size_t i = _ptr_hash(key) & m.mask
@@ -191,7 +214,7 @@ cdef class _EFrame:
     cdef Py_ssize_t pos, n
     cdef int kind
     cdef object owner
-    cdef object close        # id of a built object to leave the open set, or None
+    cdef void* close         # address of a built object to close at the end, or NULL
     cdef Py_ssize_t dpos     # PyDict_Next position
     cdef object pending      # dict value waiting after its key
     cdef bint has_pending
@@ -205,13 +228,19 @@ cdef class Encoder:
     cdef Py_ssize_t length, cap
     cdef _PtrMap memo         # address -> memo index
     cdef _PtrMap strptr       # address of a str -> string-table index
+    # address -> 1 while a built object (tuple, frozenset, reduction) is being
+    # written and 0 once it is complete. A map, not a set of id()s: the check
+    # runs for every instance and every reference, and id() boxes the address
+    # and raises an audit event each time. Closing writes 0 instead of removing
+    # the key, so a later object at a reused address reads as not open.
+    cdef _PtrMap openmap
     cdef list keep
     cdef dict strtab          # str value -> string-table index (keeps those alive)
     cdef list keep_str        # other str objects whose address is in strptr
-    cdef set open
     cdef dict kinds
     cdef public dict globals
-    cdef list stack
+    cdef list stack           # frames, reused: the first ``depth`` are live
+    cdef Py_ssize_t depth
     cdef object override
     cdef set overridden
     cdef object wants
@@ -223,6 +252,7 @@ cdef class Encoder:
     def __cinit__(self):
         _pm_init(&self.memo, 1 << 12)
         _pm_init(&self.strptr, 1 << 8)
+        _pm_init(&self.openmap, 1 << 6)
         self.cap = 1 << 16
         self.buf = <char*>PyMem_Malloc(self.cap)
         if self.buf == NULL:
@@ -232,6 +262,7 @@ cdef class Encoder:
     def __dealloc__(self):
         _pm_free(&self.memo)
         _pm_free(&self.strptr)
+        _pm_free(&self.openmap)
         if self.buf != NULL:
             PyMem_Free(self.buf)
 
@@ -251,13 +282,13 @@ cdef class Encoder:
         self.keep = []
         self.strtab = {}
         self.keep_str = []
-        self.open = set()
         self.kinds = {}
         # a copyreg reducer the user registered for a type written natively wins
         for t in copyreg_overrides():
             self.kinds[t] = SAVE_REDUCE
         self.globals = {}
         self.stack = []
+        self.depth = 0
         self.readonly_views = set()
 
     @property
@@ -427,8 +458,8 @@ cdef class Encoder:
         cdef PyObject* v
         cdef object child
         self._value(root)
-        while self.stack:
-            fr = <_EFrame>self.stack[len(self.stack) - 1]
+        while self.depth:
+            fr = <_EFrame><object>PyList_GET_ITEM_raw(self.stack, self.depth - 1)
             if fr.kind == F_MAP or fr.kind == F_ATTRS:
                 if fr.has_pending:
                     fr.has_pending = False
@@ -440,7 +471,7 @@ cdef class Encoder:
                     if PyDict_Size(fr.seq) != fr.n:
                         raise self._error(fr.owner, "the dict changed size while it was being saved")
                     if not PyDict_Next(fr.seq, &fr.dpos, &k, &v):
-                        self.stack.pop()
+                        self.depth -= 1
                         continue
                     fr.lastkey = <object>k
                     fr.pending = <object>v
@@ -449,37 +480,46 @@ cdef class Encoder:
                     self._value(<object>k)
             else:
                 if fr.pos >= fr.n:
-                    self.stack.pop()
-                    if fr.close is not None:
-                        self.open.discard(fr.close)
+                    self.depth -= 1
+                    if fr.close != NULL:
+                        _pm_put(&self.openmap, fr.close, 0)
                     continue
                 child = fr.seq[fr.pos]
                 fr.pos += 1
                 self._value(child)
-            if self.length >= FRAME_SIZE:
+            if self.length >= _FRAME_SIZE:
                 self._flush()
         self._flush()
 
-    cdef int _push(self, object seq, Py_ssize_t n, int kind, object owner, object close=None) except -1:
+    cdef int _push(self, object seq, Py_ssize_t n, int kind, object owner, bint closes=False) except -1:
+        """Open a frame over ``seq``; with ``closes``, ``owner`` is open until the
+        frame ends. Frames are reused: a save allocates one per level of nesting,
+        not one per container."""
         cdef _EFrame fr
-        if len(self.stack) >= self.max_depth:
+        if self.depth >= self.max_depth:
             raise self._error(owner, f"nesting deeper than max_depth={self.max_depth}")
-        fr = _EFrame.__new__(_EFrame)
+        if self.depth < PyList_GET_SIZE(self.stack):
+            fr = <_EFrame><object>PyList_GET_ITEM_raw(self.stack, self.depth)
+        else:
+            fr = _EFrame.__new__(_EFrame)
+            self.stack.append(fr)
+        self.depth += 1
         fr.seq = seq
         fr.n = n
         fr.pos = 0
         fr.kind = kind
         fr.owner = owner
-        fr.close = close
+        fr.close = <void*>owner if closes else NULL
         fr.dpos = 0
         fr.has_pending = False
-        self.stack.append(fr)
+        fr.pending = None
+        fr.lastkey = None
         return 0
 
     def path_parts(self):
         """(owner, path step) for each open container, outermost first."""
         cdef _EFrame fr
-        return [(fr.owner, path_step(fr.kind, fr.pos - 1, fr.lastkey)) for fr in self.stack]
+        return [(fr.owner, path_step(fr.kind, fr.pos - 1, fr.lastkey)) for fr in self.stack[:self.depth]]
 
     def path(self):
         return "root" + "".join(p for _, p in self.path_parts())
@@ -489,6 +529,9 @@ cdef class Encoder:
 
     def _error(self, obj, reason):
         return unsupported(obj, self.path(), reason)
+
+    cdef inline bint _is_open(self, object obj) noexcept:
+        return _pm_get(&self.openmap, <void*>obj) > 0
 
     cdef Py_ssize_t _memoize(self, object obj) except -2:
         """-1 when ``obj`` is new (and now has the next index), else its index."""
@@ -599,23 +642,24 @@ cdef class Encoder:
                 self._value(items[j])
             return 0
         if i >= 0:
-            if id(obj) not in self.open:
+            if not self._is_open(obj):
                 return self._ext_uint(EXT_REF, i)
             self._marker(code, n, i)
         else:
             self._marker(code, n)
-            self.open.add(id(obj))
+            _pm_put(&self.openmap, <void*>obj, 1)
         if n:
-            self._push(items, n, kind, obj, id(obj))
+            self._push(items, n, kind, obj, True)
         else:
-            self.open.discard(id(obj))
+            _pm_put(&self.openmap, <void*>obj, 0)
         return 0
 
     cdef int _other(self, object obj, object t) except -1:
         cdef Py_ssize_t i
         cdef bytes b
-        if t in self.kinds:
-            return self._object(obj, t)
+        kind = self.kinds.get(t)
+        if kind is not None:
+            return self._object(obj, t, kind)
         if t is bytes:
             if len(<bytes>obj) < BYTES_OOB_MIN:
                 return self._bin(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj))
@@ -658,7 +702,7 @@ cdef class Encoder:
         if t is _npdtype or isinstance(obj, _npdtype):
             self._marker(EXT_DTYPE, 1)
             return self._value(_arrays.encode_dtype(obj))
-        if t is ReduceTail:
+        if t is _ReduceTail:
             return self._reduce_tail(obj)
         if isinstance(obj, _npgeneric) and t.__module__ == "numpy" and not obj.dtype.hasobject:
             desc, data = _arrays.scalar_parts(obj)
@@ -669,7 +713,7 @@ cdef class Encoder:
             # as fallback: the data follows the description's items
             seq = [desc, InlineBin(data)]
             return self._push(seq, 2, F_SEQ, obj)
-        if t is InlineBin:
+        if t is _InlineBin:
             data = obj.data
             return self._bin(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
         return self._object(obj, t)
@@ -702,25 +746,29 @@ cdef class Encoder:
         seq = [_arrays.encode_dtype(dt), list(arr.shape), fortran]
         return self._push(seq, 3, F_SEQ, arr)
 
-    cdef int _object(self, object obj, object cls) except -1:
+    cdef int _object(self, object obj, object cls, object known=None) except -1:
+        """``known``: the class's kind when the caller has looked it up."""
         cdef Py_ssize_t i
-        kind = self.kinds.get(cls)
-        if kind is None:
-            kind = self.kinds[cls] = classify(cls)
-        if kind == SAVE_GLOBAL:
+        cdef int kind
+        if known is None:
+            known = self.kinds.get(cls)
+            if known is None:
+                known = self.kinds[cls] = classify(cls)
+        kind = known
+        if kind == _SAVE_GLOBAL:
             return self._global(obj)
         i = self._memoize(obj)
         if i >= 0:
-            if id(obj) in self.open:
+            if self._is_open(obj):
                 if id(obj) in self.overridden:
                     raise self._cycle_error(obj)
                 return self._reduce(obj, i)
             return self._ext_uint(EXT_REF, i)
         if self.override is not None and self._overridden(obj):
             return 0
-        if kind == SAVE_INST:
+        if kind == _SAVE_INST:
             i = _pm_get(&self.memo, <void*>cls)
-            if i >= 0 and id(cls) not in self.open:
+            if i >= 0 and not self._is_open(cls):
                 self._marker(EXT_INST, 2)
                 self._ext_uint(EXT_REF, i)
             else:
@@ -743,7 +791,7 @@ cdef class Encoder:
     cdef int _global(self, object obj) except -1:
         cdef Py_ssize_t i = self._memoize(obj)
         if i >= 0:
-            if id(obj) in self.open:      # code saved by value, met again inside itself
+            if self._is_open(obj):      # code saved by value, met again inside itself
                 if id(obj) in self.overridden:
                     raise self._cycle_error(obj)
                 return self._reduce(obj, i)
@@ -821,18 +869,18 @@ cdef class Encoder:
         count = 6 if rv[5] is not None else 5
         self._marker(EXT_REDUCE, count, at)
         if at < 0:
-            self.open.add(id(obj))
+            _pm_put(&self.openmap, <void*>obj, 1)
         seq = [rv[0], rv[1], ReduceTail(obj, rv)]
         return self._push(seq, 3, F_REDUCE, obj)
 
     cdef int _reduce_tail(self, object tail) except -1:
         cdef _EFrame fr
         rv = tail.rv
-        oid = id(tail.obj)
-        if oid in self.open:
-            self.open.discard(oid)
+        obj = tail.obj
+        if self._is_open(obj):
+            _pm_put(&self.openmap, <void*>obj, 0)
             items = tail.items()
-            fr = <_EFrame>self.stack[len(self.stack) - 1]
+            fr = <_EFrame><object>PyList_GET_ITEM_raw(self.stack, self.depth - 1)
             fr.seq = items
             fr.n = len(items)
             fr.pos = 0
@@ -846,9 +894,31 @@ cdef class Encoder:
 
 # --- decoding --------------------------------------------------------------------
 
-cdef dict _MARKER_KIND = MARKER_KIND
-cdef dict _FIXED_COUNT = FIXED_COUNT
 cdef object _UNFILLED = UNFILLED
+
+# The marker tables of format/constants.py and engine/common.py as C bit sets
+# and arrays: every array in a stream is checked against them, and a lookup in
+# a module global frozenset or dict per array was a tenth of a load's time.
+cdef uint32_t _MARKER_BITS = 0, _AT_BITS = 0, _MEMO_BITS = 0
+cdef int _KIND_OF[32]          # marker code -> decoder frame kind
+cdef int _NEED_OF[32]          # frame kind -> fixed element count, or -1
+for _c in range(32):
+    _KIND_OF[_c] = -1
+    _NEED_OF[_c] = -1
+for _c in MARKERS:
+    assert 0 <= _c < 32 and MARKER_KIND[_c] < 32, "marker codes must fit the C tables"
+    _MARKER_BITS |= 1u << _c
+    _KIND_OF[_c] = MARKER_KIND[_c]
+for _c in AT_MARKERS:
+    _AT_BITS |= 1u << _c
+for _c in MEMO_MARKERS:
+    _MEMO_BITS |= 1u << _c
+for _c, _n in FIXED_COUNT.items():
+    _NEED_OF[_c] = _n
+
+
+cdef inline bint _in_bits(uint32_t bits, unsigned int code) noexcept:
+    return code < 32 and (bits >> code) & 1
 
 
 cdef bint _plain_items(list items):
@@ -1054,7 +1124,7 @@ cdef class Decoder:
     def path(self, own=False):
         """As fallback.Decoder.path."""
         cdef _DFrame fr
-        stack = self.stack[:-1] if own else self.stack
+        stack = self.stack[:len(self.stack) - 1] if own else self.stack
         return decode_path([(fr.kind, fr.count - fr.remaining,
                              fr.key if fr.has_key else UNFILLED) for fr in stack])
 
@@ -1273,17 +1343,17 @@ cdef class Decoder:
         cdef _DFrame fr = _DFrame.__new__(_DFrame)
         cdef uint8_t b = self.p[self.pos] if self.pos < self.end else 0
         cdef Py_ssize_t plen, save = self.pos
-        cdef int code
+        cdef int code, need
         cdef uint64_t at
         fr.has_key = False
         fr.phase = 0
         fr.slot = -1
         fr.count = n
-        if 0xD4 <= b <= 0xD7 and self.pos + 1 < self.end and self.p[self.pos + 1] in MARKERS:
+        if 0xD4 <= b <= 0xD7 and self.pos + 1 < self.end and _in_bits(_MARKER_BITS, self.p[self.pos + 1]):
             self.pos += 1
             plen = 1 << (b - 0xD4)
             code = <int>self._be(1)
-        elif b == 0xC7 and self.pos + 2 < self.end and self.p[self.pos + 2] in MARKERS:
+        elif b == 0xC7 and self.pos + 2 < self.end and _in_bits(_MARKER_BITS, self.p[self.pos + 2]):
             self.pos += 1
             plen = <Py_ssize_t>self._be(1)
             code = <int>self._be(1)
@@ -1294,16 +1364,16 @@ cdef class Decoder:
             self.memo.append(fr.target)
             return fr
         at = self._uint_payload(plen)
-        fr.kind = _MARKER_KIND[code]
+        fr.kind = _KIND_OF[code]
         fr.count = fr.remaining = n - 1
-        need = _FIXED_COUNT.get(fr.kind)
-        if need is not None and fr.remaining != need:
+        need = _NEED_OF[fr.kind]
+        if need >= 0 and fr.remaining != need:
             self.fail(f"extension {code} needs {need} elements, found {fr.remaining}")
         if at:
-            if code not in AT_MARKERS or at - 1 >= <uint64_t>len(self.memo) or self.memo[at - 1] is not _UNFILLED:
+            if not _in_bits(_AT_BITS, code) or at - 1 >= <uint64_t>len(self.memo) or self.memo[at - 1] is not _UNFILLED:
                 self.fail(f"extension {code} rebuilds memo index {at - 1}, which is not under construction")
             fr.slot = <Py_ssize_t>(at - 1)
-        elif code in MEMO_MARKERS:
+        elif _in_bits(_MEMO_BITS, code):
             fr.slot = len(self.memo)
             self.memo.append(_UNFILLED)
         fr.items = []

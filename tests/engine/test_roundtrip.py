@@ -280,6 +280,33 @@ def test_unsupported_object_names_path(roundtrip):
     assert ei.value.path == "root['models'][3]['mesh'].handle"
 
 
+def test_error_path_names_only_the_open_containers(roundtrip):
+    # the walker reuses its frames: containers opened and closed before the
+    # failing one, some nested deeper than it, must not show in its path
+    m = Mesh()
+    m.handle = (i for i in range(3))
+    data = {"a": [[[1]], {"x": [[2]]}], "b": ({"deep": [[[3]]]}, [m])}
+    with pytest.raises(torpor.UnsupportedObjectError) as ei:
+        roundtrip(data)
+    assert ei.value.path == "root['b'][1][0].handle"
+
+
+def test_tuple_cycles_after_closed_tuples(roundtrip):
+    # a tuple is open while its items are written and closed after: tuples
+    # written and closed before must not read as open, the cyclic one must
+    lst = []
+    tup = (lst, "t")
+    lst.append(tup)
+    done = (1, (2, [3]))
+    data = [done, [(5, [6, (7,)])], tup, tup, done]
+    out = roundtrip(data)
+    assert out[0] is out[4] and out[0] == (1, (2, [3]))
+    assert type(out[0]) is tuple and type(out[0][1]) is tuple
+    assert out[2] is out[3] and type(out[2]) is tuple and out[2][1] == "t"
+    assert out[2][0][0] is out[2]
+    assert out[1] == [(5, [6, (7,)])]
+
+
 def test_lambda_is_code_saved_by_value(roundtrip):
     with pytest.raises(torpor.UnsafeLoadError, match="code saved by value"):
         roundtrip({"f": lambda x: x})                  # safe loading runs no code
