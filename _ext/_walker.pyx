@@ -174,24 +174,6 @@ cdef int _pm_grow(_PtrMap* m) except -1:
     return 0
 
 
-cdef inline int _pm_put(_PtrMap* m, void* key, Py_ssize_t value) except -1:
-    """Store ``value`` for ``key``, over any value stored before."""
-    cdef size_t i = _ptr_hash(key) & m.mask
-    while True:
-        if m.slots[i].key == key:
-            m.slots[i].value = value
-            return 0
-        if m.slots[i].key == NULL:
-            break
-        i = (i + 1) & m.mask
-    m.slots[i].key = key
-    m.slots[i].value = value
-    m.used += 1
-    if m.used * 2 > m.mask:
-        _pm_grow(m)
-    return 0
-
-
 cdef inline Py_ssize_t _pm_setdefault(_PtrMap* m, void* key, Py_ssize_t value) except -2:
     """The value stored for ``key``; or -1 after storing ``value`` for it."""
     cdef size_t i = _ptr_hash(key) & m.mask
@@ -207,6 +189,18 @@ cdef inline Py_ssize_t _pm_setdefault(_PtrMap* m, void* key, Py_ssize_t value) e
     if m.used * 2 > m.mask:
         _pm_grow(m)
     return -1
+
+
+cdef inline int _pm_put(_PtrMap* m, void* key, Py_ssize_t value) except -1:
+    """Store ``value`` (>= 0) for ``key``, over any value stored before."""
+    cdef size_t i
+    if _pm_setdefault(m, key, value) < 0:
+        return 0                    # new: stored
+    i = _ptr_hash(key) & m.mask     # present: find its slot and overwrite
+    while m.slots[i].key != key:
+        i = (i + 1) & m.mask
+    m.slots[i].value = value
+    return 0
 
 
 cdef class _EFrame:
