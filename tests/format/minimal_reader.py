@@ -138,7 +138,7 @@ def _unbits(data, k, block, delta, mask=0):
     return bytes(out)
 
 
-def _payload(data, pos, codec, raw, meta, itemsize):
+def _payload(data, pos, codec, raw, meta, itemsize, version):
     """The decoded payload of a section whose payload starts at ``pos``; returns
     (bytes, position after the payload)."""
     if codec == 0:
@@ -154,6 +154,8 @@ def _payload(data, pos, codec, raw, meta, itemsize):
         magic, size, stored, craw, mode, r1, r2, r3, digest = struct.unpack_from("<IIIIBBBBQ", data, pos)
         if magic != 0x184D2A5B or size != 20:
             raise Damaged("chunk record")
+        if mode > {1: 3, 2: 5, 3: 7}[version]:
+            raise Damaged("a chunk mode the file's version does not have")
         chunk = data[pos + 28:pos + 28 + stored]
         pos += 28 + stored
         if codec == 1:
@@ -192,7 +194,7 @@ def read_container(data):
         pos += 32 + mlen + 8
         pos += -pos % 64                             # the payload starts at a multiple of 64
         itemsize = _itemsize(meta["dtype"]) if kind == 2 else 1
-        body, pos = _payload(data, pos, codec, raw, meta, itemsize)
+        body, pos = _payload(data, pos, codec, raw, meta, itemsize, version)
         if kind == 1:
             stream += body
         elif kind == 2:

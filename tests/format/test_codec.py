@@ -4,6 +4,7 @@ pipeline across sections. Native kernels are checked against the pure-Python one
 (the reference), byte for byte."""
 
 import io
+import struct
 
 import lz4.block
 import lz4.frame
@@ -756,6 +757,35 @@ def test_chunk_records_of_byte_and_bit_planes_are_checked(impl, mode, shift, mas
     _codec.CHUNK_RECORD.pack_into(bad, pos, *rec[:4], mode, shift, mask, z, rec[8])
     with pytest.raises(torpor.CorruptFileError):
         torpor.loads(bytes(bad))
+
+
+def _as_version(data, version):
+    """``data`` with its preamble's format version changed and the header checksum
+    made to match (as a file written that way would be)."""
+    out = bytearray(data)
+    hlen = struct.unpack_from("<I", out, 12)[0]
+    struct.pack_into("<H", out, 8, version)
+    struct.pack_into("<Q", out, 16 + hlen, _codec.checksum(bytes(out[:16 + hlen])))
+    return bytes(out)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_chunk_modes_newer_than_the_files_version_are_refused(impl, version, tmp_path):
+    """Modes 6 and 7 came with version 3 (and 4 and 5 with version 2): an older
+    file holding one is damaged, whatever else checks out."""
+    a = np.random.default_rng(9).standard_normal(300_000).astype("<f4")
+    good = torpor.dumps({"a": a})
+    assert _first_record(good)[1][4] == MODE_SPLIT
+    assert_same_array(a, torpor.loads(_as_version(good, 3))["a"])
+    old = _as_version(good, version)
+    with pytest.raises(CorruptFileError, match=f"mode 6, which format version {version} does not"):
+        torpor.loads(old)
+    path = tmp_path / "old.torpor"
+    path.write_bytes(old)
+    with pytest.raises(CorruptFileError, match="mode 6"):
+        torpor.load(path, mmap=True)
+    with pytest.raises(CorruptFileError, match="mode 6"):
+        torpor.verify(path)
 
 
 @pytest.mark.parametrize("dtype", ["<f4", "<f8", "<u2", "<i8"])

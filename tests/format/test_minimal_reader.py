@@ -87,6 +87,22 @@ def test_minimal_reader_reads_new_files_of_every_codec():
         assert mini["again"] is mini["b"]
 
 
+def test_minimal_reader_refuses_modes_newer_than_the_files_version():
+    """As FORMAT.md says (and torpor does, test_codec.py): a version 2 file with a
+    mode 6 chunk is damaged."""
+    import struct
+    from minimal_reader import Damaged
+    from torpor.format.codec import checksum
+    a = np.random.default_rng(9).standard_normal(300_000).astype("<f4")
+    data = bytearray(torpor.dumps({"a": a}))
+    assert read(bytes(data))["a"].data == a.tobytes()          # as written: version 3
+    hlen = struct.unpack_from("<I", data, 12)[0]
+    struct.pack_into("<H", data, 8, 2)
+    struct.pack_into("<Q", data, 16 + hlen, checksum(bytes(data[:16 + hlen])))
+    with pytest.raises(Damaged, match="version does not have"):
+        read(bytes(data))
+
+
 def test_the_format_documents_example_is_what_torpor_writes():
     """The hex example of docs/FORMAT.md is a real file: the bytes of the example
     object with the example's header, which both readers read back."""

@@ -28,9 +28,9 @@ import numpy as np
 import xxhash
 
 from ..errors import CorruptFileError
-from .constants import (CHUNK_SIZE, CODEC_GZIP, CODEC_LZ4, CODEC_RAW, MAX_CHUNK_RAW, MAX_RATIO,
-                        MIN_SAVING, MODE_BITS, MODE_DELTA, MODE_DELTA_BITS, MODE_DELTA_SPLIT,
-                        MODE_PACKED, MODE_SHUFFLED, MODE_SPLIT, MODE_STORED)
+from .constants import (CHUNK_SIZE, CODEC_GZIP, CODEC_LZ4, CODEC_RAW, LAST_MODE, MAX_CHUNK_RAW,
+                        MAX_RATIO, MIN_SAVING, MODE_BITS, MODE_DELTA, MODE_DELTA_BITS,
+                        MODE_DELTA_SPLIT, MODE_PACKED, MODE_SHUFFLED, MODE_SPLIT, MODE_STORED)
 
 checksum = xxhash.xxh3_64_intdigest
 
@@ -891,6 +891,11 @@ def read_chunk_record(src, raw, done, codec_id, index):
             or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec_id] + 64):
         raise CorruptFileError(f"{src.name}: damaged chunk record in section {index} "
                                f"at byte {src.pos - len(rec)}")
+    if src.version is not None and mode > LAST_MODE[src.version] and mode in _MODES:
+        # a mode a newer format version added, in a file of an older one
+        raise CorruptFileError(f"{src.name}: the chunk record in section {index} at byte "
+                               f"{src.pos - len(rec)} has mode {mode}, which format version "
+                               f"{src.version} does not have (the file is damaged)")
     return stored, craw, mode, digest, (shift, mask)
 
 

@@ -49,6 +49,9 @@ MODE_BITS = 4             # bit planes (format 2), then compressed
 MODE_DELTA_BITS = 5       # delta of little-endian words, bit planes (format 2), then compressed
 MODE_SPLIT = 6            # some bytes of an item byte planes, the others bit planes (format 3), then compressed
 MODE_DELTA_SPLIT = 7      # delta of little-endian words, then as mode 6 (format 3)
+#: The highest chunk mode each format version has: a chunk with a higher mode is
+#: damage (no writer of that version could have written it).
+LAST_MODE = {1: MODE_DELTA, 2: MODE_DELTA_BITS, 3: MODE_DELTA_SPLIT}
 
 #: Raw size of the chunks a payload is cut into. 4 MiB is the largest lz4 block, so
 #: every lz4 chunk is one frame holding one block.

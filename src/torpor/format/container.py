@@ -121,6 +121,7 @@ class Source:
         self.name = name
         self.pos = 0
         self.size: Optional[int] = None
+        self.version: Optional[int] = None    # the preamble's, once read_header has read it
         self.can_readinto = getattr(f, "readinto", None) is not None
 
     def read(self, n, what="data"):
@@ -241,6 +242,7 @@ def read_header(src: Source) -> dict[str, Any]:
     header = messagepack.unpackb(body, what=f"{src.name}'s header")
     if not isinstance(header, dict):
         raise CorruptFileError(f"{src.name}: the header is not a map")
+    src.version = version
     return header
 
 
