@@ -12,7 +12,7 @@ the twin, so the two cannot drift apart on them.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next, PyDict_SetItem, PyDict_Size
-from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.list cimport PyList_Append, PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
@@ -141,14 +141,20 @@ cdef void _pm_free(_PtrMap* m) noexcept:
         m.slots = NULL
 
 
-cdef inline Py_ssize_t _pm_get(_PtrMap* m, void* key) noexcept:
+cdef inline _Slot* _pm_find(_PtrMap* m, void* key) noexcept:
+    """The slot holding ``key``, or NULL."""
     cdef size_t i = _ptr_hash(key) & m.mask
     while True:
         if m.slots[i].key == key:
-            return m.slots[i].value
+            return &m.slots[i]
         if m.slots[i].key == NULL:
-            return -1
+            return NULL
         i = (i + 1) & m.mask
+
+
+cdef inline Py_ssize_t _pm_get(_PtrMap* m, void* key) noexcept:
+    cdef _Slot* slot = _pm_find(m, key)
+    return slot.value if slot != NULL else -1
 
 
 #: The table grows 4 times at a time up to this many slots (64 MiB), then 2 times:
@@ -191,18 +197,6 @@ cdef inline Py_ssize_t _pm_setdefault(_PtrMap* m, void* key, Py_ssize_t value) e
     return -1
 
 
-cdef inline int _pm_put(_PtrMap* m, void* key, Py_ssize_t value) except -1:
-    """Store ``value`` (>= 0) for ``key``, over any value stored before."""
-    cdef size_t i
-    if _pm_setdefault(m, key, value) < 0:
-        return 0                    # new: stored
-    i = _ptr_hash(key) & m.mask     # present: find its slot and overwrite
-    while m.slots[i].key != key:
-        i = (i + 1) & m.mask
-    m.slots[i].value = value
-    return 0
-
-
 cdef class _EFrame:
     cdef object seq          # list / tuple of children, or the dict for F_MAP/F_ATTRS
     cdef Py_ssize_t pos, n
@@ -220,14 +214,14 @@ cdef class Encoder:
     cdef Py_ssize_t max_depth
     cdef char* buf
     cdef Py_ssize_t length, cap
-    cdef _PtrMap memo         # address -> memo index
+    # address -> memo index << 1, with the low bit set while the object is being
+    # written (a tuple or frozenset while its items are, a reduction until its
+    # state is): a cycle that reaches it then rebuilds it rather than refers to
+    # it. Only memoized objects are ever open, so the flag needs no table of its
+    # own, and no id() (which boxes the address and raises an audit event) runs
+    # per instance or reference.
+    cdef _PtrMap memo
     cdef _PtrMap strptr       # address of a str -> string-table index
-    # address -> 1 while a built object (tuple, frozenset, reduction) is being
-    # written and 0 once it is complete. A map, not a set of id()s: the check
-    # runs for every instance and every reference, and id() boxes the address
-    # and raises an audit event each time. Closing writes 0 instead of removing
-    # the key, so a later object at a reused address reads as not open.
-    cdef _PtrMap openmap
     cdef list keep
     cdef dict strtab          # str value -> string-table index (keeps those alive)
     cdef list keep_str        # other str objects whose address is in strptr
@@ -246,7 +240,6 @@ cdef class Encoder:
     def __cinit__(self):
         _pm_init(&self.memo, 1 << 12)
         _pm_init(&self.strptr, 1 << 8)
-        _pm_init(&self.openmap, 1 << 6)
         self.cap = 1 << 16
         self.buf = <char*>PyMem_Malloc(self.cap)
         if self.buf == NULL:
@@ -256,7 +249,6 @@ cdef class Encoder:
     def __dealloc__(self):
         _pm_free(&self.memo)
         _pm_free(&self.strptr)
-        _pm_free(&self.openmap)
         if self.buf != NULL:
             PyMem_Free(self.buf)
 
@@ -466,6 +458,7 @@ cdef class Encoder:
                         raise self._error(fr.owner, "the dict changed size while it was being saved")
                     if not PyDict_Next(fr.seq, &fr.dpos, &k, &v):
                         self.depth -= 1
+                        fr.seq = fr.owner = fr.lastkey = None
                         continue
                     fr.lastkey = <object>k
                     fr.pending = <object>v
@@ -476,8 +469,14 @@ cdef class Encoder:
                 if fr.pos >= fr.n:
                     self.depth -= 1
                     if fr.close != NULL:
-                        _pm_put(&self.openmap, fr.close, 0)
+                        self._set_open(<object>fr.close, False)
+                    fr.seq = fr.owner = None        # a reused frame keeps nothing alive
                     continue
+                if PyList_CheckExact(fr.seq) and PyList_GET_SIZE(fr.seq) != fr.n:
+                    # as the twin: a __reduce__ or hook that resized a list being
+                    # written would make its array header wrong (or, shrunk, the
+                    # next item lie past its end)
+                    raise self._error(fr.owner, "the list changed size while it was being saved")
                 child = fr.seq[fr.pos]
                 fr.pos += 1
                 self._value(child)
@@ -525,13 +524,26 @@ cdef class Encoder:
         return unsupported(obj, self.path(), reason)
 
     cdef inline bint _is_open(self, object obj) noexcept:
-        return _pm_get(&self.openmap, <void*>obj) > 0
+        cdef _Slot* slot = _pm_find(&self.memo, <void*>obj)
+        return slot != NULL and (slot.value & 1)
+
+    cdef int _set_open(self, object obj, bint is_open) except -1:
+        cdef _Slot* slot = _pm_find(&self.memo, <void*>obj)
+        if slot == NULL:
+            raise SystemError(f"torpor: a {type(obj).__name__} to be marked open is not memoized")
+        slot.value = (slot.value & ~(<Py_ssize_t>1)) | is_open
+        return 0
+
+    cdef inline Py_ssize_t _memo_index(self, object obj) noexcept:
+        """The memo index of ``obj``, or -1."""
+        cdef Py_ssize_t v = _pm_get(&self.memo, <void*>obj)
+        return v >> 1 if v >= 0 else -1
 
     cdef Py_ssize_t _memoize(self, object obj) except -2:
         """-1 when ``obj`` is new (and now has the next index), else its index."""
-        cdef Py_ssize_t i = _pm_setdefault(&self.memo, <void*>obj, PyList_GET_SIZE(self.keep))
-        if i >= 0:
-            return i
+        cdef Py_ssize_t v = _pm_setdefault(&self.memo, <void*>obj, PyList_GET_SIZE(self.keep) << 1)
+        if v >= 0:
+            return v >> 1
         PyList_Append(self.keep, obj)
         return -1
 
@@ -641,11 +653,11 @@ cdef class Encoder:
             self._marker(code, n, i)
         else:
             self._marker(code, n)
-            _pm_put(&self.openmap, <void*>obj, 1)
+            self._set_open(obj, True)
         if n:
             self._push(items, n, kind, obj, True)
         else:
-            _pm_put(&self.openmap, <void*>obj, 0)
+            self._set_open(obj, False)
         return 0
 
     cdef int _other(self, object obj, object t) except -1:
@@ -761,7 +773,7 @@ cdef class Encoder:
         if self.override is not None and self._overridden(obj):
             return 0
         if kind == _SAVE_INST:
-            i = _pm_get(&self.memo, <void*>cls)
+            i = self._memo_index(cls)
             if i >= 0 and not self._is_open(cls):
                 self._marker(EXT_INST, 2)
                 self._ext_uint(EXT_REF, i)
@@ -863,7 +875,7 @@ cdef class Encoder:
         count = 6 if rv[5] is not None else 5
         self._marker(EXT_REDUCE, count, at)
         if at < 0:
-            _pm_put(&self.openmap, <void*>obj, 1)
+            self._set_open(obj, True)
         seq = [rv[0], rv[1], ReduceTail(obj, rv)]
         return self._push(seq, 3, F_REDUCE, obj)
 
@@ -872,7 +884,7 @@ cdef class Encoder:
         rv = tail.rv
         obj = tail.obj
         if self._is_open(obj):
-            _pm_put(&self.openmap, <void*>obj, 0)
+            self._set_open(obj, False)
             items = tail.items()
             fr = <_EFrame><object>PyList_GET_ITEM_raw(self.stack, self.depth - 1)
             fr.seq = items
@@ -899,8 +911,10 @@ cdef int _NEED_OF[32]          # frame kind -> fixed element count, or -1
 for _c in range(32):
     _KIND_OF[_c] = -1
     _NEED_OF[_c] = -1
+if not all(0 <= c < 32 and 0 <= MARKER_KIND[c] < 32 for c in MARKERS) or \
+        not all(0 <= k < 32 for k in FIXED_COUNT) or not AT_MARKERS <= MARKERS >= MEMO_MARKERS:
+    raise ImportError("torpor: the marker codes and frame kinds must fit the walker's C tables")
 for _c in MARKERS:
-    assert 0 <= _c < 32 and MARKER_KIND[_c] < 32, "marker codes must fit the C tables"
     _MARKER_BITS |= 1u << _c
     _KIND_OF[_c] = MARKER_KIND[_c]
 for _c in AT_MARKERS:

@@ -291,6 +291,31 @@ def test_error_path_names_only_the_open_containers(roundtrip):
     assert ei.value.path == "root['b'][1][0].handle"
 
 
+class _Resizes:
+    """Resizes ``target`` when it is reduced, as it is being written."""
+    def __init__(self, target, grow):
+        self.target, self.grow = target, grow
+
+    def __reduce__(self):
+        if self.grow:
+            self.target.append(0)
+        else:
+            self.target.clear()
+        return (int, ())
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_a_list_resized_while_it_is_written_is_refused(impl, grow):
+    # shrunk, the walk would read past the list's end (a crash, once); grown, the
+    # stream would hold more items than its header says
+    lst = []
+    lst.extend([_Resizes(lst, grow), [1], [2]])
+    with pytest.raises(torpor.UnsupportedObjectError, match="the list changed size while it "
+                       "was being saved") as ei:
+        torpor.dumps({"x": lst})
+    assert ei.value.path.startswith("root['x']")
+
+
 def test_tuple_cycles_after_closed_tuples(roundtrip):
     # a tuple is open while its items are written and closed after: tuples
     # written and closed before must not read as open, the cyclic one must

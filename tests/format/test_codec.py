@@ -788,6 +788,23 @@ def test_chunk_modes_newer_than_the_files_version_are_refused(impl, version, tmp
         torpor.verify(path)
 
 
+def test_bit_plane_modes_in_a_version_1_file_are_refused():
+    """The version 2 golden file's modes 4 and 5, under a version 1 preamble."""
+    import pathlib
+    golden = pathlib.Path(__file__).parent.parent / "golden" / "v2_lz4_bits.torpor"
+    old = _as_version(golden.read_bytes(), 1)
+    with pytest.raises(CorruptFileError, match=r"mode [45], which format version 1 does not"):
+        torpor.loads(old)
+    assert torpor.loads(_as_version(golden.read_bytes(), 2)).keys() == torpor.load(golden).keys()
+
+
+def test_every_readable_version_names_its_last_chunk_mode():
+    from torpor.format.constants import LAST_MODE, READABLE_VERSIONS
+    assert sorted(LAST_MODE) == sorted(READABLE_VERSIONS)
+    assert [LAST_MODE[v] for v in sorted(LAST_MODE)] == sorted(LAST_MODE.values())
+    assert LAST_MODE[max(READABLE_VERSIONS)] == max(_codec._MODES)
+
+
 @pytest.mark.parametrize("dtype", ["<f4", "<f8", "<u2", "<i8"])
 def test_noise_bytes_round_trip_through_files_on_both_walkers(impl, dtype):
     """Whole arrays whose chunks take mode 6 or 7, with a tail and shared: values,

@@ -53,10 +53,11 @@ _DESCRIBED = {D_NDARRAY: 1, D_NDARRAY_INLINE: 1, D_DTYPE: 0, D_NPSCALAR: 0}
 class _EFrame:
     """An open container of the encoder: ``seq`` holds its children (for maps and
     instances, keys and values alternating), ``pos`` the next one to write."""
-    __slots__ = ("seq", "pos", "kind", "owner", "close")
+    __slots__ = ("seq", "n", "pos", "kind", "owner", "close")
 
     def __init__(self, seq, kind, owner, close):
         self.seq = seq
+        self.n = len(seq)           # the count its header gave
         self.pos = 0
         self.kind = kind
         self.owner = owner          # the object whose children these are (for paths)
@@ -128,11 +129,15 @@ class Encoder:
         while stack:
             fr = stack[-1]
             seq, pos = fr.seq, fr.pos
-            if pos == len(seq):
+            if pos == fr.n:
                 stack.pop()
                 if fr.close is not None:
                     self.open.discard(fr.close)
                 continue
+            if len(seq) != fr.n:
+                # a __reduce__ or hook resized a list being written: its array
+                # header would be wrong (or, shrunk, the next item past its end)
+                raise self._error(fr.owner, "the list changed size while it was being saved")
             fr.pos = pos + 1
             self._value(seq[pos])
             if len(out) >= FRAME_SIZE:
@@ -494,6 +499,7 @@ class Encoder:
             self.open.discard(oid)
             fr = self.stack[-1]
             fr.seq = tail.items()
+            fr.n = len(fr.seq)
             fr.pos = 0
             fr.kind = F_REDUCE_STATE
         else:
