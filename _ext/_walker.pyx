@@ -95,8 +95,8 @@ cdef object _type_dictoffset = type.__dict__["__dictoffset__"].__get__
 cdef object _ABSENT = object()
 cdef unsigned long _HEAPTYPE = HEAPTYPE
 cdef int _SAVE_INST = SAVE_INST
-cdef Py_ssize_t _FRAME_SIZE = FRAME_SIZE    # a C constant: the walk compares it per item
 cdef int _SAVE_GLOBAL = SAVE_GLOBAL
+cdef Py_ssize_t _FRAME_SIZE = FRAME_SIZE    # a C constant: the walk compares it per item
 cdef object _MAX_NESTING = MAX_NESTING
 
 # --- a hash table from object address to memo index ------------------------------
@@ -534,11 +534,6 @@ cdef class Encoder:
         slot.value = (slot.value & ~(<Py_ssize_t>1)) | is_open
         return 0
 
-    cdef inline Py_ssize_t _memo_index(self, object obj) noexcept:
-        """The memo index of ``obj``, or -1."""
-        cdef Py_ssize_t v = _pm_get(&self.memo, <void*>obj)
-        return v >> 1 if v >= 0 else -1
-
     cdef Py_ssize_t _memoize(self, object obj) except -2:
         """-1 when ``obj`` is new (and now has the next index), else its index."""
         cdef Py_ssize_t v = _pm_setdefault(&self.memo, <void*>obj, PyList_GET_SIZE(self.keep) << 1)
@@ -756,6 +751,7 @@ cdef class Encoder:
         """``known``: the class's kind when the caller has looked it up."""
         cdef Py_ssize_t i
         cdef int kind
+        cdef _Slot* slot
         if known is None:
             known = self.kinds.get(cls)
             if known is None:
@@ -773,12 +769,12 @@ cdef class Encoder:
         if self.override is not None and self._overridden(obj):
             return 0
         if kind == _SAVE_INST:
-            i = self._memo_index(cls)
-            if i >= 0 and not self._is_open(cls):
+            slot = _pm_find(&self.memo, <void*>cls)    # its index and open bit, one probe
+            if slot != NULL and not (slot.value & 1):
                 self._marker(EXT_INST, 2)
-                self._ext_uint(EXT_REF, i)
+                self._ext_uint(EXT_REF, slot.value >> 1)
             else:
-                ref = None if i >= 0 else self._class_by_name(cls)
+                ref = None if slot != NULL else self._class_by_name(cls)
                 if ref is None:
                     # as fallback's: a class that would not be complete right
                     # after the INST marker makes the instance a reduction,

@@ -83,10 +83,9 @@ def _copy(pairs, n):
     def work(part):
         for src, dst in part:
             np.copyto(dst, src)
-    flat = [(s.ravel(order="K"), d.ravel(order="K")) for s, d in pairs]
-    parts = [[(s_, d_) for s, d in flat
-              for s_, d_ in [(np.array_split(s, n)[i], np.array_split(d, n)[i])]]
-             for i in range(n)]
+    split = [(np.array_split(s.ravel(order="K"), n), np.array_split(d.ravel(order="K"), n))
+             for s, d in pairs]
+    parts = [[(ss[i], dd[i]) for ss, dd in split] for i in range(n)]
     if n == 1:
         return work(parts[0])
     ts = [threading.Thread(target=work, args=(p,)) for p in parts]

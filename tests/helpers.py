@@ -114,3 +114,16 @@ def down_the_last_items(data):
             if type(item) is not type(view):
                 return
             view = item
+
+
+def with_format_version(data, version):
+    """A torpor file's bytes with the preamble's u16 format version set to
+    ``version`` and the header checksum made to match, as a file written that
+    way would be (not damage: the checksum holds)."""
+    import struct
+    from torpor.format.codec import checksum
+    out = bytearray(data)
+    hlen = struct.unpack_from("<I", out, 12)[0]
+    struct.pack_into("<H", out, 8, version)
+    struct.pack_into("<Q", out, 16 + hlen, checksum(bytes(out[:16 + hlen])))
+    return bytes(out)

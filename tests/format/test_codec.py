@@ -4,7 +4,6 @@ pipeline across sections. Native kernels are checked against the pure-Python one
 (the reference), byte for byte."""
 
 import io
-import struct
 
 import lz4.block
 import lz4.frame
@@ -18,7 +17,7 @@ from torpor.format.constants import (CHUNK_SIZE, CODEC_LZ4, MODE_BITS, MODE_DELT
                                     MODE_DELTA_SPLIT, MODE_PACKED, MODE_SHUFFLED, MODE_SPLIT,
                                     MODE_STORED)
 
-from helpers import assert_same_array
+from helpers import assert_same_array, with_format_version
 
 rng = np.random.default_rng(7)
 
@@ -759,16 +758,6 @@ def test_chunk_records_of_byte_and_bit_planes_are_checked(impl, mode, shift, mas
         torpor.loads(bytes(bad))
 
 
-def _as_version(data, version):
-    """``data`` with its preamble's format version changed and the header checksum
-    made to match (as a file written that way would be)."""
-    out = bytearray(data)
-    hlen = struct.unpack_from("<I", out, 12)[0]
-    struct.pack_into("<H", out, 8, version)
-    struct.pack_into("<Q", out, 16 + hlen, _codec.checksum(bytes(out[:16 + hlen])))
-    return bytes(out)
-
-
 @pytest.mark.parametrize("version", [1, 2])
 def test_chunk_modes_newer_than_the_files_version_are_refused(impl, version, tmp_path):
     """Modes 6 and 7 came with version 3 (and 4 and 5 with version 2): an older
@@ -776,8 +765,8 @@ def test_chunk_modes_newer_than_the_files_version_are_refused(impl, version, tmp
     a = np.random.default_rng(9).standard_normal(300_000).astype("<f4")
     good = torpor.dumps({"a": a})
     assert _first_record(good)[1][4] == MODE_SPLIT
-    assert_same_array(a, torpor.loads(_as_version(good, 3))["a"])
-    old = _as_version(good, version)
+    assert_same_array(a, torpor.loads(with_format_version(good, 3))["a"])
+    old = with_format_version(good, version)
     with pytest.raises(CorruptFileError, match=f"mode 6, which format version {version} does not"):
         torpor.loads(old)
     path = tmp_path / "old.torpor"
@@ -792,10 +781,10 @@ def test_bit_plane_modes_in_a_version_1_file_are_refused():
     """The version 2 golden file's modes 4 and 5, under a version 1 preamble."""
     import pathlib
     golden = pathlib.Path(__file__).parent.parent / "golden" / "v2_lz4_bits.torpor"
-    old = _as_version(golden.read_bytes(), 1)
+    old = with_format_version(golden.read_bytes(), 1)
     with pytest.raises(CorruptFileError, match=r"mode [45], which format version 1 does not"):
         torpor.loads(old)
-    assert torpor.loads(_as_version(golden.read_bytes(), 2)).keys() == torpor.load(golden).keys()
+    assert torpor.loads(with_format_version(golden.read_bytes(), 2)).keys() == torpor.load(golden).keys()
 
 
 def test_every_readable_version_names_its_last_chunk_mode():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import torpor
-from helpers import Pipe
+from helpers import Pipe, with_format_version
 from torpor.format import messagepack as _msgpack
 from torpor.errors import CorruptFileError
 
@@ -62,14 +62,8 @@ def test_not_a_torpor_file():
 def test_newer_format_version():
     """A file of a newer format version (its header checksum valid) asks for an
     upgrade; a flipped version byte is damage, not a newer file."""
-    import struct
-    from torpor.format.codec import checksum
-    data = bytearray(small_file())
-    hlen = struct.unpack_from("<I", data, 12)[0]
-    data[8] = 99
-    data[16 + hlen:24 + hlen] = struct.pack("<Q", checksum(bytes(data[:16 + hlen])))
     with pytest.raises(torpor.FormatError, match="version 99.*Upgrade") as ei:
-        torpor.loads(bytes(data))
+        torpor.loads(with_format_version(small_file(), 99))
     assert not isinstance(ei.value, torpor.CorruptFileError)
     flipped = bytearray(small_file())
     flipped[8] ^= 0x40
