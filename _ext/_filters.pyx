@@ -590,7 +590,7 @@ def bitunfilter_into(uint8_t[::1] dest, Py_ssize_t offset, const uint8_t[::1] sr
             _unsplit_block(&src[0], &tmp[0], &dest[offset], n, itemsize, delta, 0)
 
 
-# --- bit-plane chunks (modes 4 to 7): filtered and compressed block by block -----
+# --- bit-plane chunks (modes 4 to 9): filtered and compressed block by block -----
 #
 # The chunk is cut into blocks of ``block`` bytes (the last one shorter), and each
 # block goes through the filter into a scratch buffer and straight on to lz4 while
@@ -675,6 +675,41 @@ cdef inline bint _low_mask(unsigned mask) noexcept nogil:
     return (mask & (mask + 1)) == 0
 
 
+cdef int _check_xor(Py_ssize_t xor, Py_ssize_t itemsize, Py_ssize_t bytes_kept) except -1:
+    if xor < 0 or (xor and xor >= 8 * (itemsize - bytes_kept)):
+        raise ValueError(f"planes XORed from plane {xor} do not suit {itemsize}-byte items with "
+                         f"{bytes_kept} byte planes (0 for none, or 1 to {8 * (itemsize - bytes_kept) - 1})")
+    return 0
+
+
+cdef inline void _xor_planes(uint8_t* q, Py_ssize_t g, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
+    """Planes ``first`` to ``count - 1`` of ``g`` bytes each at ``q``, each XORed with
+    the plane before it as it was: from the top down."""
+    cdef Py_ssize_t i = count - 1, x
+    cdef uint8_t* p
+    cdef const uint8_t* r
+    while i >= first:
+        p = q + i * g
+        r = p - g
+        for x in range(g):
+            p[x] ^= r[x]
+        i -= 1
+
+
+cdef inline void _unxor_planes(uint8_t* q, Py_ssize_t g, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
+    """Undo ``_xor_planes``: from the bottom up, each plane XORed with the one
+    before it as restored."""
+    cdef Py_ssize_t i = first, x
+    cdef uint8_t* p
+    cdef const uint8_t* r
+    while i < count:
+        p = q + i * g
+        r = p - g
+        for x in range(g):
+            p[x] ^= r[x]
+        i += 1
+
+
 cdef Py_ssize_t _literals_first(uint8_t* dst, const uint8_t* lit, Py_ssize_t nlit,
                                 const uint8_t* c, Py_ssize_t clen, Py_ssize_t most) noexcept nogil:
     """Write to ``dst`` the lz4 block of ``nlit`` bytes at ``lit`` followed by the
@@ -722,7 +757,7 @@ cdef Py_ssize_t _literals_first(uint8_t* dst, const uint8_t* lit, Py_ssize_t nli
 
 def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8_t[::1] tmp2,
                Py_ssize_t itemsize, bint delta, Py_ssize_t block, int level, Py_ssize_t plain=0,
-               unsigned mask=0):
+               unsigned mask=0, Py_ssize_t xor=0):
     """Write ``src`` as one lz4 frame of bit-plane blocks (``delta``: of word
     differences, restarting in every block; the items after the last group of 8
     as they are) into ``out``; ``tmp2`` holds at least ``block`` bytes, ``tmp`` as
@@ -734,6 +769,8 @@ def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8
     first byte not in ``mask`` first: its lowest bits, for a little-endian item)
     are noise too, which lz4 is not run on: they go into the block as one
     literal run (``_literals_first``), a standard lz4 block still.
+    ``xor`` (modes 8 and 9): the bit planes from plane ``xor`` on are each XORed
+    with the plane before it (0: none).
     Returns the frame's length, or -1 when no block shrank."""
     cdef Py_ssize_t n = src.shape[0], pos = 0, o = 7, b, nblocks, lit, nq, m, j, before, bytes_kept = 0
     cdef int got
@@ -748,6 +785,7 @@ def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8
     if plain < 0 or plain > 8 * (itemsize - bytes_kept):
         raise ValueError(f"bits_frame: {plain} plain bit planes of {itemsize}-byte items, "
                          f"{bytes_kept} of whose bytes are byte planes")
+    _check_xor(xor, itemsize, bytes_kept)
     nblocks = (n + block - 1) // block
     if out.shape[0] < _bound(n) + (8 if mask else 4) * nblocks or tmp2.shape[0] < block \
             or tmp.shape[0] < (_lz4_room(block) if plain else block):
@@ -778,6 +816,8 @@ def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8
                 o += 4 + before
             else:
                 nq = _split_block(s + pos, t, q, b, itemsize, delta, mask)
+            if xor and m:
+                _xor_planes(q, m // 8, xor, 8 * (itemsize - bytes_kept))
             lit = m // 8 * plain
             if lit == 0:
                 got = _lz4_block(q, d + o + 4, nq, _lz4_room(nq), level)
@@ -856,7 +896,7 @@ cdef inline int _next_block(const uint8_t* s, Py_ssize_t n, Py_ssize_t* pos, uin
 
 def bits_frame_into(const uint8_t[::1] src, uint8_t[::1] dest, Py_ssize_t offset, Py_ssize_t raw,
                     uint8_t[::1] tmp, uint8_t[::1] tmp2, Py_ssize_t itemsize, bint delta,
-                    Py_ssize_t block, unsigned mask=0):
+                    Py_ssize_t block, unsigned mask=0, Py_ssize_t xor=0):
     """Undo ``bits_frame``: decode the frame in ``src`` into ``dest[offset:offset+raw]``.
     Every lz4 block must decode to exactly its part of one filter block (with
     ``mask``: the byte planes, then the rest); raises ValueError saying what is
@@ -869,12 +909,13 @@ def bits_frame_into(const uint8_t[::1] src, uint8_t[::1] dest, Py_ssize_t offset
     if raw <= 0 or offset < 0 or offset + raw > dest.shape[0]:
         raise ValueError("bits_frame_into: the destination is too small")
     _check_blocks(raw, itemsize, delta, block, raw, mask)
+    for j in range(itemsize):
+        bytes_kept += (mask >> j) & 1
+    _check_xor(xor, itemsize, bytes_kept)
     if tmp.shape[0] < block or tmp2.shape[0] < block:
         raise ValueError("bits_frame_into: a scratch buffer is too small")
     if n < 11 or memcmp(&src[0], _frame_head, 7) != 0:
         raise ValueError("a bit-plane chunk does not start with torpor's lz4 frame header")
-    for j in range(itemsize):
-        bytes_kept += (mask >> j) & 1
     cdef const uint8_t* s = &src[0]
     cdef uint8_t* d = &dest[offset]
     cdef uint8_t* t = &tmp[0]
@@ -899,6 +940,8 @@ def bits_frame_into(const uint8_t[::1] src, uint8_t[::1] dest, Py_ssize_t offset
             got = _next_block(s, n, &pos, q, b - before)
             if got:
                 break
+            if xor and m:
+                _unxor_planes(q, m // 8, xor, 8 * (itemsize - bytes_kept))
             _unsplit_block(q, t, d + done, b, itemsize, delta, mask)
             done += b
     if got == -1:

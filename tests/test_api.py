@@ -57,10 +57,11 @@ def test_lz4_section_decodes_with_the_lz4_tool(tmp_path, shuffle):
 
 
 def test_lz4_tool_reads_bit_planes_whose_noise_planes_went_in_as_they_are(tmp_path):
-    """Noisy floats: mode 6 chunks, whose noise bytes are byte planes (a stored
+    """Noisy floats: mode 8 chunks, whose noise bytes are byte planes (a stored
     lz4 block of their own) and whose next block starts with the noise bit
-    planes of byte 3 as one literal run (format/codec.py, bits_plain). `lz4 -d`
-    gives the documented layout of every block."""
+    planes of byte 3 as one literal run (format/codec.py, bits_plain), the
+    exponent's planes XORed with their neighbours. `lz4 -d` gives the documented
+    layout of every block."""
     import shutil
     from torpor.format import codec
     from torpor.format.constants import CHUNK_SIZE
@@ -68,8 +69,8 @@ def test_lz4_tool_reads_bit_planes_whose_noise_planes_went_in_as_they_are(tmp_pa
     assert lz4_tool, "the lz4 command-line tool is needed (.ci/run installs Debian's lz4)"
     a = np.random.default_rng(2).standard_normal(1_200_000).astype("<f4")
     enc = codec.ChunkEncoder(codec.CODEC_LZ4)
-    mode, (mask, plain, _) = enc.choose_mode(memoryview(a).cast("B")[:CHUNK_SIZE], 4, *enc._scratch())
-    assert mode == codec.MODE_SPLIT and mask == 0b111 and plain >= 1    # what this test is about
+    mode, (mask, plain, _, xor) = enc.choose_mode(memoryview(a).cast("B")[:CHUNK_SIZE], 4, *enc._scratch())
+    assert mode == codec.MODE_XOR_BITS and mask == 0b111 and plain >= 1 and xor == plain + 1
     p = tmp_path / "n.torpor"
     torpor.dump(a, p)
     sec = torpor.info(p)["sections"][0]
@@ -78,7 +79,7 @@ def test_lz4_tool_reads_bit_planes_whose_noise_planes_went_in_as_they_are(tmp_pa
     r = subprocess.run([lz4_tool, "-d", "-c"], input=payload, capture_output=True)
     assert r.returncode == 0, r.stderr
     raw, block = a.tobytes(), codec.bits_block(codec.BITS_SHIFT, 4)
-    want = b"".join(codec._py_bits_block(raw[c:c + CHUNK_SIZE][b:b + block], 4, False, mask)
+    want = b"".join(codec._py_bits_block(raw[c:c + CHUNK_SIZE][b:b + block], 4, False, mask, xor)
                     for c in range(0, len(raw), CHUNK_SIZE)
                     for b in range(0, len(raw[c:c + CHUNK_SIZE]), block))
     assert r.stdout == want
@@ -90,7 +91,7 @@ def test_metadata_and_info(tmp_path):
     info = torpor.info(p)
     assert info["metadata"] == {"user": "ann", "n": 3}
     h = info["header"]
-    assert h["format"] == torpor.FORMAT_VERSION == 3 and h["torpor"] == torpor.__version__ and h["python"] == sys.version.split()[0]
+    assert h["format"] == torpor.FORMAT_VERSION == 4 and h["torpor"] == torpor.__version__ and h["python"] == sys.version.split()[0]
     assert h["created"].endswith("+00:00")
     arr = [s for s in info["sections"] if s["kind"] == "array"]
     assert arr[0]["dtype"] == "<f4" and arr[0]["shape"] == [10, 10000] and arr[0]["order"] == "C"

@@ -101,13 +101,14 @@ def _undelta(b, k):
     return b"".join(struct.pack(fmt, s) for s in sums)
 
 
-def _unbits(data, k, block, delta, mask=0):
+def _unbits(data, k, block, delta, mask=0, xor=0):
     """Undo mode 4 (5: then the running sums; 6 and 7: with the byte planes of
-    ``mask``) of docs/FORMAT.md, block by block: in a block of n whole groups of 8
-    items, byte i of the byte plane of byte j (j in the mask, in order) is byte j
-    of item i; then, for the other bytes j in order, bit i % 8 of byte i // 8 of
-    their plane b is bit b of byte j of item i; items after the last group
-    follow as they are."""
+    ``mask``; 8 and 9: either, the bit planes from plane ``xor`` on XORed with
+    the plane before) of docs/FORMAT.md, block by block: in a block of n whole
+    groups of 8 items, byte i of the byte plane of byte j (j in the mask, in
+    order) is byte j of item i; then, for the other bytes j in order, bit i % 8
+    of byte i // 8 of their plane b is bit b of byte j of item i; items after
+    the last group follow as they are."""
     block -= block % (8 * k)
     out = bytearray()
     for start in range(0, len(data), block):
@@ -122,12 +123,19 @@ def _unbits(data, k, block, delta, mask=0):
                 for i in range(n):
                     items[i][j] = q[at + i]
                 at += n
+        planes = []
+        for _ in range(8 * (k - bin(mask).count("1"))):
+            plane = q[at:at + plane_len]
+            at += plane_len
+            if xor and len(planes) >= xor:
+                plane = bytes(x ^ y for x, y in zip(plane, planes[-1]))
+            planes.append(plane)
+        planes.reverse()
         for j in range(k):
             if mask >> j & 1:
                 continue
             for b in range(8):
-                plane = q[at:at + plane_len]
-                at += plane_len
+                plane = planes.pop()
                 for i in range(n):
                     if plane[i // 8] >> (i % 8) & 1:
                         items[i][j] |= 1 << b
@@ -154,7 +162,7 @@ def _payload(data, pos, codec, raw, meta, itemsize, version):
         magic, size, stored, craw, mode, r1, r2, r3, digest = struct.unpack_from("<IIIIBBBBQ", data, pos)
         if magic != 0x184D2A5B or size != 20:
             raise Damaged("chunk record")
-        if mode > {1: 3, 2: 5, 3: 7}[version]:
+        if mode > {1: 3, 2: 5, 3: 7, 4: 9}[version]:
             raise Damaged("a chunk mode the file's version does not have")
         chunk = data[pos + 28:pos + 28 + stored]
         pos += 28 + stored
@@ -167,8 +175,8 @@ def _payload(data, pos, codec, raw, meta, itemsize, version):
             plain = _unshuffle(plain, itemsize)
         elif mode == 3:
             plain = _undelta(_unshuffle(plain, itemsize), itemsize)
-        elif mode in (4, 5, 6, 7):
-            plain = _unbits(plain, itemsize, 1 << r1, mode in (5, 7), r2)
+        elif mode in (4, 5, 6, 7, 8, 9):
+            plain = _unbits(plain, itemsize, 1 << r1, mode in (5, 7, 9), r2, r3 if mode >= 8 else 0)
         if len(plain) != craw or _xxh3(plain) != digest:
             raise Damaged("chunk")
         out += plain
@@ -178,7 +186,7 @@ def _payload(data, pos, codec, raw, meta, itemsize, version):
 def read_container(data):
     """(header, [section payloads], stream bytes), checking every checksum."""
     magic, version, flags, hlen = struct.unpack_from("<8sHHI", data, 0)
-    if magic != b"\x89TPR\r\n\x1a\n" or version not in (1, 2, 3) or flags:
+    if magic != b"\x89TPR\r\n\x1a\n" or version not in (1, 2, 3, 4) or flags:
         raise Damaged("preamble")
     if _xxh3(data[:16 + hlen]) != struct.unpack_from("<Q", data, 16 + hlen)[0]:
         raise Damaged("header checksum")

@@ -15,7 +15,7 @@ from torpor.format import codec as _codec
 from torpor.errors import CorruptFileError
 from torpor.format.constants import (CHUNK_SIZE, CODEC_LZ4, MODE_BITS, MODE_DELTA_BITS,
                                     MODE_DELTA_SPLIT, MODE_PACKED, MODE_SHUFFLED, MODE_SPLIT,
-                                    MODE_STORED)
+                                    MODE_STORED, MODE_XOR_BITS, MODE_DELTA_XOR_BITS)
 
 from helpers import assert_same_array, with_format_version
 
@@ -207,10 +207,14 @@ def test_filter_choice_follows_the_data():
     x = np.linspace(-1, 1, 1_000_000, dtype=np.float32)
     assert _modes(np.exp(-x * x * 4)) == {MODE_DELTA_BITS}                    # smooth field
     assert _modes(np.sort(rng.integers(0, 10**6, 1_000_000)).astype(np.int32)) <= {MODE_BITS, MODE_DELTA_BITS}
-    # coordinates on a 0.1 grid as float64: bit planes that repeat each other
-    assert _modes(rng.uniform(0, 500, 500_000).round(1)) == {MODE_BITS}
+    # coordinates on a 0.1 grid as float64: bit planes that repeat each other,
+    # and whose exponent planes flip together (XORed with their neighbours)
+    assert _modes(rng.uniform(0, 500, 500_000).round(1)) == {MODE_XOR_BITS}
     assert _modes(rng.integers(0, 256, 1_000_000, dtype=np.uint8)) == {MODE_STORED}
-    assert _modes(rng.standard_normal(300_000)) <= {MODE_STORED, MODE_BITS, MODE_SPLIT}
+    assert _modes(rng.standard_normal(300_000)) <= {MODE_STORED, MODE_BITS, MODE_SPLIT, MODE_XOR_BITS}
+    # measured float32: three noise bytes, the exponent's planes XORed (a chunk's
+    # trial may find delta bit planes 2% smaller, at the margin between the two)
+    assert MODE_XOR_BITS in _modes(rng.standard_normal(1_000_000).astype(np.float32))
     # items too wide for bit planes still get the byte shuffle
     wide = np.zeros(200_000, [("a", "<f8"), ("b", "<i4"), ("c", "<i4")])
     wide["a"] = np.arange(200_000) * 0.5
@@ -266,7 +270,9 @@ def test_files_match_with_and_without_the_native_lz4_binding(tmp_path):
     import os
     import subprocess
     import sys
-    obj = {"field": _smooth(400_000, "<f4"), "ints": np.arange(300_000) % 1000, "s": "x"}
+    # (the ints take mode 9 either way: at the margin between two filters the
+    # binding's different block ends could choose differently)
+    obj = {"field": _smooth(400_000, "<f4"), "ints": np.arange(300_000) ** 2 % 100_003, "s": "x"}
     here = tmp_path / "native.torpor"
     torpor.dump(obj, here)
     there = tmp_path / "python.torpor"
@@ -474,16 +480,20 @@ def test_the_noise_planes_are_found_from_the_lowest_bit(bits_plain, kind, low, h
 def test_noisy_floats_keep_their_bit_planes_without_a_search_of_the_noise(impl, dtype, low, high):
     """Measured floats: bit planes, the noise planes put in as they are (so the
     chunk costs little more than a copy of them; whole bytes of noise as byte
-    planes, mode 6), the file still smaller than the data, every value back
-    exactly, with 1 and 2 threads."""
+    planes, mode 6; the planes above the noise XORed with their neighbours when
+    that is smaller, mode 8), the file still smaller than the data, every value
+    back exactly, with 1 and 2 threads."""
     r = np.random.default_rng(5)
     a = (r.standard_normal(700_000) * 30).astype(dtype)
     enc = _codec.ChunkEncoder(CODEC_LZ4)
     view = memoryview(a).cast("B")[:CHUNK_SIZE]
-    mode, (mask, plain, level) = enc.choose_mode(view, a.itemsize, *enc._scratch())
+    mode, (mask, plain, level, xor) = enc.choose_mode(view, a.itemsize, *enc._scratch())
     noise = 8 * bin(mask).count("1") + plain
     assert low <= noise <= high and mask == (1 << noise // 8) - 1
-    assert mode == (MODE_SPLIT if noise >= 8 else MODE_BITS)
+    if xor:
+        assert mode == MODE_XOR_BITS and xor == plain + 1
+    else:
+        assert mode == (MODE_SPLIT if noise >= 8 else MODE_BITS)
     mostly = 4 * noise >= 3 * 8 * a.itemsize
     assert level == 1 - (_codec.NOISE_ACCELERATION if mostly else _codec.BITS_ACCELERATION)
     payloads = []
@@ -541,10 +551,11 @@ def test_chunk_records_with_a_bad_block_shift_are_refused(tmp_path):
         torpor.loads(bytes(bad))
 
 
-def test_files_are_version_3_only_when_they_can_hold_bit_planes():
+def test_files_are_the_current_version_only_when_they_can_hold_bit_planes():
     import struct
     a = np.arange(100_000, dtype=np.float32)
-    assert struct.unpack_from("<H", torpor.dumps(a), 8)[0] == 3
+    assert torpor.FORMAT_VERSION == 4
+    assert struct.unpack_from("<H", torpor.dumps(a), 8)[0] == 4
     assert struct.unpack_from("<H", torpor.dumps(a, compress=None), 8)[0] == 1
     assert struct.unpack_from("<H", torpor.dumps(a, compress="gzip"), 8)[0] == 1
     from torpor.engine import pipeline
@@ -553,9 +564,9 @@ def test_files_are_version_3_only_when_they_can_hold_bit_planes():
     header = pipeline.read_header(io.BytesIO(data))
     head = header_bytes(header)
     assert data.startswith(head)
-    newer = header_bytes(dict(header, format=4))
+    newer = header_bytes(dict(header, format=5))
     assert len(newer) == len(head)
-    with pytest.raises(torpor.FormatError, match="version 4.*Upgrade torpor"):
+    with pytest.raises(torpor.FormatError, match="version 5.*Upgrade torpor"):
         torpor.loads(newer + data[len(head):])
 
 
@@ -748,32 +759,43 @@ def _first_record(data):
 def test_chunk_records_of_byte_and_bit_planes_are_checked(impl, mode, shift, mask, z):
     """A mode 6 or 7 record whose mask or block size does not suit its chunk is a
     damaged file, never a wrong array."""
-    a = np.random.default_rng(9).standard_normal(300_000).astype("<f4")
+    a = np.random.default_rng(9).random(300_000).astype("<f4")        # noise below the exponent
+    _refused_with_first_record(a, [MODE_SPLIT, 18, 0b111, 0], [mode, shift, mask, z])
+
+
+def _refused_with_first_record(a, written, layout):
+    """``a``'s file, whose first chunk record has ``written`` (mode, shift, mask,
+    byte 19), is refused as damaged with ``layout`` in their place."""
     good = torpor.dumps(a)
     pos, rec = _first_record(good)
-    assert rec[4:8] == [MODE_SPLIT, 18, 0b111, 0]
+    assert rec[4:8] == written
     bad = bytearray(good)
-    _codec.CHUNK_RECORD.pack_into(bad, pos, *rec[:4], mode, shift, mask, z, rec[8])
+    _codec.CHUNK_RECORD.pack_into(bad, pos, *rec[:4], *layout, rec[8])
     with pytest.raises(torpor.CorruptFileError):
         torpor.loads(bytes(bad))
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_chunk_modes_newer_than_the_files_version_are_refused(impl, version, tmp_path):
-    """Modes 6 and 7 came with version 3 (and 4 and 5 with version 2): an older
-    file holding one is damaged, whatever else checks out."""
-    a = np.random.default_rng(9).standard_normal(300_000).astype("<f4")
+@pytest.mark.parametrize("version, mode", [(1, MODE_SPLIT), (2, MODE_SPLIT), (1, MODE_XOR_BITS),
+                                           (2, MODE_XOR_BITS), (3, MODE_XOR_BITS)])
+def test_chunk_modes_newer_than_the_files_version_are_refused(impl, version, mode, tmp_path):
+    """Modes 8 and 9 came with version 4, 6 and 7 with version 3 (and 4 and 5
+    with version 2): an older file holding one is damaged, whatever else checks
+    out."""
+    r = np.random.default_rng(9)
+    a = (r.random(300_000) if mode == MODE_SPLIT else r.standard_normal(300_000)).astype("<f4")
     good = torpor.dumps({"a": a})
-    assert _first_record(good)[1][4] == MODE_SPLIT
-    assert_same_array(a, torpor.loads(with_format_version(good, 3))["a"])
+    assert _first_record(good)[1][4] == mode
+    assert_same_array(a, torpor.loads(with_format_version(good, 4))["a"])
+    if mode == MODE_SPLIT:
+        assert_same_array(a, torpor.loads(with_format_version(good, 3))["a"])
     old = with_format_version(good, version)
-    with pytest.raises(CorruptFileError, match=f"mode 6, which format version {version} does not"):
+    with pytest.raises(CorruptFileError, match=f"mode {mode}, which format version {version} does not"):
         torpor.loads(old)
     path = tmp_path / "old.torpor"
     path.write_bytes(old)
-    with pytest.raises(CorruptFileError, match="mode 6"):
+    with pytest.raises(CorruptFileError, match=f"mode {mode}"):
         torpor.load(path, mmap=True)
-    with pytest.raises(CorruptFileError, match="mode 6"):
+    with pytest.raises(CorruptFileError, match=f"mode {mode}"):
         torpor.verify(path)
 
 
@@ -813,7 +835,7 @@ def test_noise_bytes_round_trip_through_files_on_both_walkers(impl, dtype):
         assert_same_array(a, got["a"])
         assert_same_array(a[::2], got["view"])
     _, rec = _first_record(outs[0])
-    assert rec[4] in (MODE_SPLIT, MODE_DELTA_SPLIT) and rec[6]
+    assert rec[4] in (MODE_SPLIT, MODE_DELTA_SPLIT, MODE_XOR_BITS, MODE_DELTA_XOR_BITS) and rec[6]
     assert _payloads(outs[0]) == _payloads(outs[1])
 
 
@@ -881,3 +903,136 @@ def test_lz4_bound_holds_64_filter_blocks_of_noise(framer):
     framer[1](memoryview(out)[:n], back, 0, len(raw), bytearray(block), bytearray(block), k, False,
               block, 0b01111110)
     assert bytes(back) == raw
+
+
+# --- bit planes XORed with their neighbours (modes 8 and 9) -----------------------
+
+def _xor_reference(raw, k, mask, xor):
+    """One filter block of mode 8 (docs/FORMAT.md): mode 6's layout (mode 4's when
+    ``mask`` is 0), then each bit plane from plane ``xor`` on (counted after the
+    byte planes) XORed with the plane before it as it was."""
+    block = _split_reference(raw, k, mask)
+    m = len(raw) // k // 8 * 8
+    before, g = m * bin(mask).count("1"), m // 8
+    planes = [block[before + p * g:before + (p + 1) * g] for p in range(8 * (k - bin(mask).count("1")))]
+    xored = planes[:xor] + [bytes(a ^ b for a, b in zip(planes[p], planes[p - 1]))
+                            for p in range(xor, len(planes))]
+    return block[:before] + b"".join(xored) + block[before + len(planes) * g:]
+
+
+@pytest.mark.parametrize("k, mask, xor", [(1, 0, 1), (2, 0, 5), (2, 1, 1), (4, 0b111, 3),
+                                          (4, 0b101, 15), (8, 0, 1), (8, 0b111111, 9)])
+@pytest.mark.parametrize("count", [8, 72, 1029])
+def test_xored_bit_planes_are_the_documented_layout(k, mask, xor, count):
+    raw = rng.integers(0, 256, k * count, dtype=np.uint8).tobytes()
+    want = _xor_reference(raw, k, mask, xor)
+    assert want != _split_reference(raw, k, mask)
+    assert _codec._py_bits_block(raw, k, False, mask, xor) == want
+    assert _codec._py_unbits_block(want, k, False, mask, xor) == raw
+
+
+def _xor_cases():
+    r = np.random.default_rng(21)
+    n = 150_003
+    noisy = r.standard_normal(n).astype("<f4")
+    return [("f4 noise bytes", noisy, 0b111, False, 2, 3), ("f4 no byte planes", noisy, 0, False, 0, 1),
+            ("f8 grid", r.uniform(0, 500, n // 3).round(1), 0, False, 0, 1),
+            ("f4 delta", (np.cumsum(r.standard_normal(n)) * 1e3).astype("<f4"), 0, True, 0, 1),
+            ("i8 delta with byte planes", (np.arange(n) * 100_000 + r.integers(0, 1 << 16, n)).astype("<i8"),
+             0b11, True, 0, 1),
+            ("u1", (r.integers(0, 4, n) * 60).astype(np.uint8), 0, False, 0, 1),
+            ("u2 high plane", (r.integers(0, 4, n) * 300).astype("<u2"), 0, False, 0, 9)]
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
+@pytest.mark.parametrize("case", _xor_cases(), ids=lambda c: c[0])
+def test_xored_bit_plane_frames_round_trip_on_both_kernels(framer, case):
+    """Every lz4 block of a mode 8 or 9 frame decodes (python-lz4) to the documented
+    layout, and both kernels' frames decode on both kernels to the input; a
+    decoder told another first plane, or none, gets other bytes (unless the
+    planes between are all zeros, when both layouts are the same bytes)."""
+    _, a, mask, delta, plain, xor = case
+    k = a.itemsize
+    raw = a.tobytes()
+    block = _codec.bits_block(18, k)
+    out = bytearray(_codec.lz4_bound(len(raw)))
+    n = framer[0](raw, out, bytearray(_codec.lz4_bound(block)), bytearray(block), k, delta,
+                  block, -4, plain, mask, xor)
+    assert n > 0
+    blocks = _frame_blocks(out[:n])
+    parts = 2 if mask else 1
+    starts = range(0, len(raw), block)
+    assert len(blocks) == parts * len(starts)
+    for i, start in enumerate(starts):
+        part = raw[start:start + block]
+        want = _codec._py_bits_block(part, k, delta, mask, xor)
+        if not delta:
+            assert want == _xor_reference(part, k, mask, xor)
+        got = b""
+        for stored, data in blocks[parts * i:parts * (i + 1)]:
+            got += data if stored else lz4.block.decompress(data, uncompressed_size=len(want) - len(got))
+        assert got == want
+    for into in {f.values[0][1] for f in BITS_FRAMERS}:
+        back = bytearray(len(raw) + 3)
+        into(memoryview(out)[:n], back, 3, len(raw), bytearray(block), bytearray(block), k, delta,
+             block, mask, xor)
+        assert bytes(back[3:]) == raw
+        for other in (0, xor - 1 or xor + 1):
+            wrong = bytearray(len(raw))
+            into(memoryview(out)[:n], wrong, 0, len(raw), bytearray(block), bytearray(block), k, delta,
+                 block, mask, other)
+            same = all(_codec._py_bits_block(raw[s:s + block], k, delta, mask, other)
+                       == _codec._py_bits_block(raw[s:s + block], k, delta, mask, xor) for s in starts)
+            assert (bytes(wrong) == raw) == same
+            assert not same or other        # no XOR at all always differs here
+
+
+def test_xor_makes_measured_floats_smaller_and_the_trial_keeps_it(impl):
+    """Noisy float32: the exponent's planes XORed are smaller than as they are, the
+    trial chooses mode 8 for it, and the file is smaller than with mode 6."""
+    a = np.random.default_rng(22).standard_normal(1_000_000).astype("<f4")
+    raw = a.tobytes()[:CHUNK_SIZE]
+    enc = _codec.ChunkEncoder(CODEC_LZ4)
+    mode, (mask, plain, level, xor) = enc.choose_mode(memoryview(raw), 4, *enc._scratch())
+    assert (mode, mask, xor) == (MODE_XOR_BITS, 0b111, plain + 1)
+    block = _codec.bits_block(18, 4)
+    sizes = {}
+    for x in (0, xor):
+        out = bytearray(_codec.lz4_bound(len(raw)))
+        sizes[x] = _codec.bits_frame(raw, out, bytearray(_codec.lz4_bound(block)), bytearray(block), 4,
+                                     False, block, level, plain, mask, x)
+    assert sizes[xor] < sizes[0] * _codec.XOR_GAIN
+    data = torpor.dumps(a)
+    assert_same_array(a, torpor.loads(data))
+    assert len(data) < 0.9 * a.nbytes
+
+
+@pytest.mark.parametrize("framer", BITS_FRAMERS)
+@pytest.mark.parametrize("k, mask, xor", [(4, 0b111, 8), (4, 0, 32), (4, 0, -1), (1, 0, 8), (8, 0b1111111, 8)])
+def test_xored_planes_past_the_bit_planes_are_refused(framer, k, mask, xor):
+    raw = bytes(k * 64)
+    with pytest.raises((ValueError, OverflowError), match="XORed|negative|convert"):
+        framer[0](raw, bytearray(_codec.lz4_bound(len(raw))), bytearray(1 << 14),
+                  bytearray(1 << 14), k, False, 8 * k * 8, 0, 0, mask, xor)
+    with pytest.raises((ValueError, OverflowError), match="XORed|negative|convert"):
+        framer[1](raw, bytearray(len(raw)), 0, len(raw), bytearray(1 << 14), bytearray(1 << 14),
+                  k, False, 8 * k * 8, mask, xor)
+
+
+@pytest.mark.parametrize("mode, shift, mask, xor", [
+    (MODE_XOR_BITS, 18, 0b111, 0),        # mode 8 needs a first XORed plane
+    (MODE_XOR_BITS, 18, 0b111, 8),        # past the 8 bit planes left
+    (MODE_XOR_BITS, 18, 0b111, 2),        # another first plane than the one written
+    (MODE_XOR_BITS, 18, 0b111, 4),
+    (MODE_XOR_BITS, 18, 0b11, 3),         # another mask
+    (MODE_XOR_BITS, 18, 0b1111, 3),       # every byte of a 4-byte item
+    (MODE_XOR_BITS, 9, 0b111, 3),         # no block size
+    (MODE_DELTA_XOR_BITS, 18, 0b111, 3),  # the delta filter it was not written with
+    (MODE_SPLIT, 18, 0b111, 3),           # mode 6 has no XORed plane
+    (MODE_SPLIT, 18, 0b111, 0),           # the same bytes without the XOR: other data
+])
+def test_chunk_records_of_xored_bit_planes_are_checked(impl, mode, shift, mask, xor):
+    """A mode 8 or 9 record whose first XORed plane, mask or block size does not
+    suit its chunk is a damaged file, never a wrong array."""
+    a = np.random.default_rng(9).standard_normal(300_000).astype("<f4")
+    _refused_with_first_record(a, [MODE_XOR_BITS, 18, 0b111, 3], [mode, shift, mask, xor])

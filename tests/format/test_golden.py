@@ -8,7 +8,7 @@ import pytest
 
 import torpor
 from golden.make_golden import (golden_bits, golden_dtypes, golden_extras, golden_object,
-                                golden_records, golden_split, legacy_scalars)
+                                golden_records, golden_split, golden_xor, legacy_scalars)
 from helpers import assert_same_array
 
 GOLDEN = pathlib.Path(__file__).parent.parent / "golden"
@@ -56,6 +56,9 @@ def test_golden_file_loads(impl, path):
     if meta.get("split"):
         for k, v in golden_split().items():
             assert_same_array(v, got["split"][k])
+    if meta.get("xor"):
+        for k, v in golden_xor().items():
+            assert_same_array(v, got["xor"][k])
     if meta.get("legacy_scalars"):
         for a, b in zip(got["legacy_scalars"], legacy_scalars()):
             assert type(a) is np.void and a.dtype == b.dtype and a.tobytes() == b.tobytes()
@@ -155,6 +158,18 @@ def test_golden_files_of_version_2_hold_bit_plane_chunks(impl):
         assert_same_array(v, got["bits"][k])
 
 
+def _lz4_chunk_records(path, data):
+    """(section, position, unpacked chunk record) of every chunk of every lz4
+    section of ``path`` (whose bytes are ``data``)."""
+    from torpor.format import codec as _codec
+    for s in torpor.info(path)["sections"]:
+        pos, end = s["payload_offset"], s["payload_offset"] + s["length"]
+        while s["codec"] == "lz4" and pos < end:
+            rec = _codec.CHUNK_RECORD.unpack_from(data, pos)
+            yield s, pos, rec
+            pos += _codec.CHUNK_RECORD_SIZE + rec[2]
+
+
 def test_golden_file_of_version_3_holds_byte_and_bit_plane_chunks(impl):
     """v3_lz4_split holds chunks of modes 6 and 7 (2, 4 and 8-byte items) whose
     records give the block shift and the byte-plane mask, and whose frames have
@@ -166,21 +181,53 @@ def test_golden_file_of_version_3_holds_byte_and_bit_plane_chunks(impl):
     data = path.read_bytes()
     assert struct.unpack_from("<H", data, 8)[0] == 3
     seen = set()
-    for s in torpor.info(path)["sections"]:
-        pos, end = s["payload_offset"], s["payload_offset"] + s["length"]
-        while s["codec"] == "lz4" and pos < end:
-            _, _, stored, raw, mode, shift, mask, z, _ = _codec.CHUNK_RECORD.unpack_from(data, pos)
-            assert z == 0
-            if mode in (MODE_SPLIT, MODE_DELTA_SPLIT):
-                seen.add((mode, mask))
-                assert shift == 18
-                k = np.dtype(s["dtype"]).itemsize
-                m = min(raw, _codec.bits_block(shift, k)) // k // 8 * 8   # the first block's groups
-                word = int.from_bytes(data[pos + 35:pos + 39], "little")
-                assert word == (m * bin(mask).count("1")) | 0x80000000     # the stored byte planes
-            pos += _codec.CHUNK_RECORD_SIZE + stored
+    for s, pos, rec in _lz4_chunk_records(path, data):
+        _, _, stored, raw, mode, shift, mask, z, _ = rec
+        assert z == 0
+        if mode in (MODE_SPLIT, MODE_DELTA_SPLIT):
+            seen.add((mode, mask))
+            assert shift == 18
+            k = np.dtype(s["dtype"]).itemsize
+            m = min(raw, _codec.bits_block(shift, k)) // k // 8 * 8   # the first block's groups
+            word = int.from_bytes(data[pos + 35:pos + 39], "little")
+            assert word == (m * bin(mask).count("1")) | 0x80000000     # the stored byte planes
     assert seen == {(MODE_SPLIT, 7), (MODE_SPLIT, 63), (MODE_SPLIT, 1), (MODE_DELTA_SPLIT, 3)}
     got = torpor.load(path)
     assert torpor.info(path)["metadata"]["split"] is True
     for k, v in golden_split().items():
         assert_same_array(v, got["split"][k])
+
+
+def test_golden_file_of_version_4_holds_xored_bit_plane_chunks(impl):
+    """v4_lz4_xor holds chunks of modes 8 and 9 (1, 2, 4 and 8-byte items, with
+    and without byte planes) whose records give the block shift, the byte-plane
+    mask and the first XORed plane; both walkers read every array back, and the
+    bit planes really are XORed: decoding a chunk as mode 6 or 4 (the same bytes,
+    no XOR) gives other data."""
+    import struct
+    from torpor.format import codec as _codec
+    from torpor.format.constants import MODE_DELTA_XOR_BITS, MODE_XOR_BITS
+    path = GOLDEN / "v4_lz4_xor.torpor"
+    data = path.read_bytes()
+    assert struct.unpack_from("<H", data, 8)[0] == 4
+    seen = set()
+    dec = _codec.ChunkDecoder()
+    for s, pos, rec in _lz4_chunk_records(path, data):
+        _, _, stored, raw, mode, shift, mask, xor, digest = rec
+        if mode in (MODE_XOR_BITS, MODE_DELTA_XOR_BITS):
+            k = np.dtype(s["dtype"]).itemsize
+            seen.add((mode, k, mask, xor))
+            assert shift == 18 and 1 <= xor < 8 * (k - bin(mask).count("1"))
+            chunk = data[pos + _codec.CHUNK_RECORD_SIZE:pos + _codec.CHUNK_RECORD_SIZE + stored]
+            dec.decode_into(bytearray(raw), 0, chunk, 1, mode, raw, k, digest, (shift, mask, xor))
+            plain = 7 if mode == MODE_DELTA_XOR_BITS else 6
+            if not mask:
+                plain -= 2
+            with pytest.raises(torpor.CorruptFileError, match="checksum"):
+                dec.decode_into(bytearray(raw), 0, chunk, 1, plain, raw, k, digest, (shift, mask, 0))
+    assert seen == {(MODE_XOR_BITS, 4, 7, 3), (MODE_XOR_BITS, 8, 0, 1), (MODE_XOR_BITS, 2, 0, 1),
+                    (MODE_XOR_BITS, 1, 0, 1), (MODE_DELTA_XOR_BITS, 4, 0, 1)}
+    got = torpor.load(path)
+    assert torpor.info(path)["metadata"]["xor"] is True
+    for k, v in golden_xor().items():
+        assert_same_array(v, got["xor"][k])

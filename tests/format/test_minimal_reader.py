@@ -87,16 +87,17 @@ def test_minimal_reader_reads_new_files_of_every_codec():
         assert mini["again"] is mini["b"]
 
 
-def test_minimal_reader_refuses_modes_newer_than_the_files_version():
-    """As FORMAT.md says (and torpor does, test_codec.py): a version 2 file with a
-    mode 6 chunk is damaged."""
+@pytest.mark.parametrize("older", [2, 3])
+def test_minimal_reader_refuses_modes_newer_than_the_files_version(older):
+    """As FORMAT.md says (and torpor does, test_codec.py): a version 2 or 3 file
+    with a mode 8 chunk is damaged."""
     from helpers import with_format_version
     from minimal_reader import Damaged
     a = np.random.default_rng(9).standard_normal(300_000).astype("<f4")
     data = torpor.dumps({"a": a})
-    assert read(data)["a"].data == a.tobytes()          # as written: version 3
+    assert read(data)["a"].data == a.tobytes()          # as written: version 4, mode 8
     with pytest.raises(Damaged, match="version does not have"):
-        read(with_format_version(data, 2))
+        read(with_format_version(data, older))
 
 
 def test_the_format_documents_example_is_what_torpor_writes():

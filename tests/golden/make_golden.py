@@ -32,6 +32,11 @@ The file of v3 (lz4 only; what else a v3 writer writes is as v2's files hold it)
 - ``v3_lz4_split``: chunks of modes 6 and 7, whose noise bytes are byte planes
   (an lz4 block of their own) and whose other bytes are bit planes, of 2, 4 and
   8-byte items, with tails; ``golden_split()``.
+
+The file of v4 (lz4 only; what else a v4 writer writes is as v3's file holds it):
+- ``v4_lz4_xor``: chunks of modes 8 and 9, whose bit planes above the noise are
+  XORed with the plane before them, with and without byte planes, of 1, 2, 4
+  and 8-byte items, with tails; ``golden_xor()``.
 """
 
 import collections
@@ -118,6 +123,21 @@ def golden_split():
     }
 
 
+def golden_xor():
+    """What ``v4_lz4_xor`` holds besides (must stay as it is): arrays whose chunks
+    take modes 8 and 9 (bit planes XORed with their neighbours), with and without
+    byte planes and delta, items of 1, 2, 4 and 8 bytes, with tails."""
+    rng = np.random.default_rng(2028)
+    n = 100_003
+    return {
+        "noisy": rng.standard_normal((33_335, 3)).astype(np.float32),     # mode 8, bytes 0-2, from plane 3
+        "grid": rng.uniform(0, 500, (20_001, 3)).round(1),                 # mode 8, no byte planes
+        "steps": (rng.integers(0, 4, n) * 300).astype(np.uint16).reshape(-1, 1),  # mode 8, 2-byte
+        "levels": (rng.integers(0, 4, n) * 60).astype(np.uint8),           # mode 8, 1-byte
+        "walk": (np.cumsum(rng.standard_normal(n - 1)) * 1e3).astype(np.float32).reshape(-1, 2),  # mode 9
+    }
+
+
 def golden_object():
     """The object every golden file holds (must stay exactly as it is)."""
     shared = [1, "shared"]
@@ -153,16 +173,19 @@ def main():
         # raw and gzip files are still written as version 1; lz4 files of
         # version 2 add the bit-plane chunks (modes 4 and 5)
         files = {"lz4_bits": "lz4", "lz4_dtypes": "lz4", "lz4_records": "lz4"}
-    elif version >= 3:
+    elif version == 3:
         # version 3 adds modes 6 and 7 (byte planes and bit planes)
         files = {"lz4_split": "lz4"}
+    elif version >= 4:
+        # version 4 adds modes 8 and 9 (bit planes XORed with their neighbours)
+        files = {"lz4_xor": "lz4"}
     for suffix, compress in files.items():
         name = HERE / f"v{version}_{suffix}.torpor"
         if name.exists():
             print("kept", name)
             continue
         extras = suffix in ("lz4_filters", "lz4_planes", "lz4_dtypes", "lz4_records", "lz4_bits",
-                            "lz4_split")
+                            "lz4_split", "lz4_xor")
         dtypes = suffix == "lz4_dtypes"
         content = dict(obj, extras=golden_extras()) if extras else obj
         metadata = {"golden": True, "version": version, "extras": extras}
@@ -175,6 +198,9 @@ def main():
         if suffix == "lz4_split":
             content = dict(content, split=golden_split())
             metadata["split"] = True
+        if suffix == "lz4_xor":
+            content = dict(content, xor=golden_xor())
+            metadata["xor"] = True
         if suffix == "lz4_records":
             content = dict(content, records=golden_records())
             metadata["records"] = True

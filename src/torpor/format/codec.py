@@ -30,7 +30,8 @@ import xxhash
 from ..errors import CorruptFileError
 from .constants import (CHUNK_SIZE, CODEC_GZIP, CODEC_LZ4, CODEC_RAW, LAST_MODE, MAX_CHUNK_RAW,
                         MAX_RATIO, MIN_SAVING, MODE_BITS, MODE_DELTA, MODE_DELTA_BITS,
-                        MODE_DELTA_SPLIT, MODE_PACKED, MODE_SHUFFLED, MODE_SPLIT, MODE_STORED)
+                        MODE_DELTA_SPLIT, MODE_DELTA_XOR_BITS, MODE_PACKED, MODE_SHUFFLED, MODE_SPLIT,
+                        MODE_STORED, MODE_XOR_BITS)
 
 checksum = xxhash.xxh3_64_intdigest
 
@@ -49,7 +50,7 @@ _u32 = struct.Struct("<I")
 #: Skippable lz4 frame that carries one chunk's record (see docs/FORMAT.md). The
 #: lz4 tool skips it, so a section's payload decompresses with ``lz4 -d`` as is.
 CHUNK_MAGIC = 0x184D2A5B
-CHUNK_RECORD = struct.Struct("<IIIIBBBBQ")  # magic, 20, stored, raw, mode, shift, mask, 0, checksum
+CHUNK_RECORD = struct.Struct("<IIIIBBBBQ")  # magic, 20, stored, raw, mode, shift, mask, xor, checksum
 CHUNK_RECORD_SIZE = CHUNK_RECORD.size
 
 #: Bytes of a chunk compressed on trial with each filter to choose the chunk's mode
@@ -88,6 +89,12 @@ NOISE_ACCELERATION = 20
 #: (a periodic signal's low bits, the differences of noisy words), and then
 #: the planes are not noise after all.
 PLAIN_COST = 1.01
+#: A chunk's bit planes are XORed with their neighbours (modes 8 and 9) when the
+#: trial is this much smaller so: the XOR costs a pass over the planes, on save
+#: and on load. Measured on noisy float32 (the exponent's planes): 0.63 of the
+#: planes' lz4 size, and lz4 faster on what is left (benchmarks/README.md,
+#: session 11).
+XOR_GAIN = 0.97
 #: The block shifts a file may give (1 KiB to 4 MiB).
 BITS_SHIFTS = range(10, 23)
 
@@ -198,9 +205,10 @@ def _mask_bytes(mask, itemsize):
     return kept, [j for j in range(itemsize) if not (mask >> j) & 1]
 
 
-def _py_bits_block(src, itemsize, delta, mask=0):
+def _py_bits_block(src, itemsize, delta, mask=0, xor=0):
     """One block of a bit-plane chunk (see ``_filters.bits_frame``), as bytes: the
-    byte planes of ``mask``, the bit planes of the other bytes, the tail."""
+    byte planes of ``mask``, the bit planes of the other bytes (from plane ``xor``
+    on, each XORed with the one before it when ``xor``), the tail."""
     n = len(src)
     full = n - n % (8 * itemsize)
     if not full:
@@ -210,11 +218,14 @@ def _py_bits_block(src, itemsize, delta, mask=0):
     kept, cut = _mask_bytes(mask, itemsize)
     parts = [np.ascontiguousarray(items[:, kept].T).tobytes()] if kept else []
     if cut:
-        parts.append(_bit_planes(np.ascontiguousarray(items[:, cut]), len(cut)).tobytes())
+        planes = _bit_planes(np.ascontiguousarray(items[:, cut]), len(cut)).reshape(8 * len(cut), -1)
+        if xor:
+            planes[xor:] = planes[xor:] ^ planes[xor - 1:-1]
+        parts.append(planes.tobytes())
     return b"".join(parts) + bytes(src[full:])
 
 
-def _py_unbits_block(q, itemsize, delta, mask=0):
+def _py_unbits_block(q, itemsize, delta, mask=0, xor=0):
     """Undo ``_py_bits_block`` on the block ``q``: the items' bytes."""
     n = len(q)
     full = n - n % (8 * itemsize)
@@ -227,7 +238,11 @@ def _py_unbits_block(q, itemsize, delta, mask=0):
     if kept:
         items[:, kept] = planes[:m * len(kept)].reshape(len(kept), m).T
     if cut:
-        bits = np.unpackbits(planes[m * len(kept):].reshape(8 * len(cut), -1), axis=1, bitorder="little")
+        cut_planes = planes[m * len(kept):].reshape(8 * len(cut), -1)
+        if xor:
+            cut_planes = cut_planes.copy()
+            cut_planes[xor - 1:] = np.bitwise_xor.accumulate(cut_planes[xor - 1:], axis=0)
+        bits = np.unpackbits(cut_planes, axis=1, bitorder="little")
         items[:, cut] = np.packbits(bits.T, axis=1, bitorder="little")
     if delta:
         w = items.reshape(-1).view(f"<u{itemsize}")
@@ -246,7 +261,13 @@ def _py_check_blocks(n, itemsize, delta, block, mask=0):
                          f"(bits 0 to {itemsize - 1}, and not all of them)")
 
 
-def _py_bits_frame(src, out, tmp, tmp2, itemsize, delta, block, level, plain=0, mask=0):
+def _py_check_xor(xor, itemsize, kept):
+    if xor < 0 or (xor and xor >= 8 * (itemsize - kept)):
+        raise ValueError(f"planes XORed from plane {xor} do not suit {itemsize}-byte items with "
+                         f"{kept} byte planes (0 for none, or 1 to {8 * (itemsize - kept) - 1})")
+
+
+def _py_bits_frame(src, out, tmp, tmp2, itemsize, delta, block, level, plain=0, mask=0, xor=0):
     n = len(src)
     _py_check_blocks(n, itemsize, delta, block, mask)
     if n <= 0 or -(-n // block) > 64:
@@ -255,9 +276,10 @@ def _py_bits_frame(src, out, tmp, tmp2, itemsize, delta, block, level, plain=0, 
     if not 0 <= plain <= 8 * (itemsize - before):
         raise ValueError(f"bits_frame: {plain} plain bit planes of {itemsize}-byte items, "
                          f"{before} of whose bytes are byte planes")
+    _py_check_xor(xor, itemsize, before)
     frame, shrank = [FRAME_HEAD], False
     for pos in range(0, n, block):
-        q = _py_bits_block(src[pos:pos + block], itemsize, delta, mask)
+        q = _py_bits_block(src[pos:pos + block], itemsize, delta, mask, xor)
         m = (len(q) - len(q) % (8 * itemsize)) // itemsize
         if m * before:
             # the byte planes (noise): an lz4 block of their own, stored
@@ -374,8 +396,9 @@ def _py_frame_blocks(data, sizes):
     return out
 
 
-def _py_bits_frame_into(data, dest, offset, raw, tmp, tmp2, itemsize, delta, block, mask=0):
+def _py_bits_frame_into(data, dest, offset, raw, tmp, tmp2, itemsize, delta, block, mask=0, xor=0):
     _py_check_blocks(raw, itemsize, delta, block, mask)
+    _py_check_xor(xor, itemsize, bin(mask).count("1"))
     if raw <= 0 or offset < 0 or offset + raw > len(dest):
         raise ValueError("bits_frame_into: the destination is too small")
     if bytes(data[:7]) != FRAME_HEAD or len(data) < 11:
@@ -390,7 +413,7 @@ def _py_bits_frame_into(data, dest, offset, raw, tmp, tmp2, itemsize, delta, blo
     blocks = iter(_py_frame_blocks(data, sizes))
     for pos, parts in spans:
         q = b"".join(next(blocks) for _ in range(parts))
-        _py_copy_into(dest, offset + pos, _py_unbits_block(q, itemsize, delta, mask))
+        _py_copy_into(dest, offset + pos, _py_unbits_block(q, itemsize, delta, mask, xor))
 
 
 def _py_copy_into(dest, offset, src):
@@ -516,7 +539,8 @@ class EncodedChunk(NamedTuple):
     checksum: int             # xxh3-64 of the raw bytes
     buffer: Optional[bytearray]   # output buffer to hand back with release(), or None
     shift: int = 0            # bit-plane chunks: log2 of their block size
-    mask: int = 0             # modes 6 and 7: the bytes of an item kept as byte planes
+    mask: int = 0             # modes 6 to 9: the bytes of an item kept as byte planes
+    xor: int = 0              # modes 8 and 9: the first bit plane XORed with the one before it
 
 
 class Plan:
@@ -669,7 +693,9 @@ class ChunkEncoder:
         a mode 6 or 7 one, with those bytes byte planes rather than bit planes
         (noise goes in as literals either way, and the bit transpose of noise was
         most of the filter's cost); a chunk that is mostly noise gets a faster
-        lz4 (NOISE_ACCELERATION)."""
+        lz4 (NOISE_ACCELERATION). Then the planes above the noise are tried
+        XORed with their neighbours (modes 8 and 9, a fourth item: the first
+        XORed plane), and kept so when that is smaller by XOR_GAIN."""
         n = len(view)
         size = SAMPLE - SAMPLE % (8 * itemsize if itemsize <= MAX_BITS_ITEM else itemsize)
         if n > size:
@@ -697,8 +723,27 @@ class ChunkEncoder:
             level = self._bits_level()
             if self.level == 0 and 4 * plain >= 3 * 8 * itemsize:
                 level = 1 - NOISE_ACCELERATION
-            best_store = (mask, plain - 8 * bin(mask).count("1"), level)
+            kept = bin(mask).count("1")
+            plain -= 8 * kept
+            xor = 0
+            if whole and plain + 1 < 8 * (itemsize - kept):
+                # the first plane lz4 is run on stays as it is, the ones above it
+                # are tried XORed with the plane below
+                delta = best in _DELTA_MODES
+                sizes = [self._bits_trial(view[:whole], itemsize, delta, level, plain, mask, x,
+                                          scratch, tmp, trial) for x in (0, plain + 1)]
+                if sizes[1] < sizes[0] * XOR_GAIN:
+                    xor = plain + 1
+                    best = MODE_DELTA_XOR_BITS if delta else MODE_XOR_BITS
+            best_store = (mask, plain, level, xor)
         return best, best_store
+
+    @staticmethod
+    def _bits_trial(view, itemsize, delta, level, plain, mask, xor, scratch, tmp, trial):
+        """The size of ``view`` (whole groups of 8 items) as one bit-plane block."""
+        n = len(view)
+        got = bits_frame(view, trial, scratch, tmp, itemsize, delta, n, level, plain, mask, xor)
+        return n if got < 0 else got
 
     def _bits_level(self):
         return 1 - BITS_ACCELERATION if self.level == 0 else self.level
@@ -751,12 +796,12 @@ class ChunkEncoder:
                 return self._stored(view, digest)
         if self.codec == CODEC_LZ4:
             out = self._out()
-            shift = mask = 0
+            shift = mask = xor = 0
             if mode in _BIT_MODES:
                 shift = BITS_SHIFT
-                mask, plain, level = store
+                mask, plain, level, xor = store
                 n = bits_frame(view, out, scratch, tmp, itemsize, mode in _DELTA_MODES,
-                               bits_block(shift, itemsize), level, plain, mask)
+                               bits_block(shift, itemsize), level, plain, mask, xor)
             elif mode == MODE_PACKED:
                 n = lz4_frame(view, out, self.level, 1, store)
             else:                                   # a block per byte plane
@@ -765,11 +810,11 @@ class ChunkEncoder:
             if n < 0 or n > raw * (1.0 - MIN_SAVING):
                 self._free.append(out)
                 return self._stored(view, digest)
-            return EncodedChunk(mode, [memoryview(out)[:n]], n, raw, digest, out, shift, mask)
+            return EncodedChunk(mode, [memoryview(out)[:n]], n, raw, digest, out, shift, mask, xor)
         # gzip: the bit planes are for lz4 (a gzip chunk takes the byte shuffle)
-        if mode in (MODE_BITS, MODE_SPLIT):
+        if mode in (MODE_BITS, MODE_SPLIT, MODE_XOR_BITS):
             mode = MODE_SHUFFLED if itemsize > 1 else MODE_PACKED
-        elif mode in (MODE_DELTA_BITS, MODE_DELTA_SPLIT):
+        elif mode in (MODE_DELTA_BITS, MODE_DELTA_SPLIT, MODE_DELTA_XOR_BITS):
             mode = MODE_DELTA
         src = filter_into(view, scratch, itemsize, mode == MODE_DELTA) if mode != MODE_PACKED else view
         return self._gzip(src, mode, raw, digest)
@@ -791,10 +836,10 @@ class ChunkDecoder:
             setattr(self._local, name, s)
         return s
 
-    def decode_into(self, dest, offset, data, codec, mode, raw, itemsize, digest, layout=(0, 0)):
+    def decode_into(self, dest, offset, data, codec, mode, raw, itemsize, digest, layout=(0, 0, 0)):
         """Decode ``data`` (a whole chunk) into ``dest[offset:offset+raw]`` and verify
         the checksum of what landed there. ``layout``: a bit-plane chunk's block
-        shift and byte-plane mask (``read_chunk_record``)."""
+        shift, byte-plane mask and first XORed plane (``read_chunk_record``)."""
         try:
             if mode == MODE_STORED:
                 if codec != CODEC_LZ4:
@@ -806,15 +851,15 @@ class ChunkDecoder:
             elif mode not in _MODES:
                 raise CorruptFileError(f"unknown chunk mode {mode}")
             else:
-                shift, mask = layout
-                _check_filtered(mode, raw, itemsize, codec, mask)
+                shift, mask, xor = layout
+                _check_filtered(mode, raw, itemsize, codec, mask, xor)
                 if codec == CODEC_LZ4:
                     if mode == MODE_PACKED:
                         lz4_frame_into(data, dest, offset, raw)
                     elif mode in _BIT_MODES:
                         bits_frame_into(data, dest, offset, raw, self._scratch(CHUNK_SIZE),
                                         self._scratch(CHUNK_SIZE, "t"), itemsize, mode in _DELTA_MODES,
-                                        bits_block(shift, itemsize), mask)
+                                        bits_block(shift, itemsize), mask, xor)
                     else:
                         scratch = self._scratch(raw)
                         lz4_frame_into(data, scratch, 0, raw)
@@ -841,15 +886,18 @@ class ChunkDecoder:
 
 
 _MODES = (MODE_PACKED, MODE_SHUFFLED, MODE_DELTA, MODE_BITS, MODE_DELTA_BITS, MODE_SPLIT,
-          MODE_DELTA_SPLIT)
+          MODE_DELTA_SPLIT, MODE_XOR_BITS, MODE_DELTA_XOR_BITS)
 #: The modes whose chunks are lz4 frames of filter blocks (``bits_frame``), those
-#: that hold byte planes too, and those with the delta filter first.
-_BIT_MODES = (MODE_BITS, MODE_DELTA_BITS, MODE_SPLIT, MODE_DELTA_SPLIT)
+#: that must hold byte planes too, those whose bit planes are XORed with their
+#: neighbours (byte planes optional), and those with the delta filter first.
+_BIT_MODES = (MODE_BITS, MODE_DELTA_BITS, MODE_SPLIT, MODE_DELTA_SPLIT, MODE_XOR_BITS,
+              MODE_DELTA_XOR_BITS)
 _SPLIT_MODES = (MODE_SPLIT, MODE_DELTA_SPLIT)
-_DELTA_MODES = (MODE_DELTA, MODE_DELTA_BITS, MODE_DELTA_SPLIT)
+_XOR_MODES = (MODE_XOR_BITS, MODE_DELTA_XOR_BITS)
+_DELTA_MODES = (MODE_DELTA, MODE_DELTA_BITS, MODE_DELTA_SPLIT, MODE_DELTA_XOR_BITS)
 
 
-def _check_filtered(mode, raw, itemsize, codec, mask=0):
+def _check_filtered(mode, raw, itemsize, codec, mask=0, xor=0):
     """A filtered chunk must hold what its filter works on (docs/FORMAT.md)."""
     if mode == MODE_PACKED:
         return
@@ -858,9 +906,12 @@ def _check_filtered(mode, raw, itemsize, codec, mask=0):
             raise CorruptFileError(f"a bit-plane chunk does not hold whole {itemsize}-byte items")
         if codec != CODEC_LZ4:
             raise CorruptFileError("bit-plane chunks are lz4 chunks only")
-        if mode in _SPLIT_MODES and (mask >> itemsize or mask == (1 << itemsize) - 1):
+        if (mode in _SPLIT_MODES or mode in _XOR_MODES) and (mask >> itemsize or mask == (1 << itemsize) - 1):
             raise CorruptFileError(f"a chunk's byte-plane mask {mask:#04x} does not suit its "
                                    f"{itemsize}-byte items (it names bytes they do not have, or all)")
+        if mode in _XOR_MODES and xor >= 8 * (itemsize - bin(mask).count("1")):
+            raise CorruptFileError(f"a chunk's bit planes are XORed from plane {xor}, which its "
+                                   f"{itemsize}-byte items (byte-plane mask {mask:#04x}) do not have")
     elif itemsize <= 1 or raw % itemsize:
         raise CorruptFileError(f"a filtered chunk does not hold whole {itemsize}-byte items")
     if mode in _DELTA_MODES and itemsize not in (2, 4, 8):
@@ -879,14 +930,20 @@ def read_chunk_record(src, raw, done, codec_id, index):
     """The next chunk record of a compressed section from ``src`` (a
     container.Source), checked against what the section can hold: ``raw`` bytes
     in all, ``done`` of them decoded already. Returns (stored, raw, mode,
-    checksum, layout): layout is (block shift, byte-plane mask), (0, 0) but for
-    bit-plane chunks. CorruptFileError naming section ``index`` and the byte."""
+    checksum, layout): layout is (block shift, byte-plane mask, first XORed bit
+    plane), (0, 0, 0) but for bit-plane chunks. CorruptFileError naming section
+    ``index`` and the byte."""
     rec = src.read(CHUNK_RECORD_SIZE, "a chunk record")
-    magic, size, stored, craw, mode, shift, mask, z2, digest = CHUNK_RECORD.unpack(rec)
-    # a bit-plane chunk's block size, and modes 6 and 7's mask; nothing elsewhere
-    bad_layout = (shift not in BITS_SHIFTS or (mask == 0) != (mode in (MODE_BITS, MODE_DELTA_BITS))
-                  if mode in _BIT_MODES else shift or mask)
-    if magic != CHUNK_MAGIC or size != 20 or bad_layout or z2 or craw == 0 \
+    magic, size, stored, craw, mode, shift, mask, xor, digest = CHUNK_RECORD.unpack(rec)
+    # a bit-plane chunk's block size; modes 6 and 7's mask (modes 8 and 9 may have
+    # one); modes 8 and 9's first XORed plane; nothing elsewhere
+    if mode in _XOR_MODES:
+        bad_layout = shift not in BITS_SHIFTS or not xor
+    elif mode in _BIT_MODES:
+        bad_layout = shift not in BITS_SHIFTS or (mask == 0) != (mode in (MODE_BITS, MODE_DELTA_BITS)) or xor
+    else:
+        bad_layout = shift or mask or xor
+    if magic != CHUNK_MAGIC or size != 20 or bad_layout or craw == 0 \
             or craw > MAX_CHUNK_RAW or craw > raw - done \
             or (mode != MODE_STORED and craw > stored * MAX_RATIO[codec_id] + 64):
         raise CorruptFileError(f"{src.name}: damaged chunk record in section {index} "
@@ -896,7 +953,7 @@ def read_chunk_record(src, raw, done, codec_id, index):
         raise CorruptFileError(f"{src.name}: the chunk record in section {index} at byte "
                                f"{src.pos - len(rec)} has mode {mode}, which format version "
                                f"{src.version} does not have (the file is damaged)")
-    return stored, craw, mode, digest, (shift, mask)
+    return stored, craw, mode, digest, (shift, mask, xor)
 
 
 def verify(view, digest):

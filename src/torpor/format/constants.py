@@ -6,12 +6,13 @@ add a new one and bump FORMAT_VERSION instead.
 setup.py executes this file on its own to give the Cython walker the stream's
 type codes (``_ext/_codes.pxd``, generated): it must import nothing."""
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: Versions this torpor reads: 2 added chunk modes 4 and 5 (bit planes), 3 added
-#: modes 6 and 7 (byte planes and bit planes), and nothing else: a version 1 file
-#: is a version 2 file without them, a version 2 file a version 3 file without 6
-#: and 7.
-READABLE_VERSIONS = (1, 2, 3)
+#: modes 6 and 7 (byte planes and bit planes), 4 added modes 8 and 9 (bit planes
+#: XORed with their neighbours), and nothing else: a version 1 file is a version
+#: 2 file without them, a version 2 file a version 3 file without 6 and 7, a
+#: version 3 file a version 4 file without 8 and 9.
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 #: First 8 bytes of every file. The high-bit byte and the CR LF / ^Z / LF tail catch
 #: a file mangled by a text-mode transfer, as PNG's signature does.
@@ -49,9 +50,11 @@ MODE_BITS = 4             # bit planes (format 2), then compressed
 MODE_DELTA_BITS = 5       # delta of little-endian words, bit planes (format 2), then compressed
 MODE_SPLIT = 6            # some bytes of an item byte planes, the others bit planes (format 3), then compressed
 MODE_DELTA_SPLIT = 7      # delta of little-endian words, then as mode 6 (format 3)
+MODE_XOR_BITS = 8         # as mode 6 (or 4: no byte planes), the bit planes XORed with their neighbours (format 4)
+MODE_DELTA_XOR_BITS = 9   # delta of little-endian words, then as mode 8 (format 4)
 #: The highest chunk mode each format version has: a chunk with a higher mode is
 #: damage (no writer of that version could have written it).
-LAST_MODE = {1: MODE_DELTA, 2: MODE_DELTA_BITS, 3: MODE_DELTA_SPLIT}
+LAST_MODE = {1: MODE_DELTA, 2: MODE_DELTA_BITS, 3: MODE_DELTA_SPLIT, 4: MODE_DELTA_XOR_BITS}
 
 #: Raw size of the chunks a payload is cut into. 4 MiB is the largest lz4 block, so
 #: every lz4 chunk is one frame holding one block.

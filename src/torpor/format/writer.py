@@ -179,7 +179,8 @@ class ContainerWriter:
 
     def _write_chunk(self, chunk):
         self._write(codec.CHUNK_RECORD.pack(codec.CHUNK_MAGIC, 20, chunk.stored, chunk.raw,
-                                            chunk.mode, chunk.shift, chunk.mask, 0, chunk.checksum))
+                                            chunk.mode, chunk.shift, chunk.mask, chunk.xor,
+                                            chunk.checksum))
         for p in chunk.parts:
             self._write(p)
         self.encoder.release(chunk.buffer)
