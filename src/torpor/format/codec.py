@@ -65,7 +65,7 @@ FILTER_GAIN = 0.98
 MAX_FILTER_ITEM = 64
 #: Bit planes are tried for items of at most this many bytes (at most 64 planes).
 MAX_BITS_ITEM = 8
-#: log2 of the block size of bit-plane chunks (modes 4 to 7) that this torpor
+#: log2 of the block size of bit-plane chunks (modes 4 to 9) that this torpor
 #: writes: 256 KiB blocks stay in a core's L2 cache through the filter and lz4,
 #: and the planes of one byte of an item stay inside lz4's 64 KiB window.
 BITS_SHIFT = 18
