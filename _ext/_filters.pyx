@@ -598,7 +598,7 @@ def bitunfilter_into(uint8_t[::1] dest, Py_ssize_t offset, const uint8_t[::1] sr
 # also keep all the planes of a block inside lz4's 64 KiB window, where planes that
 # repeat each other (the mantissa bits of decimal numbers) match.
 #
-# ``mask`` (modes 6 and 7; 0 is modes 4 and 5): bit j set, byte j of every item
+# ``mask`` (modes 6 to 9; 0 is modes 4 and 5, and may be 8 and 9): bit j set, byte j of every item
 # stays a byte plane and is not cut into bit planes. The writer sets it for the
 # bytes that are noise (the low mantissa bytes of measured floats): they go into
 # the block as literals anyway, and the bit transpose of noise was most of the
@@ -762,7 +762,7 @@ def bits_frame(const uint8_t[::1] src, uint8_t[::1] out, uint8_t[::1] tmp, uint8
     differences, restarting in every block; the items after the last group of 8
     as they are) into ``out``; ``tmp2`` holds at least ``block`` bytes, ``tmp`` as
     many (``_lz4_room(block)`` with ``plain``: lz4's output goes there then).
-    ``mask`` (modes 6 and 7): the bytes of an item kept as byte planes. They are
+    ``mask`` (modes 6 to 9): the bytes of an item kept as byte planes. They are
     noise: every block's byte planes are an lz4 block of their own, stored, and
     its bit planes and tail the next one.
     ``plain``: how many of the first bit planes of every block (bit 0 of the
@@ -899,8 +899,9 @@ def bits_frame_into(const uint8_t[::1] src, uint8_t[::1] dest, Py_ssize_t offset
                     Py_ssize_t block, unsigned mask=0, Py_ssize_t xor=0):
     """Undo ``bits_frame``: decode the frame in ``src`` into ``dest[offset:offset+raw]``.
     Every lz4 block must decode to exactly its part of one filter block (with
-    ``mask``: the byte planes, then the rest); raises ValueError saying what is
-    wrong."""
+    ``mask``: the byte planes, then the rest); ``xor``: the bit planes from plane
+    ``xor`` on are XORed with the plane before (modes 8 and 9), undone here.
+    Raises ValueError saying what is wrong."""
     cdef Py_ssize_t n = src.shape[0], pos = 7, done = 0, b, m, j, before, bytes_kept = 0
     cdef int got = 0
     cdef bint low = _low_mask(mask)

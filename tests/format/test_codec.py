@@ -987,7 +987,7 @@ def test_xored_bit_plane_frames_round_trip_on_both_kernels(framer, case):
             assert not same or other        # no XOR at all always differs here
 
 
-def test_xor_makes_measured_floats_smaller_and_the_trial_keeps_it(impl):
+def test_xor_makes_measured_floats_smaller_and_the_trial_keeps_it(impl, monkeypatch):
     """Noisy float32: the exponent's planes XORed are smaller than as they are, the
     trial chooses mode 8 for it, and the file is smaller than with mode 6."""
     a = np.random.default_rng(22).standard_normal(1_000_000).astype("<f4")
@@ -1004,7 +1004,10 @@ def test_xor_makes_measured_floats_smaller_and_the_trial_keeps_it(impl):
     assert sizes[xor] < sizes[0] * _codec.XOR_GAIN
     data = torpor.dumps(a)
     assert_same_array(a, torpor.loads(data))
-    assert len(data) < 0.9 * a.nbytes
+    monkeypatch.setattr(_codec, "XOR_GAIN", 0.0)          # no XOR: mode 6
+    without = torpor.dumps(a)
+    assert _first_record(without)[1][4:8] == [MODE_SPLIT, 18, 0b111, 0]
+    assert len(data) < 0.97 * len(without) and len(without) < 0.93 * a.nbytes
 
 
 @pytest.mark.parametrize("framer", BITS_FRAMERS)
@@ -1036,3 +1039,21 @@ def test_chunk_records_of_xored_bit_planes_are_checked(impl, mode, shift, mask, 
     suit its chunk is a damaged file, never a wrong array."""
     a = np.random.default_rng(9).standard_normal(300_000).astype("<f4")
     _refused_with_first_record(a, [MODE_XOR_BITS, 18, 0b111, 3], [mode, shift, mask, xor])
+
+
+@pytest.mark.parametrize("shift", [18, 21, 22])
+def test_bit_plane_blocks_larger_than_this_torpors_chunks_load(impl, shift, tmp_path):
+    """A block shift up to 22 (4 MiB blocks) is valid: a 1.2 MB chunk is then one
+    filter block, the same frame bytes as at shift 18's first block and on. Both
+    kernels read it (the native one once refused blocks over its 2 MiB scratch)."""
+    r = np.random.default_rng(23)
+    a = r.standard_normal(65_536).astype("<f4")          # one 256 KiB block: any shift >= 18
+    good = torpor.dumps(a)
+    pos, rec = _first_record(good)
+    assert rec[4] == MODE_XOR_BITS and rec[5] == 18
+    other = bytearray(good)
+    _codec.CHUNK_RECORD.pack_into(other, pos, *rec[:5], shift, *rec[6:])
+    assert_same_array(a, torpor.loads(bytes(other)))
+    path = tmp_path / "big-blocks.torpor"
+    path.write_bytes(bytes(other))
+    assert_same_array(a, torpor.load(path, mmap=True))

@@ -199,7 +199,7 @@ def _py_bitunfilter_into(dest, offset, src, tmp, itemsize, delta):
 
 
 def _mask_bytes(mask, itemsize):
-    """The bytes of an item kept as byte planes under ``mask`` (modes 6 and 7), and
+    """The bytes of an item kept as byte planes under ``mask`` (modes 6 to 9), and
     the others, in order."""
     kept = [j for j in range(itemsize) if (mask >> j) & 1]
     return kept, [j for j in range(itemsize) if not (mask >> j) & 1]
@@ -857,9 +857,13 @@ class ChunkDecoder:
                     if mode == MODE_PACKED:
                         lz4_frame_into(data, dest, offset, raw)
                     elif mode in _BIT_MODES:
-                        bits_frame_into(data, dest, offset, raw, self._scratch(CHUNK_SIZE),
-                                        self._scratch(CHUNK_SIZE, "t"), itemsize, mode in _DELTA_MODES,
-                                        bits_block(shift, itemsize), mask, xor)
+                        # a block may be larger than this torpor's chunks (4 MiB at
+                        # shift 22): scratch for the whole of it
+                        block = bits_block(shift, itemsize)
+                        room = max(CHUNK_SIZE, block)
+                        bits_frame_into(data, dest, offset, raw, self._scratch(room),
+                                        self._scratch(room, "t"), itemsize, mode in _DELTA_MODES,
+                                        block, mask, xor)
                     else:
                         scratch = self._scratch(raw)
                         lz4_frame_into(data, scratch, 0, raw)
