@@ -682,32 +682,30 @@ cdef int _check_xor(Py_ssize_t xor, Py_ssize_t itemsize, Py_ssize_t bytes_kept) 
     return 0
 
 
+cdef inline void _xor_plane(uint8_t* q, Py_ssize_t g, Py_ssize_t i) noexcept nogil:
+    """Plane ``i`` of ``g`` bytes at ``q`` ^= plane ``i - 1`` (a loop -O3 vectorises)."""
+    cdef uint8_t* p = q + i * g
+    cdef const uint8_t* r = p - g
+    cdef Py_ssize_t x
+    for x in range(g):
+        p[x] ^= r[x]
+
+
 cdef inline void _xor_planes(uint8_t* q, Py_ssize_t g, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
-    """Planes ``first`` to ``count - 1`` of ``g`` bytes each at ``q``, each XORed with
-    the plane before it as it was: from the top down."""
-    cdef Py_ssize_t i = count - 1, x
-    cdef uint8_t* p
-    cdef const uint8_t* r
+    """Planes ``first`` to ``count - 1``, each XORed with the plane before it as it
+    was: from the top down."""
+    cdef Py_ssize_t i = count - 1
     while i >= first:
-        p = q + i * g
-        r = p - g
-        for x in range(g):
-            p[x] ^= r[x]
+        _xor_plane(q, g, i)
         i -= 1
 
 
 cdef inline void _unxor_planes(uint8_t* q, Py_ssize_t g, Py_ssize_t first, Py_ssize_t count) noexcept nogil:
     """Undo ``_xor_planes``: from the bottom up, each plane XORed with the one
     before it as restored."""
-    cdef Py_ssize_t i = first, x
-    cdef uint8_t* p
-    cdef const uint8_t* r
-    while i < count:
-        p = q + i * g
-        r = p - g
-        for x in range(g):
-            p[x] ^= r[x]
-        i += 1
+    cdef Py_ssize_t i
+    for i in range(first, count):
+        _xor_plane(q, g, i)
 
 
 cdef Py_ssize_t _literals_first(uint8_t* dst, const uint8_t* lit, Py_ssize_t nlit,

@@ -672,10 +672,10 @@ class ChunkEncoder:
         """(estimated size, planes to store) of ``view`` under ``mode`` (bit planes:
         the first ``plain`` of them put in as they are)."""
         n = len(view)
-        if mode in (MODE_BITS, MODE_DELTA_BITS):       # one block: the whole sample
-            got = bits_frame(view, trial, scratch, tmp, itemsize, mode == MODE_DELTA_BITS,
-                             n + (-n) % (8 * itemsize), 1 - BITS_ACCELERATION, plain)
-            return (n if got < 0 or got > n * KEEP else got), 0
+        if mode in (MODE_BITS, MODE_DELTA_BITS):
+            got = self._bits_trial(view, itemsize, mode == MODE_DELTA_BITS, 1 - BITS_ACCELERATION,
+                                   plain, 0, 0, scratch, tmp, trial)
+            return (n if got > n * KEEP else got), 0
         if mode in (MODE_SHUFFLED, MODE_DELTA):
             return lz4_trial(filter_into(view, scratch, itemsize, mode == MODE_DELTA), trial,
                              itemsize, KEEP)
@@ -740,9 +740,11 @@ class ChunkEncoder:
 
     @staticmethod
     def _bits_trial(view, itemsize, delta, level, plain, mask, xor, scratch, tmp, trial):
-        """The size of ``view`` (whole groups of 8 items) as one bit-plane block."""
+        """The size of ``view`` as one bit-plane block (its length when that does
+        not shrink it)."""
         n = len(view)
-        got = bits_frame(view, trial, scratch, tmp, itemsize, delta, n, level, plain, mask, xor)
+        got = bits_frame(view, trial, scratch, tmp, itemsize, delta, n + (-n) % (8 * itemsize), level,
+                         plain, mask, xor)
         return n if got < 0 else got
 
     def _bits_level(self):
@@ -812,10 +814,8 @@ class ChunkEncoder:
                 return self._stored(view, digest)
             return EncodedChunk(mode, [memoryview(out)[:n]], n, raw, digest, out, shift, mask, xor)
         # gzip: the bit planes are for lz4 (a gzip chunk takes the byte shuffle)
-        if mode in (MODE_BITS, MODE_SPLIT, MODE_XOR_BITS):
-            mode = MODE_SHUFFLED if itemsize > 1 else MODE_PACKED
-        elif mode in (MODE_DELTA_BITS, MODE_DELTA_SPLIT, MODE_DELTA_XOR_BITS):
-            mode = MODE_DELTA
+        if mode in _BIT_MODES:
+            mode = MODE_DELTA if mode in _DELTA_MODES else MODE_SHUFFLED if itemsize > 1 else MODE_PACKED
         src = filter_into(view, scratch, itemsize, mode == MODE_DELTA) if mode != MODE_PACKED else view
         return self._gzip(src, mode, raw, digest)
 
