@@ -270,9 +270,11 @@ def test_files_match_with_and_without_the_native_lz4_binding(tmp_path):
     import os
     import subprocess
     import sys
-    # (the ints take mode 9 either way: at the margin between two filters the
-    # binding's different block ends could choose differently)
-    obj = {"field": _smooth(400_000, "<f4"), "ints": np.arange(300_000) ** 2 % 100_003, "s": "x"}
+    # ("ramp": plain bit planes and delta are within 2% of each other without
+    # XOR, and the two bindings' block ends chose differently, files 1.8x apart,
+    # until the planner made both filters' plans)
+    obj = {"field": _smooth(400_000, "<f4"), "ints": np.arange(300_000) ** 2 % 100_003,
+           "ramp": np.arange(300_000, dtype=np.int64) % 1000, "s": "x"}
     here = tmp_path / "native.torpor"
     torpor.dump(obj, here)
     there = tmp_path / "python.torpor"
@@ -288,7 +290,7 @@ def test_files_match_with_and_without_the_native_lz4_binding(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == "x"
     out = torpor.load(there)
-    for k in ("field", "ints"):
+    for k in ("field", "ints", "ramp"):
         assert_same_array(obj[k], out[k])
     if _codec.NATIVE_LZ4:
         # sections of about the same size: liblz4 called directly and through
@@ -1008,6 +1010,28 @@ def test_xor_makes_measured_floats_smaller_and_the_trial_keeps_it(impl, monkeypa
     without = torpor.dumps(a)
     assert _first_record(without)[1][4:8] == [MODE_SPLIT, 18, 0b111, 0]
     assert len(data) < 0.97 * len(without) and len(without) < 0.93 * a.nbytes
+
+
+def test_the_planner_lets_xor_choose_between_the_bit_filters(impl):
+    """A sawtooth of int64: without XOR, delta bit planes are not 2% smaller than
+    plain ones, so plain ones won; with XOR, delta is half the size. The planner makes both filters' plans and takes mode 9,
+    whichever lz4 binding ran the trials."""
+    a = np.arange(600_000, dtype="<i8") % 1928
+    raw = a.tobytes()[:CHUNK_SIZE]
+    enc = _codec.ChunkEncoder(CODEC_LZ4)
+    mode, (mask, plain, level, xor) = enc.choose_mode(memoryview(raw), 8, *enc._scratch())
+    assert (mode, mask, plain, xor) == (MODE_DELTA_XOR_BITS, 0, 0, 1)
+    assert _modes(a) == {MODE_DELTA_XOR_BITS}
+    assert_same_array(a, torpor.loads(torpor.dumps(a)))
+    # why: the filters' order turns round once XOR is tried
+    sample = memoryview(raw)[:_codec.SAMPLE]
+    s = {d: enc._trial(sample, 8, MODE_DELTA_BITS if d else MODE_BITS, *enc._scratch())[0]
+         for d in (False, True)}
+    assert not s[True] < s[False] * _codec.FILTER_GAIN
+    plans = {d: enc._plane_plan(sample, len(sample), 8, d, s[d], *enc._scratch())
+             for d in (False, True)}
+    assert plans[False][1] in (MODE_BITS, MODE_XOR_BITS)
+    assert plans[True][1] == MODE_DELTA_XOR_BITS and plans[True][0] < 0.6 * plans[False][0]
 
 
 @pytest.mark.parametrize("framer", BITS_FRAMERS)

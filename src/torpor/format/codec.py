@@ -95,6 +95,14 @@ PLAIN_COST = 1.01
 #: planes' lz4 size, and lz4 faster on what is left (benchmarks/README.md,
 #: session 11).
 XOR_GAIN = 0.97
+#: The bit filter that lost the first trial (with delta or without) is planned too
+#: when a trial with XOR shows it may be smaller after all (int64 ``arange % 1928``:
+#: delta loses by 1% without XOR and wins by 2x with it), and replaces the first
+#: one's plan when this much smaller. Not just FILTER_GAIN: a plan's estimate is a
+#: size, and a plan that puts noise planes in as literals (mode 6) is larger by a
+#: percent or two but much cheaper than one that transposes and searches them all;
+#: noisy float32's sample is 2% smaller under delta's plan and twice as slow.
+SWAP_GAIN = 0.9
 #: The block shifts a file may give (1 KiB to 4 MiB).
 BITS_SHIFTS = range(10, 23)
 
@@ -695,7 +703,10 @@ class ChunkEncoder:
         most of the filter's cost); a chunk that is mostly noise gets a faster
         lz4 (NOISE_ACCELERATION). Then the planes above the noise are tried
         XORed with their neighbours (modes 8 and 9, a fourth item: the first
-        XORed plane), and kept so when that is smaller by XOR_GAIN."""
+        XORed plane), and kept so when that is smaller by XOR_GAIN. As XOR can
+        change which of the two bit filters (with delta or not) is smaller, the
+        other one's plan is made too when one trial with XOR says it may be, and
+        taken when smaller by SWAP_GAIN."""
         n = len(view)
         size = SAMPLE - SAMPLE % (8 * itemsize if itemsize <= MAX_BITS_ITEM else itemsize)
         if n > size:
@@ -703,40 +714,68 @@ class ChunkEncoder:
             view = view[start:start + size]
             n = size
         best, best_len, best_store = MODE_STORED, n * KEEP, 0
+        sizes = {False: n, True: n}          # bit planes' trial sizes, without and with delta
         for mode in _candidates(itemsize, n):
             total, store = self._trial(view, itemsize, mode, scratch, tmp, trial)
+            if mode in (MODE_BITS, MODE_DELTA_BITS):
+                sizes[mode == MODE_DELTA_BITS] = total
             if total < best_len * (1.0 if best == MODE_STORED else FILTER_GAIN):
                 best, best_len, best_store = mode, total, store
-        whole = n - n % (8 * itemsize)
         if best in (MODE_BITS, MODE_DELTA_BITS):
-            # bit planes: how many of the lowest planes are noise, for bits_frame
-            # to put in as they are rather than run lz4 over them
-            plain = bits_plain(view[:whole], scratch, tmp, trial, itemsize,
-                               best == MODE_DELTA_BITS, 1 - BITS_ACCELERATION, KEEP) if whole else 0
-            if plain and self._trial(view, itemsize, best, scratch, tmp, trial,
-                                     plain)[0] > best_len * PLAIN_COST:
-                plain = 0
-            mask = 0
-            if 8 <= plain < 8 * itemsize:
-                mask = (1 << (plain // 8)) - 1
-                best = MODE_SPLIT if best == MODE_BITS else MODE_DELTA_SPLIT
-            level = self._bits_level()
-            if self.level == 0 and 4 * plain >= 3 * 8 * itemsize:
-                level = 1 - NOISE_ACCELERATION
-            kept = bin(mask).count("1")
-            plain -= 8 * kept
-            xor = 0
-            if whole and plain + 1 < 8 * (itemsize - kept):
-                # the first plane lz4 is run on stays as it is, the ones above it
-                # are tried XORed with the plane below
-                delta = best in _DELTA_MODES
-                sizes = [self._bits_trial(view[:whole], itemsize, delta, level, plain, mask, x,
-                                          scratch, tmp, trial) for x in (0, plain + 1)]
-                if sizes[1] < sizes[0] * XOR_GAIN:
-                    xor = plain + 1
-                    best = MODE_DELTA_XOR_BITS if delta else MODE_XOR_BITS
-            best_store = (mask, plain, level, xor)
+            whole = n - n % (8 * itemsize)
+            est, best, best_store = self._plane_plan(view, whole, itemsize, best == MODE_DELTA_BITS,
+                                                     best_len, scratch, tmp, trial)
+            if whole and itemsize in (2, 4, 8):
+                # The filters were compared without XOR, and XOR can turn the
+                # order round (int64 ``arange % 1928``: plain bit planes 13.9 KB,
+                # delta with XOR 6.7 KB). One trial of the other filter, with this
+                # plan's noise planes and the planes above them XORed, says whether
+                # its own plan is worth making (noise put in as literals keeps the
+                # trial cheap: the bit transpose of noise is the costly part).
+                other = best not in _DELTA_MODES
+                mask, plain, level, _ = best_store
+                xor = plain + 1 if plain + 1 < 8 * (itemsize - bin(mask).count("1")) else 0
+                quick = self._bits_trial(view[:whole], itemsize, other, level, plain, mask, xor,
+                                         scratch, tmp, trial)
+                if quick < est * FILTER_GAIN:
+                    got = self._plane_plan(view, whole, itemsize, other, sizes[other],
+                                           scratch, tmp, trial)
+                    if got[0] < est * SWAP_GAIN:
+                        est, best, best_store = got
         return best, best_store
+
+    def _plane_plan(self, view, whole, itemsize, delta, base_len, scratch, tmp, trial):
+        """(estimated size, mode, (byte-plane mask, noise bit planes, lz4 level,
+        first XORed plane)) of ``view`` as bit planes (with ``delta`` or not),
+        ``base_len`` being its trial size with every plane searched by lz4."""
+        # how many of the lowest planes are noise, for bits_frame to put in as
+        # they are rather than run lz4 over them
+        mode = MODE_DELTA_BITS if delta else MODE_BITS
+        plain = bits_plain(view[:whole], scratch, tmp, trial, itemsize, delta,
+                           1 - BITS_ACCELERATION, KEEP) if whole else 0
+        if plain and self._trial(view, itemsize, mode, scratch, tmp, trial,
+                                 plain)[0] > base_len * PLAIN_COST:
+            plain = 0
+        mask = 0
+        if 8 <= plain < 8 * itemsize:
+            mask = (1 << (plain // 8)) - 1
+            mode = MODE_DELTA_SPLIT if delta else MODE_SPLIT
+        level = self._bits_level()
+        if self.level == 0 and 4 * plain >= 3 * 8 * itemsize:
+            level = 1 - NOISE_ACCELERATION
+        kept = bin(mask).count("1")
+        plain -= 8 * kept
+        xor, size = 0, base_len
+        if whole and plain + 1 < 8 * (itemsize - kept):
+            # the first plane lz4 is run on stays as it is, the ones above it
+            # are tried XORed with the plane below
+            tried = [self._bits_trial(view[:whole], itemsize, delta, level, plain, mask, x,
+                                      scratch, tmp, trial) for x in (0, plain + 1)]
+            size = tried[0]
+            if tried[1] < tried[0] * XOR_GAIN:
+                xor, size = plain + 1, tried[1]
+                mode = MODE_DELTA_XOR_BITS if delta else MODE_XOR_BITS
+        return size, mode, (mask, plain, level, xor)
 
     @staticmethod
     def _bits_trial(view, itemsize, delta, level, plain, mask, xor, scratch, tmp, trial):
