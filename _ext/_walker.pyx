@@ -456,10 +456,18 @@ cdef class Encoder:
                 else:
                     if PyDict_Size(fr.seq) != fr.n:
                         raise self._error(fr.owner, "the dict changed size while it was being saved")
+                    # The map header gave fr.n entries. A hook that removes a key
+                    # already written and adds another keeps the size but makes
+                    # PyDict_Next yield one more (or, if the dict was rebuilt,
+                    # skip one): either would write a stream that does not parse.
                     if not PyDict_Next(fr.seq, &fr.dpos, &k, &v):
+                        if fr.pos != 2 * fr.n:
+                            raise self._error(fr.owner, "the dict's keys changed while it was being saved")
                         self.depth -= 1
                         fr.seq = fr.owner = fr.lastkey = None
                         continue
+                    if fr.pos >= 2 * fr.n:
+                        raise self._error(fr.owner, "the dict's keys changed while it was being saved")
                     fr.lastkey = <object>k
                     fr.pending = <object>v
                     fr.has_pending = True

@@ -51,17 +51,23 @@ _DESCRIBED = {D_NDARRAY: 1, D_NDARRAY_INLINE: 1, D_DTYPE: 0, D_NPSCALAR: 0}
 
 
 class _EFrame:
-    """An open container of the encoder: ``seq`` holds its children (for maps and
-    instances, keys and values alternating), ``pos`` the next one to write."""
-    __slots__ = ("seq", "n", "pos", "kind", "owner", "close")
+    """An open container of the encoder: ``seq`` holds its children, ``pos`` the
+    next one to write. A dict's frame (maps, instance attributes) holds the dict
+    itself and an iterator over its items, as the compiled walker's PyDict_Next:
+    ``pos`` counts keys and values, and a hook that changes the dict's keys while
+    it is written is caught the same way by both walkers."""
+    __slots__ = ("seq", "n", "pos", "kind", "owner", "close", "items", "pending", "lastkey")
 
-    def __init__(self, seq, kind, owner, close):
+    def __init__(self, seq, kind, owner, close, items=None):
         self.seq = seq
-        self.n = len(seq)           # the count its header gave
+        self.n = len(seq)           # the count its header gave (a dict's: its entries)
         self.pos = 0
         self.kind = kind
         self.owner = owner          # the object whose children these are (for paths)
         self.close = close          # id of a built object leaving ``open`` at the end, or None
+        self.items = items          # a dict's: iter(dict.items()); None for sequences
+        self.pending = None         # a dict's: the value after the key just written
+        self.lastkey = None         # a dict's: the key just written (for paths)
 
 
 class Encoder:
@@ -128,6 +134,18 @@ class Encoder:
         self._value(root)
         while stack:
             fr = stack[-1]
+            if fr.items is not None:         # a dict: its next key, or that key's value
+                pos = fr.pos
+                if pos & 1:
+                    fr.pos = pos + 1
+                    value, fr.pending = fr.pending, None
+                    self._value(value)
+                elif self._map_key(fr):
+                    stack.pop()
+                    continue
+                if len(out) >= FRAME_SIZE:
+                    self._flush()
+                continue
             seq, pos = fr.seq, fr.pos
             if pos == fr.n:
                 stack.pop()
@@ -143,6 +161,34 @@ class Encoder:
             if len(out) >= FRAME_SIZE:
                 self._flush()
         self._flush()
+
+    def _map_key(self, fr):
+        """Write a dict frame's next key (its value waits in ``pending``); True
+        when the dict has no more."""
+        if len(fr.seq) != fr.n:
+            raise self._error(fr.owner, "the dict changed size while it was being saved")
+        # the map header gave fr.n entries: a hook that removed a key already
+        # written and added another would make the iteration yield one more
+        # (CPython's iterator raises RuntimeError for it) or, dict rebuilt, one fewer
+        try:
+            key, value = next(fr.items)
+        except StopIteration:
+            if fr.pos != 2 * fr.n:
+                raise self._error(fr.owner, "the dict's keys changed while it was being saved") from None
+            return True
+        except RuntimeError:
+            raise self._error(fr.owner, "the dict's keys changed while it was being saved") from None
+        if fr.pos >= 2 * fr.n:
+            raise self._error(fr.owner, "the dict's keys changed while it was being saved")
+        fr.lastkey, fr.pending = key, value
+        fr.pos += 1
+        self._value(key)
+        return False
+
+    def _push_map(self, d, kind, owner):
+        if len(self.stack) >= self.max_depth:
+            raise self._error(owner, f"nesting deeper than max_depth={self.max_depth}")
+        self.stack.append(_EFrame(d, kind, owner, None, iter(d.items())))
 
     def _flush(self):
         if self.out:
@@ -176,7 +222,7 @@ class Encoder:
         parts = []
         for fr in self.stack:
             i = fr.pos - 1
-            key = fr.seq[i - i % 2] if fr.kind in (F_MAP, F_ATTRS) else None
+            key = fr.lastkey if fr.items is not None else None
             parts.append((fr.owner, path_step(fr.kind, i, key)))
         return parts
 
@@ -279,7 +325,7 @@ class Encoder:
             return self._ref(i)
         pack_map_header(self.out, len(obj))
         if obj:
-            self._push([x for kv in obj.items() for x in kv], F_MAP, obj)
+            self._push_map(obj, F_MAP, obj)
 
     def _set(self, obj):
         i = self._memoize(obj)
@@ -401,7 +447,7 @@ class Encoder:
                 self.out.append(0xC0)
                 return
             pack_map_header(self.out, len(d))
-            self._push([x for kv in d.items() for x in kv], F_ATTRS, obj)
+            self._push_map(d, F_ATTRS, obj)
         else:
             self._reduce(obj, memoized=True)
 
