@@ -1034,6 +1034,32 @@ def test_the_planner_lets_xor_choose_between_the_bit_filters(impl):
     assert plans[True][1] == MODE_DELTA_XOR_BITS and plans[True][0] < 0.6 * plans[False][0]
 
 
+def test_gzip_keeps_the_filter_its_first_trial_chose(impl, monkeypatch):
+    """gzip has no XOR: the lz4 trials with XOR that make lz4 swap bit filters
+    must not swap gzip's (which follows delta or not), or int64 ``arange % 300``
+    gzips to 2.3x the size."""
+    a = np.arange(131072, dtype=np.int64) % 300
+    assert _modes(a) == {MODE_DELTA_XOR_BITS}          # lz4 swaps to delta
+    swapped = torpor.dumps(a, compress="gzip")
+    monkeypatch.setattr(_codec, "SWAP_GAIN", 0.0)      # no swap
+    assert _modes(a) != {MODE_DELTA_XOR_BITS}
+    assert _sections(torpor.dumps(a, compress="gzip")) == _sections(swapped)
+    assert_same_array(a, torpor.loads(swapped))
+
+
+def test_a_swap_of_bit_filters_needs_a_clear_margin_on_the_sample(impl, monkeypatch):
+    """The swap rests on a 64 KiB sample: a big-endian int32 sawtooth that crosses
+    zero has its sample 14% smaller under delta with XOR and its chunk 28%
+    larger. SWAP_GAIN keeps the first plan there."""
+    a = ((np.arange(131072) % 1098) - 341).astype(">i4")
+    kept = torpor.dumps(a)
+    monkeypatch.setattr(_codec, "SWAP_GAIN", 0.0)
+    assert _sections(torpor.dumps(a)) == _sections(kept)   # the plan of no swap
+    monkeypatch.setattr(_codec, "SWAP_GAIN", 0.9)
+    assert len(torpor.dumps(a)) > 1.2 * len(kept)     # what a 10% margin did
+    assert_same_array(a, torpor.loads(kept))
+
+
 @pytest.mark.parametrize("framer", BITS_FRAMERS)
 @pytest.mark.parametrize("k, mask, xor", [(4, 0b111, 8), (4, 0, 32), (4, 0, -1), (1, 0, 8), (8, 0b1111111, 8)])
 def test_xored_planes_past_the_bit_planes_are_refused(framer, k, mask, xor):

@@ -95,14 +95,15 @@ PLAIN_COST = 1.01
 #: planes' lz4 size, and lz4 faster on what is left (benchmarks/README.md,
 #: session 11).
 XOR_GAIN = 0.97
-#: The bit filter that lost the first trial (with delta or without) is planned too
-#: when a trial with XOR shows it may be smaller after all (int64 ``arange % 1928``:
-#: delta loses by 1% without XOR and wins by 2x with it), and replaces the first
-#: one's plan when this much smaller. Not just FILTER_GAIN: a plan's estimate is a
-#: size, and a plan that puts noise planes in as literals (mode 6) is larger by a
-#: percent or two but much cheaper than one that transposes and searches them all;
-#: noisy float32's sample is 2% smaller under delta's plan and twice as slow.
-SWAP_GAIN = 0.9
+#: The bit filter that lost the first trial (with delta or without) is planned,
+#: and replaces the first one's plan, when a trial with XOR shows it this much
+#: smaller (int64 ``arange % 1928``: delta's sample is 1.3% smaller without XOR,
+#: short of FILTER_GAIN, and 0.39 of the size with it). A clear margin, because
+#: the swap rests on a 64 KiB sample of a 2 MiB chunk: margins of 10-15% were
+#: seen to turn round on the whole chunk (big-endian int32 sawtooths crossing
+#: zero: the sample 14% smaller under delta with XOR, the chunk 28% larger),
+#: while the swaps that pay halve the chunk.
+SWAP_GAIN = 0.8
 #: The block shifts a file may give (1 KiB to 4 MiB).
 BITS_SHIFTS = range(10, 23)
 
@@ -706,7 +707,8 @@ class ChunkEncoder:
         XORed plane), and kept so when that is smaller by XOR_GAIN. As XOR can
         change which of the two bit filters (with delta or not) is smaller, the
         other one's plan is made too when one trial with XOR says it may be, and
-        taken when smaller by SWAP_GAIN."""
+        taken when smaller by SWAP_GAIN (lz4 only: gzip has no XOR, and takes
+        the filter the first trial chose)."""
         n = len(view)
         size = SAMPLE - SAMPLE % (8 * itemsize if itemsize <= MAX_BITS_ITEM else itemsize)
         if n > size:
@@ -725,19 +727,20 @@ class ChunkEncoder:
             whole = n - n % (8 * itemsize)
             est, best, best_store = self._plane_plan(view, whole, itemsize, best == MODE_DELTA_BITS,
                                                      best_len, scratch, tmp, trial)
-            if whole and itemsize in (2, 4, 8):
+            if whole and itemsize in (2, 4, 8) and self.codec == CODEC_LZ4:
                 # The filters were compared without XOR, and XOR can turn the
-                # order round (int64 ``arange % 1928``: plain bit planes 13.9 KB,
-                # delta with XOR 6.7 KB). One trial of the other filter, with this
-                # plan's noise planes and the planes above them XORed, says whether
-                # its own plan is worth making (noise put in as literals keeps the
-                # trial cheap: the bit transpose of noise is the costly part).
+                # order round (int64 ``arange % 1928``, its 64 KiB sample: plain
+                # bit planes 898 bytes, delta with XOR 351; its chunks 21.7 against
+                # 10.8 KB). One trial of the other filter, with this plan's noise
+                # planes and the planes above them XORed, says whether its own plan
+                # is worth making (noise put in as literals keeps the trial cheap:
+                # the bit transpose of noise is the costly part).
                 other = best not in _DELTA_MODES
                 mask, plain, level, _ = best_store
                 xor = plain + 1 if plain + 1 < 8 * (itemsize - bin(mask).count("1")) else 0
                 quick = self._bits_trial(view[:whole], itemsize, other, level, plain, mask, xor,
                                          scratch, tmp, trial)
-                if quick < est * FILTER_GAIN:
+                if quick < est * SWAP_GAIN:
                     got = self._plane_plan(view, whole, itemsize, other, sizes[other],
                                            scratch, tmp, trial)
                     if got[0] < est * SWAP_GAIN:
