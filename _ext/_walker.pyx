@@ -11,7 +11,7 @@ the twin, so the two cannot drift apart on them.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_Next, PyDict_SetItem, PyDict_Size
+from cpython.dict cimport PyDict_Check, PyDict_Next, PyDict_SetItem, PyDict_Size
 from cpython.list cimport PyList_Append, PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
@@ -443,6 +443,7 @@ cdef class Encoder:
         cdef PyObject* k
         cdef PyObject* v
         cdef object child
+        cdef Py_ssize_t at
         self._value(root)
         while self.depth:
             fr = <_EFrame><object>PyList_GET_ITEM_raw(self.stack, self.depth - 1)
@@ -454,20 +455,30 @@ cdef class Encoder:
                     fr.pos += 1
                     self._value(child)
                 else:
+                    # A hook (or another thread) may have changed the dict while
+                    # the last value was written; the map header already gave
+                    # fr.n entries (docs/ARCHITECTURE.md, "Containers changed
+                    # while they are written").
                     if PyDict_Size(fr.seq) != fr.n:
-                        raise self._error(fr.owner, "the dict changed size while it was being saved")
-                    # The map header gave fr.n entries. A hook that removes a key
-                    # already written and adds another keeps the size but makes
-                    # PyDict_Next yield one more (or, if the dict was rebuilt,
-                    # skip one): either would write a stream that does not parse.
+                        raise self._dict_changed(fr, " changed size")
+                    if fr.pos:
+                        # the key written last must still be where it was: a key
+                        # written before it removed (instance tables close up) or
+                        # the table rebuilt moves it, and the iteration would skip
+                        # an entry or yield one twice
+                        at = fr.dpos - 1
+                        if (not PyDict_Next(fr.seq, &at, &k, NULL) or at != fr.dpos
+                                or k != <PyObject*>fr.lastkey):
+                            raise self._dict_changed(fr, "'s keys changed")
                     if not PyDict_Next(fr.seq, &fr.dpos, &k, &v):
                         if fr.pos != 2 * fr.n:
-                            raise self._error(fr.owner, "the dict's keys changed while it was being saved")
+                            raise self._dict_changed(fr, "'s keys changed")
                         self.depth -= 1
                         fr.seq = fr.owner = fr.lastkey = None
                         continue
                     if fr.pos >= 2 * fr.n:
-                        raise self._error(fr.owner, "the dict's keys changed while it was being saved")
+                        # a key written removed and another added: one entry more
+                        raise self._dict_changed(fr, "'s keys changed")
                     fr.lastkey = <object>k
                     fr.pending = <object>v
                     fr.has_pending = True
@@ -530,6 +541,12 @@ cdef class Encoder:
 
     def _error(self, obj, reason):
         return unsupported(obj, self.path(), reason)
+
+    cdef object _dict_changed(self, _EFrame fr, str what):
+        """The error for a dict changed while it was written, at the dict's own
+        path (its frame closed first), as the twin's."""
+        self.depth -= 1
+        return self._error(fr.owner, "the dict" + what + " while it was being saved")
 
     cdef inline bint _is_open(self, object obj) noexcept:
         cdef _Slot* slot = _pm_find(&self.memo, <void*>obj)
@@ -757,7 +774,7 @@ cdef class Encoder:
 
     cdef int _object(self, object obj, object cls, object known=None) except -1:
         """``known``: the class's kind when the caller has looked it up."""
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, n
         cdef int kind
         cdef _Slot* slot
         if known is None:
@@ -792,10 +809,16 @@ cdef class Encoder:
                 self._memoize(cls)
                 self._write_global(ref[0], ref[1])
             d = obj.__dict__
-            if not d:
+            if not PyDict_Check(d):
+                raise self._error(obj, f"its __dict__ is a {type(d).__name__}, not a dict (give its class "
+                                  "__getstate__ or __reduce__)")
+            # the dict's own size, as the entries PyDict_Next will give (a dict
+            # subclass's __len__ is not asked: the twin does the same)
+            n = PyDict_Size(d)
+            if not n:
                 return self._b1(0xC0)
-            self._map_head(len(d))
-            return self._push(d, len(d), F_ATTRS, obj)
+            self._map_head(n)
+            return self._push(d, n, F_ATTRS, obj)
         return self._reduce(obj, -1)
 
     cdef int _global(self, object obj) except -1:

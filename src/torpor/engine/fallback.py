@@ -10,6 +10,8 @@ recursion limit.
 """
 
 import struct
+from itertools import chain
+from operator import is_ as _is
 
 import numpy as np
 
@@ -50,24 +52,31 @@ _npdtype = np.dtype
 _DESCRIBED = {D_NDARRAY: 1, D_NDARRAY_INLINE: 1, D_DTYPE: 0, D_NPSCALAR: 0}
 
 
-class _EFrame:
-    """An open container of the encoder: ``seq`` holds its children, ``pos`` the
-    next one to write. A dict's frame (maps, instance attributes) holds the dict
-    itself and an iterator over its items, as the compiled walker's PyDict_Next:
-    ``pos`` counts keys and values, and a hook that changes the dict's keys while
-    it is written is caught the same way by both walkers."""
-    __slots__ = ("seq", "n", "pos", "kind", "owner", "close", "items", "pending", "lastkey")
+_chain = chain.from_iterable
 
-    def __init__(self, seq, kind, owner, close, items=None):
+
+def _entries(d):
+    """A dict's keys and values, alternating, in the order of the dict's own table
+    (as the compiled walker's PyDict_Next: a subclass's ``items`` or an
+    OrderedDict's own order is not asked), taken by C code in one call: another
+    thread cannot change the dict halfway through."""
+    return list(_chain(dict.items(d)))
+
+
+class _EFrame:
+    """An open container of the encoder: ``seq`` holds its children (for maps and
+    instances, keys and values alternating, taken when the header was written),
+    ``pos`` the next one to write."""
+    __slots__ = ("seq", "n", "pos", "kind", "owner", "close", "live")
+
+    def __init__(self, seq, kind, owner, close, live=None):
         self.seq = seq
-        self.n = len(seq)           # the count its header gave (a dict's: its entries)
+        self.n = len(seq)           # the count its header gave
         self.pos = 0
         self.kind = kind
         self.owner = owner          # the object whose children these are (for paths)
         self.close = close          # id of a built object leaving ``open`` at the end, or None
-        self.items = items          # a dict's: iter(dict.items()); None for sequences
-        self.pending = None         # a dict's: the value after the key just written
-        self.lastkey = None         # a dict's: the key just written (for paths)
+        self.live = live            # a map's dict, checked for changes as it is written
 
 
 class Encoder:
@@ -134,19 +143,9 @@ class Encoder:
         self._value(root)
         while stack:
             fr = stack[-1]
-            if fr.items is not None:         # a dict: its next key, or that key's value
-                pos = fr.pos
-                if pos & 1:
-                    fr.pos = pos + 1
-                    value, fr.pending = fr.pending, None
-                    self._value(value)
-                elif self._map_key(fr):
-                    stack.pop()
-                    continue
-                if len(out) >= FRAME_SIZE:
-                    self._flush()
-                continue
             seq, pos = fr.seq, fr.pos
+            if fr.live is not None and not pos & 1 and (pos == fr.n or len(fr.live) * 2 != fr.n):
+                self._check_map(fr)
             if pos == fr.n:
                 stack.pop()
                 if fr.close is not None:
@@ -162,43 +161,40 @@ class Encoder:
                 self._flush()
         self._flush()
 
-    def _map_key(self, fr):
-        """Write a dict frame's next key (its value waits in ``pending``); True
-        when the dict has no more."""
-        if len(fr.seq) != fr.n:
-            raise self._error(fr.owner, "the dict changed size while it was being saved")
-        # the map header gave fr.n entries: a hook that removed a key already
-        # written and added another would make the iteration yield one more
-        # (CPython's iterator raises RuntimeError for it) or, dict rebuilt, one fewer
-        try:
-            key, value = next(fr.items)
-        except StopIteration:
-            if fr.pos != 2 * fr.n:
-                raise self._error(fr.owner, "the dict's keys changed while it was being saved") from None
-            return True
-        except RuntimeError:
-            raise self._error(fr.owner, "the dict's keys changed while it was being saved") from None
-        if fr.pos >= 2 * fr.n:
-            raise self._error(fr.owner, "the dict's keys changed while it was being saved")
-        fr.lastkey, fr.pending = key, value
-        fr.pos += 1
-        self._value(key)
-        return False
+    def _check_map(self, fr):
+        """Before a map's next key and at its end: refuse a dict changed while it
+        is written, as the compiled walker does (docs/ARCHITECTURE.md). The twin
+        writes the entries it took with the header, so the check is for the same
+        errors, not for a valid stream: the size at every key, and at the end
+        the keys themselves, in their order (the compiled walker sees a key
+        written removed, or the table rebuilt, at the next key)."""
+        d = fr.live
+        if dict.__len__(d) * 2 != fr.n:
+            what = " changed size"
+        elif fr.pos == fr.n and not all(map(_is, list(dict.keys(d)), fr.seq[0::2])):
+            what = "'s keys changed"
+        else:
+            return
+        self.stack.pop()
+        raise self._error(fr.owner, f"the dict{what} while it was being saved")
 
-    def _push_map(self, d, kind, owner):
+    def _push_map(self, d, kind, owner, entries):
         if len(self.stack) >= self.max_depth:
             raise self._error(owner, f"nesting deeper than max_depth={self.max_depth}")
-        self.stack.append(_EFrame(d, kind, owner, None, iter(d.items())))
+        self.stack.append(_EFrame(entries, kind, owner, None, d))
 
     def _flush(self):
         if self.out:
             self.container.stream_frame(bytes(self.out))
             self.out = bytearray()
 
-    def _push(self, seq, kind, owner, close=None):
+    def _push(self, seq, kind, owner, close=None, n=None):
         if len(self.stack) >= self.max_depth:
             raise self._error(owner, f"nesting deeper than max_depth={self.max_depth}")
-        self.stack.append(_EFrame(seq, kind, owner, close))
+        fr = _EFrame(seq, kind, owner, close)
+        if n is not None:
+            fr.n = n                # the count the header gave, taken once
+        self.stack.append(fr)
 
     def _value(self, obj):
         handler = self._dispatch.get(type(obj))
@@ -222,7 +218,7 @@ class Encoder:
         parts = []
         for fr in self.stack:
             i = fr.pos - 1
-            key = fr.lastkey if fr.items is not None else None
+            key = fr.seq[i - i % 2] if fr.kind in (F_MAP, F_ATTRS) else None
             parts.append((fr.owner, path_step(fr.kind, i, key)))
         return parts
 
@@ -303,7 +299,7 @@ class Encoder:
             return self._ref(i)
         if len(obj) < BYTES_OOB_MIN:
             self._marker(EXT_BYTEARRAY, 1)
-            pack_bin(self.out, obj)
+            pack_bin(self.out, bytes(obj))     # one length: another thread may resize it
         elif self.fast_paths and self._overridden(obj):
             return
         else:
@@ -315,25 +311,30 @@ class Encoder:
         i = self._memoize(obj)
         if i is not None:
             return self._ref(i)
-        pack_array_header(self.out, len(obj))
-        if obj:
-            self._push(obj, F_SEQ, obj)
+        # one length for the header and the frame: another thread may resize
+        # the list between two len() calls
+        n = len(obj)
+        pack_array_header(self.out, n)
+        if n:
+            self._push(obj, F_SEQ, obj, n=n)
 
     def _dict(self, obj):
         i = self._memoize(obj)
         if i is not None:
             return self._ref(i)
-        pack_map_header(self.out, len(obj))
-        if obj:
-            self._push_map(obj, F_MAP, obj)
+        entries = _entries(obj)
+        pack_map_header(self.out, len(entries) // 2)
+        if entries:
+            self._push_map(obj, F_MAP, obj, entries)
 
     def _set(self, obj):
         i = self._memoize(obj)
         if i is not None:
             return self._ref(i)
-        self._marker(EXT_SET, len(obj))
-        if obj:
-            self._push(list(obj), F_SET, obj)
+        items = list(obj)
+        self._marker(EXT_SET, len(items))
+        if items:
+            self._push(items, F_SET, obj)
 
     def _built(self, obj, code, items, kind):
         """Tuples and frozensets: built from their items, so a cycle that reaches
@@ -443,11 +444,15 @@ class Encoder:
                 self._memoize(cls)
                 self._write_global(*ref)
             d = obj.__dict__
-            if not d:
+            if not isinstance(d, dict):
+                raise self._error(obj, f"its __dict__ is a {type(d).__name__}, not a dict (give its class "
+                                  "__getstate__ or __reduce__)")
+            entries = _entries(d)
+            if not entries:
                 self.out.append(0xC0)
                 return
-            pack_map_header(self.out, len(d))
-            self._push_map(d, F_ATTRS, obj)
+            pack_map_header(self.out, len(entries) // 2)
+            self._push_map(d, F_ATTRS, obj, entries)
         else:
             self._reduce(obj, memoized=True)
 
