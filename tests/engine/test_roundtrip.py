@@ -557,3 +557,17 @@ def test_a_container_grown_at_any_call_during_a_save_never_makes_an_unreadable_f
         assert out[which] in (root()[which], grown)
         outcomes.add("saved")
     assert "saved" in outcomes
+
+
+class _ListForDict:
+    @property
+    def __dict__(self):
+        return [1, 2]
+
+
+def test_an_instance_whose_dict_is_not_a_dict_gets_a_clear_error(impl):
+    # was SystemError (compiled: PyDict_Size) or AttributeError (twin: .items)
+    with pytest.raises(torpor.UnsupportedObjectError,
+                       match=r"its __dict__ is a list, not a dict \(give its class __getstate__") as ei:
+        torpor.dumps({"p": _ListForDict()})
+    assert ei.value.path == "root['p']"
