@@ -69,9 +69,9 @@ class _EFrame:
     ``pos`` the next one to write."""
     __slots__ = ("seq", "n", "pos", "kind", "owner", "close", "live")
 
-    def __init__(self, seq, kind, owner, close, live=None):
+    def __init__(self, seq, kind, owner, close, n, live):
         self.seq = seq
-        self.n = len(seq)           # the count its header gave
+        self.n = n                  # the count its header gave
         self.pos = 0
         self.kind = kind
         self.owner = owner          # the object whose children these are (for paths)
@@ -178,23 +178,18 @@ class Encoder:
         self.stack.pop()
         raise self._error(fr.owner, f"the dict{what} while it was being saved")
 
-    def _push_map(self, d, kind, owner, entries):
-        if len(self.stack) >= self.max_depth:
-            raise self._error(owner, f"nesting deeper than max_depth={self.max_depth}")
-        self.stack.append(_EFrame(entries, kind, owner, None, d))
-
     def _flush(self):
         if self.out:
             self.container.stream_frame(bytes(self.out))
             self.out = bytearray()
 
-    def _push(self, seq, kind, owner, close=None, n=None):
+    def _push(self, seq, kind, owner, close=None, n=None, live=None):
+        """Open a frame over ``seq``; ``n``: the count the header gave, when it was
+        taken from a live container (once: another thread may resize it);
+        ``live``: a map's dict, whose entries ``seq`` holds."""
         if len(self.stack) >= self.max_depth:
             raise self._error(owner, f"nesting deeper than max_depth={self.max_depth}")
-        fr = _EFrame(seq, kind, owner, close)
-        if n is not None:
-            fr.n = n                # the count the header gave, taken once
-        self.stack.append(fr)
+        self.stack.append(_EFrame(seq, kind, owner, close, len(seq) if n is None else n, live))
 
     def _value(self, obj):
         handler = self._dispatch.get(type(obj))
@@ -325,7 +320,7 @@ class Encoder:
         entries = _entries(obj)
         pack_map_header(self.out, len(entries) // 2)
         if entries:
-            self._push_map(obj, F_MAP, obj, entries)
+            self._push(entries, F_MAP, obj, live=obj)
 
     def _set(self, obj):
         i = self._memoize(obj)
@@ -452,7 +447,7 @@ class Encoder:
                 self.out.append(0xC0)
                 return
             pack_map_header(self.out, len(entries) // 2)
-            self._push_map(d, F_ATTRS, obj, entries)
+            self._push(entries, F_ATTRS, obj, live=d)
         else:
             self._reduce(obj, memoized=True)
 
